@@ -1,28 +1,111 @@
 //! The `voxplane` binary: command line, configuration, and the wiring of
-//! roles (analyze, demo, and later the relay, SIP core, NQS, MIS and SBUS).
+//! roles (analyze and demo today; the relay, SIP core, NQS, MIS and SBUS as
+//! they land).
 
-use clap::{Parser, Subcommand};
+mod analyze;
+mod config;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Voxplane: carrier voice platform core.
 #[derive(Parser, Debug)]
-#[command(name = "voxplane", version, about)]
+#[command(name = "voxplane", version, about, propagate_version = true)]
 struct Cli {
+    /// Configuration file (TOML); embedded defaults when absent.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Analyse pcap/pcapng captures: calls, RTP streams, loss, jitter, MOS.
+    Analyze(AnalyzeArgs),
+    /// Synthesise a few SIP+RTP calls, write them as a pcap and analyse them.
+    Demo(DemoArgs),
     /// Print the version and build information.
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Output format of `analyze`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A readable table per call and stream.
+    Table,
+    /// One JSON document: `{"calls": [...], "streams": [...]}`.
+    Json,
+    /// One CSV row per stream.
+    Csv,
+}
+
+/// Arguments of `voxplane analyze`.
+#[derive(clap::Args, Debug)]
+pub struct AnalyzeArgs {
+    /// Output format (default from the config file, else `table`).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write one WAV file per G.711 leg into this directory.
+    #[arg(long, value_name = "DIR")]
+    wav_dir: Option<PathBuf>,
+    /// Write one pcap per call (its SIP and RTP) into this directory.
+    #[arg(long, value_name = "DIR")]
+    split_dir: Option<PathBuf>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Leave out RTP streams that no SDP announced.
+    #[arg(long)]
+    no_orphans: bool,
+    /// Capture files (pcap or pcapng).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+/// Arguments of `voxplane demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Where to write the capture, the WAVs and the per-call pcaps.
+    #[arg(long, value_name = "DIR", default_value = "demo-out")]
+    out: PathBuf,
+    /// Number of calls (default from the config file, else 4).
+    #[arg(long)]
+    calls: Option<u32>,
+    /// Random seed (default from the config file, else 1).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let config = match &cli.config {
+        Some(path) => match config::Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("voxplane: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config::Config::default(),
+    };
+    let result = match cli.command {
+        Command::Analyze(args) => analyze::run(&config, &args),
+        Command::Demo(args) => demo::run(&config, &args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("voxplane: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,812 @@
+//! The packet-level analyser: decoded packets in, calls and streams out.
+//!
+//! This is the sans-IO heart of `voxplane analyze` and of the live NQS
+//! service. It recognises SIP (over UDP, or TCP streams split with
+//! [`wire::sip::framing::message_len`]), learns media endpoints from the SDP
+//! in INVITE, 18x, 200, ACK, UPDATE and re-INVITEs, and feeds every RTP packet
+//! to the [`StreamStats`] of its stream, keyed like Wireshark by
+//! (source, destination, SSRC). RTCP SR/RR/XR reports are attached to the
+//! stream they describe, beside our own figures.
+//!
+//! RTP that no SDP announced is still analysed when it passes a strict RTP
+//! heuristic; such streams are reported as *orphan* streams (no call).
+//!
+//! # Driving contract
+//! Feed every decoded packet, in capture order, to [`Analyzer::handle_packet`]
+//! (the packet's capture time is the analyser's `now`); drain
+//! [`Analyzer::poll_event`] for interval samples; call [`Analyzer::report`]
+//! at the end (or at any time, for a snapshot).
+//!
+//! ```no_run
+//! # fn frames() -> Vec<wire::capture::Packet<'static>> { vec![] }
+//! let mut analyzer = nqs::analyzer::Analyzer::new(nqs::analyzer::AnalyzerConfig::default());
+//! for packet in frames() {
+//!     analyzer.handle_packet(&packet);
+//!     while let Some(event) = analyzer.poll_event() {
+//!         println!("{event:?}");
+//!     }
+//! }
+//! let report = analyzer.report();
+//! println!("{} calls, {} streams", report.calls.len(), report.streams.len());
+//! ```
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use wire::capture::{Packet, Transport};
+use wire::{PayloadType, Ssrc, Timestamp};
+
+use crate::emodel::Codec;
+use crate::stream::{IntervalSample, PayloadKind, RemoteReport, RtpPacketInfo, StreamReport, StreamStats};
+
+/// Tunables of the analyser. `Default` gives the embedded defaults.
+#[derive(Clone, Debug)]
+pub struct AnalyzerConfig {
+    /// Report RTP that no SDP announced (found by the RTP heuristic).
+    pub orphan_streams: bool,
+    /// An orphan stream is reported only if it has at least this many packets
+    /// (filters out stray UDP that happens to look like RTP).
+    pub min_orphan_packets: u64,
+    /// Keep the payload of G.711 streams so they can be rendered to WAV.
+    pub keep_audio: bool,
+    /// Largest SIP-over-TCP backlog kept per flow before it is dropped and
+    /// counted (bytes).
+    pub max_tcp_backlog: usize,
+}
+
+impl Default for AnalyzerConfig {
+    fn default() -> Self {
+        Self { orphan_streams: true, min_orphan_packets: 10, keep_audio: false, max_tcp_backlog: 256 * 1024 }
+    }
+}
+
+/// What the analyser made of one packet: lets a driver route the packet
+/// (e.g. into a per-call pcap) without parsing it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum PacketClass {
+    /// A SIP message of the call with this index (into [`Report::calls`]).
+    Sip {
+        /// Index of the call.
+        call: Option<usize>,
+    },
+    /// An RTP packet of the stream with this index.
+    Rtp {
+        /// Index of the stream (into [`Report::streams`]).
+        stream: usize,
+        /// Index of the call the stream belongs to, if any.
+        call: Option<usize>,
+    },
+    /// An RTCP packet on a call's media endpoint.
+    Rtcp {
+        /// Index of the call, if the endpoint is known.
+        call: Option<usize>,
+    },
+    /// Anything else (counted, not analysed).
+    Other,
+}
+
+/// Something the analyser reports while it runs.
+#[derive(Clone, Debug)]
+pub enum AnalyzerEvent {
+    /// A stream completed a 10-second interval.
+    Interval {
+        /// Index of the stream.
+        stream: usize,
+        /// The interval's figures.
+        sample: IntervalSample,
+    },
+}
+
+/// Counters of what was seen and what was not analysed (drops are counters,
+/// never errors).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AnalyzerCounters {
+    /// Packets handed to the analyser.
+    pub packets: u64,
+    /// SIP messages parsed.
+    pub sip_messages: u64,
+    /// Payloads that looked like SIP but did not parse.
+    pub sip_malformed: u64,
+    /// SIP messages without a usable Call-ID.
+    pub sip_without_call_id: u64,
+    /// SDP bodies that did not parse.
+    pub sdp_malformed: u64,
+    /// RTP packets analysed.
+    pub rtp_packets: u64,
+    /// RTCP packets seen on media endpoints.
+    pub rtcp_packets: u64,
+    /// RTCP packets that did not parse.
+    pub rtcp_malformed: u64,
+    /// UDP on a media endpoint that was neither RTP nor RTCP.
+    pub media_not_rtp: u64,
+    /// SIP-over-TCP bytes dropped because a flow's backlog overflowed.
+    pub tcp_backlog_dropped: u64,
+    /// Packets that were neither SIP nor media.
+    pub other: u64,
+}
+
+/// The result of an analysis: calls and streams, cross-referenced by index.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Calls, in order of their first SIP message.
+    pub calls: Vec<CallReport>,
+    /// Streams, in order of their first packet.
+    pub streams: Vec<StreamSummary>,
+    /// What was seen and what was dropped.
+    pub counters: AnalyzerCounters,
+}
+
+/// One SIP call (one Call-ID).
+#[derive(Clone, Debug, Serialize)]
+pub struct CallReport {
+    /// Index of the call in [`Report::calls`].
+    pub index: usize,
+    /// The Call-ID.
+    pub call_id: String,
+    /// The From of the first request (display name and URI as sent).
+    pub from: String,
+    /// The To of the first request.
+    pub to: String,
+    /// The method of the first request (`INVITE`, `REGISTER`, …).
+    pub method: String,
+    /// Time of the first SIP message, seconds since the Unix epoch.
+    pub start: f64,
+    /// Time of the 2xx to the first INVITE, if answered.
+    pub answer: Option<f64>,
+    /// Time of the BYE (or of the final non-2xx answer), if any.
+    pub end: Option<f64>,
+    /// Final status of the first INVITE (or request), if seen.
+    pub final_status: Option<u16>,
+    /// Number of SIP messages in this call.
+    pub sip_messages: u64,
+    /// Number of re-INVITEs/UPDATEs carrying SDP after the first offer.
+    pub sdp_updates: u32,
+    /// Media endpoints announced in SDP, `ip:port`, by party.
+    pub media: Vec<MediaEndpoint>,
+    /// Indexes of this call's streams in [`Report::streams`].
+    pub streams: Vec<usize>,
+}
+
+/// A media endpoint announced in SDP.
+#[derive(Clone, Debug, Serialize)]
+pub struct MediaEndpoint {
+    /// `caller` or `callee`: who receives media here.
+    pub party: Party,
+    /// Receive address, `ip:port`.
+    pub addr: String,
+    /// Codecs offered at this endpoint, as `PT name/rate`.
+    pub codecs: Vec<String>,
+}
+
+/// A side of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Party {
+    /// The party that sent the first INVITE.
+    Caller,
+    /// The other party.
+    Callee,
+}
+
+/// One RTP stream: its identity plus the metrics of [`StreamReport`].
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamSummary {
+    /// Index of the stream in [`Report::streams`].
+    pub id: usize,
+    /// Source, `ip:port`.
+    pub src: String,
+    /// Destination, `ip:port`.
+    pub dst: String,
+    /// SSRC as `0x…` (8 hex digits).
+    pub ssrc: String,
+    /// Payload names seen, comma-separated as Wireshark shows them
+    /// (`g711A, telephone-event`).
+    pub payload: String,
+    /// The call's Call-ID; `None` for orphan streams.
+    pub call_id: Option<String>,
+    /// Index of the call; `None` for orphan streams.
+    pub call: Option<usize>,
+    /// Which way the media flows, when the call is known
+    /// (`caller->callee` or `callee->caller`).
+    pub direction: Option<String>,
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: StreamReport,
+}
+
+/// Audio kept for WAV rendering: (RTP timestamp, payload type, payload).
+pub type KeptAudio = Vec<(u32, PayloadType, Vec<u8>)>;
+
+/// The analyser. See the module docs for the driving contract.
+pub struct Analyzer {
+    config: AnalyzerConfig,
+    calls: Vec<CallState>,
+    call_index: FxHashMap<String, usize>,
+    /// SDP-announced receive endpoints (RTP and RTCP ports) → media info.
+    endpoints: FxHashMap<SocketAddr, Endpoint>,
+    streams: Vec<StreamState>,
+    stream_index: FxHashMap<(SocketAddr, SocketAddr, Ssrc), usize>,
+    /// SIP over TCP: bytes of each direction not yet framed into messages.
+    tcp_backlog: FxHashMap<(SocketAddr, SocketAddr), Vec<u8>>,
+    events: VecDeque<AnalyzerEvent>,
+    counters: AnalyzerCounters,
+}
+
+impl Analyzer {
+    /// A new analyser.
+    pub fn new(config: AnalyzerConfig) -> Self {
+        Self {
+            config,
+            calls: Vec::new(),
+            call_index: FxHashMap::default(),
+            endpoints: FxHashMap::default(),
+            streams: Vec::new(),
+            stream_index: FxHashMap::default(),
+            tcp_backlog: FxHashMap::default(),
+            events: VecDeque::new(),
+            counters: AnalyzerCounters::default(),
+        }
+    }
+
+    /// Handles one decoded packet; its capture time is `now`.
+    pub fn handle_packet(&mut self, packet: &Packet<'_>) -> PacketClass {
+        self.counters.packets += 1;
+        match packet.transport {
+            Transport::Udp => self.handle_udp(packet.ts, packet.src, packet.dst, packet.payload),
+            Transport::Tcp => self.handle_tcp(packet.ts, packet.src, packet.dst, packet.payload),
+            #[allow(unreachable_patterns)]
+            _ => {
+                self.counters.other += 1;
+                PacketClass::Other
+            }
+        }
+    }
+
+    /// The next event, if any. Drain after every [`Analyzer::handle_packet`].
+    pub fn poll_event(&mut self) -> Option<AnalyzerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Number of calls seen so far.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The audio kept for a stream (only with [`AnalyzerConfig::keep_audio`]).
+    pub fn kept_audio(&self, stream: usize) -> Option<&KeptAudio> {
+        self.streams.get(stream).and_then(|s| s.audio.as_ref())
+    }
+
+    /// A report of everything seen so far. Orphan streams with fewer than
+    /// [`AnalyzerConfig::min_orphan_packets`] packets are left out, but
+    /// stream indexes stay those of [`PacketClass`].
+    pub fn report(&self) -> Report {
+        let mut calls: Vec<CallReport> = self.calls.iter().enumerate().map(|(i, c)| c.report(i)).collect();
+        let mut streams = Vec::with_capacity(self.streams.len());
+        for (id, s) in self.streams.iter().enumerate() {
+            let call = s.call;
+            if call.is_none() && s.stats.packets() < self.config.min_orphan_packets {
+                continue;
+            }
+            if let Some(c) = call {
+                calls[c].streams.push(id);
+            }
+            streams.push(StreamSummary {
+                id,
+                src: s.key.0.to_string(),
+                dst: s.key.1.to_string(),
+                ssrc: s.key.2.to_string(),
+                payload: s.payload_names(),
+                call_id: call.map(|c| self.calls[c].call_id.clone()),
+                call,
+                direction: s.direction.map(|p| match p {
+                    Party::Caller => "callee->caller".to_string(),
+                    Party::Callee => "caller->callee".to_string(),
+                }),
+                metrics: s.stats.report(s.codec()),
+            });
+        }
+        Report { calls, streams, counters: self.counters.clone() }
+    }
+
+    fn handle_udp(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> PacketClass {
+        let endpoint = self.endpoints.get(&dst).or_else(|| self.endpoints.get(&src)).cloned();
+        if let Some(ep) = endpoint {
+            return self.handle_media(now, src, dst, payload, Some(ep));
+        }
+        if looks_like_sip(payload) {
+            return self.handle_sip_datagram(now, src, dst, payload);
+        }
+        if self.config.orphan_streams && wire::rtp::looks_like_rtp(payload) {
+            return self.handle_media(now, src, dst, payload, None);
+        }
+        self.counters.other += 1;
+        PacketClass::Other
+    }
+
+    fn handle_tcp(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> PacketClass {
+        let key = (src, dst);
+        let backlog = self.tcp_backlog.entry(key).or_default();
+        if backlog.is_empty() && !looks_like_sip(trim_keepalive(payload)) {
+            self.counters.other += 1;
+            return PacketClass::Other;
+        }
+        backlog.extend_from_slice(payload);
+        let mut buf = std::mem::take(backlog);
+        let mut class = PacketClass::Other;
+        let mut consumed = 0;
+        loop {
+            let rest = &buf[consumed..];
+            let skip = rest.len() - trim_keepalive(rest).len();
+            consumed += skip;
+            let rest = &buf[consumed..];
+            if rest.is_empty() {
+                break;
+            }
+            match wire::sip::framing::message_len(rest) {
+                Ok(Some(n)) => {
+                    let n = n.min(rest.len());
+                    class = self.handle_sip_message(now, src, dst, &rest[..n]);
+                    consumed += n;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Unframeable stream: drop the backlog, resynchronise on
+                    // the next segment that starts a message.
+                    self.counters.sip_malformed += 1;
+                    consumed = buf.len();
+                    break;
+                }
+            }
+        }
+        buf.drain(..consumed);
+        if buf.len() > self.config.max_tcp_backlog {
+            self.counters.tcp_backlog_dropped += buf.len() as u64;
+            buf.clear();
+        }
+        if let Some(b) = self.tcp_backlog.get_mut(&key) {
+            *b = buf;
+        }
+        class
+    }
+
+    fn handle_sip_datagram(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> PacketClass {
+        self.handle_sip_message(now, src, dst, payload)
+    }
+
+    fn handle_sip_message(&mut self, now: Timestamp, _src: SocketAddr, _dst: SocketAddr, bytes: &[u8]) -> PacketClass {
+        let msg = match wire::sip::Message::parse(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.counters.sip_malformed += 1;
+                return PacketClass::Sip { call: None };
+            }
+        };
+        self.counters.sip_messages += 1;
+        let Some(call_id) = msg.call_id() else {
+            self.counters.sip_without_call_id += 1;
+            return PacketClass::Sip { call: None };
+        };
+        let call = match self.call_index.get(call_id) {
+            Some(&i) => i,
+            None => {
+                let i = self.calls.len();
+                self.calls.push(CallState::new(now, call_id, &msg));
+                self.call_index.insert(call_id.to_string(), i);
+                i
+            }
+        };
+        let party = self.calls[call].on_message(now, &msg);
+        if let Some(sdp) = msg.sdp_body() {
+            match wire::sdp::SessionDescription::parse(sdp) {
+                Ok(sdp) => self.learn_sdp(call, party, &sdp),
+                Err(_) => self.counters.sdp_malformed += 1,
+            }
+        }
+        PacketClass::Sip { call: Some(call) }
+    }
+
+    /// Registers the receive endpoints an SDP announces for `party`.
+    fn learn_sdp(&mut self, call: usize, party: Party, sdp: &wire::sdp::SessionDescription<'_>) {
+        let state = &mut self.calls[call];
+        if state.offers > 0 {
+            state.sdp_updates += 1;
+        }
+        state.offers += 1;
+        for media in sdp.media() {
+            if media.kind() != "audio" && media.kind() != "video" {
+                continue;
+            }
+            let Some(ip) = media.connection_address() else { continue };
+            let port = media.port();
+            if port == 0 {
+                continue;
+            }
+            let mut codecs = Vec::new();
+            for pt in media.formats() {
+                if let Some(codec) = media.codec(pt) {
+                    codecs.push(CodecInfo { pt, name: codec.name.to_string(), clock: codec.clock_rate.0 });
+                }
+            }
+            let rtp = SocketAddr::new(ip, port);
+            let rtcp_port = if media.rtcp_mux() { port } else { media.rtcp_port().unwrap_or(port.wrapping_add(1)) };
+            let ep = Endpoint { call, party, codecs, rtcp: false };
+            state.media.push(MediaEndpoint {
+                party,
+                addr: rtp.to_string(),
+                codecs: ep.codecs.iter().map(|c| format!("{} {}/{}", c.pt.0, c.name, c.clock)).collect(),
+            });
+            if rtcp_port != port {
+                self.endpoints.insert(SocketAddr::new(ip, rtcp_port), Endpoint { rtcp: true, ..ep.clone() });
+            }
+            self.endpoints.insert(rtp, ep);
+        }
+    }
+
+    fn handle_media(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        endpoint: Option<Endpoint>,
+    ) -> PacketClass {
+        let call = endpoint.as_ref().map(|e| e.call);
+        match wire::rtp::classify(payload) {
+            Some(wire::rtp::Kind::Rtp) => {}
+            Some(wire::rtp::Kind::Rtcp) => {
+                self.handle_rtcp(now, src, payload);
+                return PacketClass::Rtcp { call };
+            }
+            None => {
+                self.counters.media_not_rtp += 1;
+                return PacketClass::Other;
+            }
+        }
+        let Ok(rtp) = wire::rtp::RtpPacket::new_checked(payload) else {
+            self.counters.media_not_rtp += 1;
+            return PacketClass::Other;
+        };
+        self.counters.rtp_packets += 1;
+        let key = (src, dst, rtp.ssrc());
+        let id = match self.stream_index.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.streams.len();
+                // The PT numbers in RTP sent *to* an endpoint follow that
+                // endpoint's SDP; for symmetric RTP seen only by its source,
+                // the source's SDP is the best we have.
+                let direction = endpoint.as_ref().map(|e| {
+                    let receiver_is_dst = self.endpoints.get(&dst).is_some_and(|d| d.call == e.call);
+                    if receiver_is_dst { e.party } else { other(e.party) }
+                });
+                let codecs = endpoint.map(|e| e.codecs).unwrap_or_default();
+                let audio = self.config.keep_audio.then(Vec::new);
+                self.streams.push(StreamState {
+                    key,
+                    call,
+                    direction,
+                    codecs,
+                    stats: StreamStats::new(),
+                    pts: Vec::new(),
+                    audio,
+                });
+                self.stream_index.insert(key, id);
+                id
+            }
+        };
+        let stream = &mut self.streams[id];
+        let pt = rtp.payload_type();
+        let kind = stream.kind(pt);
+        if !stream.pts.contains(&pt) && stream.pts.len() < 8 {
+            stream.pts.push(pt);
+        }
+        let info = RtpPacketInfo {
+            arrival: now,
+            seq: rtp.sequence_number(),
+            timestamp: rtp.timestamp(),
+            ssrc: rtp.ssrc(),
+            payload_type: pt,
+            marker: rtp.marker(),
+            payload_len: u16::try_from(rtp.payload().len()).unwrap_or(u16::MAX),
+        };
+        stream.stats.handle_packet(&info, kind);
+        if let Some(audio) = stream.audio.as_mut()
+            && (pt == PayloadType::PCMU || pt == PayloadType::PCMA)
+        {
+            audio.push((info.timestamp, pt, rtp.payload().to_vec()));
+        }
+        while let Some(sample) = stream.stats.poll_interval() {
+            self.events.push_back(AnalyzerEvent::Interval { stream: id, sample });
+        }
+        PacketClass::Rtp { stream: id, call }
+    }
+
+    /// Attaches RTCP report blocks to the streams they describe: a block
+    /// about SSRC X sent from host H describes the stream of X towards H.
+    fn handle_rtcp(&mut self, now: Timestamp, src: SocketAddr, payload: &[u8]) {
+        self.counters.rtcp_packets += 1;
+        for packet in wire::rtcp::Compound::new(payload) {
+            let Ok(packet) = packet else {
+                self.counters.rtcp_malformed += 1;
+                return;
+            };
+            let mut reports: Vec<(Ssrc, RemoteReport)> = Vec::new();
+            match &packet {
+                wire::rtcp::RtcpPacket::SenderReport(sr) => {
+                    for block in sr.report_blocks() {
+                        reports.push((block.ssrc(), remote_from_block(&block)));
+                    }
+                }
+                wire::rtcp::RtcpPacket::ReceiverReport(rr) => {
+                    for block in rr.report_blocks() {
+                        reports.push((block.ssrc(), remote_from_block(&block)));
+                    }
+                }
+                wire::rtcp::RtcpPacket::Xr(xr) => {
+                    for block in xr.blocks() {
+                        if let Ok(wire::rtcp::XrBlock::VoipMetrics(vm)) = block {
+                            reports.push((vm.ssrc(), remote_from_voip_metrics(&vm)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for (ssrc, report) in reports {
+                if let Some(stream) =
+                    self.streams.iter_mut().find(|s| s.key.2 == ssrc && s.key.1.ip() == src.ip())
+                {
+                    stream.stats.handle_rtcp_report(now, report);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct CodecInfo {
+    pt: PayloadType,
+    name: String,
+    clock: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    call: usize,
+    party: Party,
+    codecs: Vec<CodecInfo>,
+    #[allow(dead_code)]
+    rtcp: bool,
+}
+
+struct StreamState {
+    key: (SocketAddr, SocketAddr, Ssrc),
+    call: Option<usize>,
+    /// Who receives this stream.
+    direction: Option<Party>,
+    codecs: Vec<CodecInfo>,
+    stats: StreamStats,
+    pts: Vec<PayloadType>,
+    audio: Option<KeptAudio>,
+}
+
+impl StreamState {
+    fn codec_info(&self, pt: PayloadType) -> Option<(&str, u32)> {
+        if let Some(c) = self.codecs.iter().find(|c| c.pt == pt) {
+            return Some((c.name.as_str(), c.clock));
+        }
+        pt.static_info().map(|(name, rate)| (name, rate.0))
+    }
+
+    fn kind(&self, pt: PayloadType) -> PayloadKind {
+        match self.codec_info(pt) {
+            Some((name, clock)) if name.eq_ignore_ascii_case("telephone-event") => {
+                PayloadKind::TelephoneEvent(wire::ClockRate(clock))
+            }
+            Some((name, clock)) if name.eq_ignore_ascii_case("CN") => PayloadKind::ComfortNoise(wire::ClockRate(clock)),
+            Some((_, clock)) if clock > 0 => PayloadKind::Audio(wire::ClockRate(clock)),
+            _ => PayloadKind::Unknown,
+        }
+    }
+
+    /// The codec used for MOS: the first audio payload type seen.
+    fn codec(&self) -> Codec {
+        for &pt in &self.pts {
+            if let Some((name, _)) = self.codec_info(pt)
+                && !name.eq_ignore_ascii_case("telephone-event")
+                && !name.eq_ignore_ascii_case("CN")
+            {
+                return Codec::from_encoding_name(name);
+            }
+        }
+        Codec::from_encoding_name("PCMU")
+    }
+
+    /// Payload names as Wireshark prints them (`g711U`, `g711A`, `g729`…).
+    fn payload_names(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for &pt in &self.pts {
+            let name = match self.codec_info(pt) {
+                Some((name, _)) => wireshark_payload_name(name),
+                None => pt.0.to_string(),
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names.join(", ")
+    }
+}
+
+struct CallState {
+    call_id: String,
+    from: String,
+    to: String,
+    from_tag: Option<String>,
+    method: String,
+    start: Timestamp,
+    answer: Option<Timestamp>,
+    end: Option<Timestamp>,
+    final_status: Option<u16>,
+    first_cseq: Option<u32>,
+    sip_messages: u64,
+    offers: u32,
+    sdp_updates: u32,
+    media: Vec<MediaEndpoint>,
+}
+
+impl CallState {
+    fn new(now: Timestamp, call_id: &str, msg: &wire::sip::Message<'_>) -> Self {
+        let from = msg.header("From").unwrap_or_default().trim().to_string();
+        let to = msg.header("To").unwrap_or_default().trim().to_string();
+        // The caller is the party that sent the first request we see; if
+        // the first message is a response, its From is still the caller.
+        let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
+        let method = msg.cseq().map(|c| c.method.to_string()).unwrap_or_default();
+        Self {
+            call_id: call_id.to_string(),
+            from,
+            to,
+            from_tag,
+            method,
+            start: now,
+            answer: None,
+            end: None,
+            final_status: None,
+            first_cseq: msg.cseq().map(|c| c.seq),
+            sip_messages: 0,
+            offers: 0,
+            sdp_updates: 0,
+            media: Vec::new(),
+        }
+    }
+
+    /// Updates the call's timeline; returns the party whose SDP this
+    /// message would carry (the sender).
+    fn on_message(&mut self, now: Timestamp, msg: &wire::sip::Message<'_>) -> Party {
+        self.sip_messages += 1;
+        let cseq = msg.cseq();
+        let from_is_caller = match (&self.from_tag, msg.from().and_then(|f| f.tag().map(str::to_string))) {
+            (Some(a), Some(b)) => *a == b,
+            _ => true,
+        };
+        if let Some(status) = msg.status() {
+            let first_tx = cseq.as_ref().is_some_and(|c| Some(c.seq) == self.first_cseq && c.method.to_string() == self.method);
+            if first_tx && status >= 200 && self.final_status.is_none() {
+                self.final_status = Some(status);
+                if status < 300 {
+                    self.answer = Some(now);
+                } else {
+                    self.end = Some(now);
+                }
+            }
+            // A response is sent by the request's recipient.
+            if from_is_caller { Party::Callee } else { Party::Caller }
+        } else {
+            if msg.method().is_some_and(|m| m.to_string() == "BYE") && self.end.is_none() {
+                self.end = Some(now);
+            }
+            if from_is_caller { Party::Caller } else { Party::Callee }
+        }
+    }
+
+    fn report(&self, index: usize) -> CallReport {
+        CallReport {
+            index,
+            call_id: self.call_id.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            method: self.method.clone(),
+            start: self.start.as_secs_f64(),
+            answer: self.answer.map(Timestamp::as_secs_f64),
+            end: self.end.map(Timestamp::as_secs_f64),
+            final_status: self.final_status,
+            sip_messages: self.sip_messages,
+            sdp_updates: self.sdp_updates,
+            media: self.media.clone(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+fn other(p: Party) -> Party {
+    match p {
+        Party::Caller => Party::Callee,
+        Party::Callee => Party::Caller,
+    }
+}
+
+/// Cheap check that a payload starts like a SIP message: a request line
+/// ending in `SIP/2.0` or a status line starting with `SIP/`.
+fn looks_like_sip(payload: &[u8]) -> bool {
+    if payload.starts_with(b"SIP/") {
+        return true;
+    }
+    let line_end = payload.iter().take(1024).position(|&b| b == b'\n');
+    match line_end {
+        Some(end) => {
+            let line = payload[..end].strip_suffix(b"\r").unwrap_or(&payload[..end]);
+            line.len() > 8 && line[..line.len() - 3].ends_with(b"SIP/") && payload[0].is_ascii_uppercase()
+        }
+        None => false,
+    }
+}
+
+/// Skips CRLF keep-alives (RFC 5626 §3.5.1) in front of a stream message.
+fn trim_keepalive(mut buf: &[u8]) -> &[u8] {
+    while let [b'\r' | b'\n', rest @ ..] = buf {
+        buf = rest;
+    }
+    buf
+}
+
+fn wireshark_payload_name(name: &str) -> String {
+    match name.to_ascii_uppercase().as_str() {
+        "PCMU" => "g711U".into(),
+        "PCMA" => "g711A".into(),
+        "G729" => "g729".into(),
+        "G722" => "g722".into(),
+        "TELEPHONE-EVENT" => "telephone-event".into(),
+        "CN" => "CN".into(),
+        _ => name.to_string(),
+    }
+}
+
+fn remote_from_block(block: &wire::rtcp::ReportBlock<'_>) -> RemoteReport {
+    RemoteReport {
+        fraction_lost: block.fraction_lost(),
+        cumulative_lost: block.cumulative_lost(),
+        jitter_ts: block.jitter(),
+        ..RemoteReport::default()
+    }
+}
+
+fn remote_from_voip_metrics(vm: &wire::rtcp::VoipMetrics<'_>) -> RemoteReport {
+    RemoteReport {
+        xr_r_factor: vm.r_factor(),
+        xr_mos_lq: vm.mos_lq(),
+        xr_mos_cq: vm.mos_cq(),
+        xr_loss_rate: Some(vm.loss_rate()),
+        xr_discard_rate: Some(vm.discard_rate()),
+        xr_burst_density: Some(vm.burst_density()),
+        xr_round_trip_delay_ms: Some(vm.round_trip_delay()),
+        ..RemoteReport::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_sniffing() {
+        assert!(looks_like_sip(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n"));
+        assert!(looks_like_sip(b"SIP/2.0 200 OK\r\n"));
+        assert!(!looks_like_sip(b"\x80\x00\x01\x02abcdefgh"));
+        assert!(!looks_like_sip(b"GET / HTTP/1.1\r\n"));
+        assert_eq!(trim_keepalive(b"\r\n\r\nINVITE"), b"INVITE");
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The test suite: what the README's second command runs and what CI calls.
+# Installs what the tests need when it is missing, then runs the gates from
+# shared/style.md: fmt, clippy, docs, tests (with the fixture accuracy checks),
+# and a fuzz smoke run of every parser harness on stable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+need_apt=()
+command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${need_apt[@]}" >/tmp/voxplane-apt.log 2>&1; then
+        apt-get update >>/tmp/voxplane-apt.log 2>&1
+        apt-get install -y --no-install-recommends "${need_apt[@]}" >>/tmp/voxplane-apt.log 2>&1
+    fi
+fi
+
+# The fixtures are ../shared/fixtures beside the checkout. Under CI they must
+# be there: a missing fixture is a failure, not a skip.
+if [ -z "${VOXPLANE_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
+    VOXPLANE_FIXTURES="$(cd ../shared/fixtures && pwd)"
+    export VOXPLANE_FIXTURES
+fi
+if [ "${CI:-}" = "true" ]; then
+    export VOXPLANE_REQUIRE_FIXTURES=1
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+log "cargo test"
+cargo test --workspace
+
+log "fuzz smoke (stable: every harness over the fixture corpus and random inputs)"
+cargo test -p wire --features fuzzing --test fuzz_smoke

@@ -1,0 +1,288 @@
+//! `voxplane analyze`: the driver around [`nqs::analyzer::Analyzer`]. It
+//! reads capture files, decodes frames with [`wire::capture`], feeds the
+//! analyser, and writes what was asked for (table/JSON/CSV, WAVs, per-call
+//! pcaps). All analysis logic is in the sans-IO core; this file is I/O.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass, Report};
+use wire::capture::{Decoder, FileReader, PcapWriter};
+
+use crate::config::Config;
+use crate::{AnalyzeArgs, Format, output};
+
+/// Inputs larger than this get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Runs `voxplane analyze`.
+pub fn run(config: &Config, args: &AnalyzeArgs) -> anyhow::Result<()> {
+    let format = args.format.unwrap_or(config.analyze_format());
+    let outcome = analyze_files(
+        &args.files,
+        &Options {
+            wav_dir: args.wav_dir.clone(),
+            split_dir: args.split_dir.clone(),
+            progress: !args.no_progress,
+            orphans: !args.no_orphans,
+        },
+    )?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    output::write(&mut out, format, &outcome.report, stdout_is_color())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// What to produce besides the report.
+pub struct Options {
+    /// Directory for one WAV per G.711 leg.
+    pub wav_dir: Option<PathBuf>,
+    /// Directory for one pcap per call.
+    pub split_dir: Option<PathBuf>,
+    /// Show a progress bar on large inputs.
+    pub progress: bool,
+    /// Report orphan streams.
+    pub orphans: bool,
+}
+
+/// The result of [`analyze_files`].
+pub struct Outcome {
+    /// Calls and streams.
+    pub report: Report,
+    /// WAV files written.
+    pub wavs: Vec<PathBuf>,
+    /// Per-call pcaps written.
+    pub splits: usize,
+}
+
+/// Analyses `files` in order as one capture. Unreadable or truncated files
+/// are reported on stderr and what was readable is analysed; fails only if
+/// nothing at all could be analysed.
+pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcome> {
+    let mut analyzer = Analyzer::new(AnalyzerConfig {
+        orphan_streams: opts.orphans,
+        keep_audio: opts.wav_dir.is_some(),
+        ..AnalyzerConfig::default()
+    });
+    let mut split = match &opts.split_dir {
+        Some(dir) => Some(SplitWriter::new(dir)?),
+        None => None,
+    };
+    let total_bytes: u64 = files.iter().filter_map(|f| fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let progress = (opts.progress && io::stderr().is_terminal() && total_bytes >= PROGRESS_MIN_BYTES)
+        .then(|| progress_bar(total_bytes));
+    let mut frames_total = 0u64;
+    let mut problems = Vec::new();
+    let mut done_bytes = 0u64;
+    for path in files {
+        let read = Arc::new(AtomicU64::new(0));
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                eprintln!("voxplane: {}: {e}", path.display());
+                continue;
+            }
+        };
+        let counting = CountingReader { inner: BufReader::with_capacity(1 << 20, file), count: read.clone() };
+        let mut reader = match FileReader::new(counting) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                eprintln!("voxplane: {}: not a readable capture: {e}", path.display());
+                continue;
+            }
+        };
+        let mut decoder = Decoder::new();
+        let mut frames = 0u64;
+        loop {
+            let frame = match reader.next_frame() {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    let msg = format!(
+                        "{}: stopped after frame {frames} (byte {}): {e}; analysed what came before",
+                        path.display(),
+                        read.load(Ordering::Relaxed)
+                    );
+                    eprintln!("voxplane: {msg}");
+                    problems.push(msg);
+                    break;
+                }
+            };
+            frames += 1;
+            if let Some(packet) = decoder.decode(&frame) {
+                let class = analyzer.handle_packet(&packet);
+                if let Some(split) = split.as_mut() {
+                    split.write(&analyzer, class, &packet)?;
+                }
+                while analyzer.poll_event().is_some() {}
+            }
+            if let Some(bar) = &progress
+                && frames % 65_536 == 0
+            {
+                bar.set_position(done_bytes + read.load(Ordering::Relaxed));
+            }
+        }
+        frames_total += frames;
+        done_bytes += read.load(Ordering::Relaxed);
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if frames_total == 0 {
+        match problems.first() {
+            Some(p) => bail!("nothing analysed: {p}"),
+            None => bail!("nothing analysed: the capture holds no packets"),
+        }
+    }
+    let report = analyzer.report();
+    let mut wavs = Vec::new();
+    if let Some(dir) = &opts.wav_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for stream in &report.streams {
+            let Some(audio) = analyzer.kept_audio(stream.id) else { continue };
+            if audio.is_empty() {
+                continue;
+            }
+            let pcm = nqs::render::render_g711(audio);
+            let path = dir.join(wav_name(stream));
+            write_wav(&path, &pcm)?;
+            wavs.push(path);
+        }
+    }
+    let splits = match split {
+        Some(s) => s.finish(&report)?,
+        None => 0,
+    };
+    Ok(Outcome { report, wavs, splits })
+}
+
+fn wav_name(stream: &nqs::analyzer::StreamSummary) -> String {
+    let call = stream.call_id.as_deref().map(sanitize).unwrap_or_else(|| "orphan".to_string());
+    format!("{call}_{}_{}_{}.wav", stream.id, sanitize(&stream.src), stream.ssrc)
+}
+
+/// Keeps file names portable: anything but `[A-Za-z0-9._-]` becomes `_`.
+pub fn sanitize(s: &str) -> String {
+    let mut out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') { c } else { '_' }).collect();
+    out.truncate(80);
+    out
+}
+
+fn write_wav(path: &Path, pcm: &[i16]) -> anyhow::Result<()> {
+    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).with_context(|| format!("creating {}", path.display()))?;
+    for &s in pcm {
+        w.write_sample(s)?;
+    }
+    w.finalize()?;
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn stdout_is_color() -> bool {
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Writes one pcap per call. Every packet is written as an Ethernet +
+/// IPv4/IPv6 + UDP frame rebuilt from the decoded endpoints and payload, so
+/// reassembled fragments and SIP-over-TCP messages come out whole (link
+/// headers such as VLAN tags and TCP segmentation are not preserved).
+/// Files are opened lazily and at most [`SplitWriter::MAX_OPEN`] stay open.
+struct SplitWriter {
+    dir: PathBuf,
+    open: HashMap<usize, PcapWriter<BufWriter<File>>>,
+    created: HashMap<usize, PathBuf>,
+    frame: Vec<u8>,
+}
+
+impl SplitWriter {
+    const MAX_OPEN: usize = 256;
+
+    fn new(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir: dir.to_path_buf(), open: HashMap::new(), created: HashMap::new(), frame: Vec::new() })
+    }
+
+    fn write(&mut self, analyzer: &Analyzer, class: PacketClass, packet: &wire::capture::Packet<'_>) -> anyhow::Result<()> {
+        let call = match class {
+            PacketClass::Sip { call } | PacketClass::Rtcp { call } | PacketClass::Rtp { call, .. } => call,
+            PacketClass::Other => None,
+        };
+        let Some(call) = call else { return Ok(()) };
+        if !self.open.contains_key(&call) {
+            if self.open.len() >= Self::MAX_OPEN {
+                for (_, w) in self.open.drain() {
+                    w.into_inner().context("flushing a per-call pcap")?.flush()?;
+                }
+            }
+            let writer = match self.created.get(&call) {
+                Some(path) => {
+                    let file = fs::OpenOptions::new().append(true).open(path)?;
+                    PcapWriter::append(BufWriter::new(file))
+                }
+                None => {
+                    let name = format!("call-{call:05}.pcap");
+                    let path = self.dir.join(name);
+                    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    self.created.insert(call, path);
+                    PcapWriter::new(BufWriter::new(file), wire::capture::LinkType::ETHERNET)?
+                }
+            };
+            self.open.insert(call, writer);
+        }
+        let _ = analyzer;
+        self.frame.clear();
+        wire::capture::build_udp_frame(packet.src, packet.dst, packet.payload, &mut self.frame);
+        if let Some(w) = self.open.get_mut(&call) {
+            w.write_frame(packet.ts, &self.frame)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every file and writes `index.tsv`: call index, Call-ID, file.
+    fn finish(mut self, report: &Report) -> anyhow::Result<usize> {
+        for (_, w) in self.open.drain() {
+            w.into_inner().context("flushing a per-call pcap")?.flush()?;
+        }
+        let mut index = String::from("call\tcall_id\tfile\tstreams\n");
+        for call in &report.calls {
+            if let Some(path) = self.created.get(&call.index) {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                index.push_str(&format!("{}\t{}\t{}\t{}\n", call.index, call.call_id, name, call.streams.len()));
+            }
+        }
+        let path = self.dir.join("index.tsv");
+        fs::write(&path, index).with_context(|| format!("writing {}", path.display()))?;
+        Ok(self.created.len())
+    }
+}

@@ -1,0 +1,158 @@
+//! Rendering an analysis [`Report`] as a table, JSON or CSV.
+
+use std::io::{self, Write};
+
+use nqs::analyzer::{Report, StreamSummary};
+
+use crate::Format;
+
+/// Writes `report` in `format`. `color` enables ANSI colours on MOS.
+pub fn write(out: &mut dyn Write, format: Format, report: &Report, color: bool) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            writeln!(out)
+        }
+        Format::Csv => write_csv(out, report),
+        Format::Table => write_table(out, report, color),
+    }
+}
+
+const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "call_id",
+    "direction",
+    "src",
+    "dst",
+    "ssrc",
+    "payload",
+    "packets",
+    "expected",
+    "lost",
+    "lost_percent",
+    "duplicates",
+    "out_of_order",
+    "max_delta_ms",
+    "max_jitter_ms",
+    "mean_jitter_ms",
+    "jitter_ms",
+    "burst_r",
+    "r_factor",
+    "mos",
+    "mos_f1",
+    "mos_f2",
+    "mos_adapt",
+];
+
+fn write_csv(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    writeln!(out, "{}", CSV_COLUMNS.join(","))?;
+    for s in &report.streams {
+        let v = serde_json::to_value(s).map_err(io::Error::other)?;
+        let row: Vec<String> = CSV_COLUMNS.iter().map(|c| csv_field(v.get(*c))).collect();
+        writeln!(out, "{}", row.join(","))?;
+    }
+    Ok(())
+}
+
+fn csv_field(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => {
+            if s.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.clone()
+            }
+        }
+        Some(serde_json::Value::Number(n)) => match n.as_f64() {
+            Some(f) if !n.is_i64() && !n.is_u64() => format!("{f:.3}"),
+            _ => n.to_string(),
+        },
+        Some(other) => other.to_string(),
+    }
+}
+
+fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<()> {
+    let header = format!(
+        "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9} {:>8} {:>8} {:>6} {:>5}",
+        "id", "src -> dst", "ssrc", "payload", "pkts", "lost (%)", "maxΔ ms", "maxJ ms", "meanJ ms", "R", "MOS"
+    );
+    for call in &report.calls {
+        if call.streams.is_empty() && call.method != "INVITE" {
+            continue;
+        }
+        let status = call.final_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let duration = match (call.answer, call.end) {
+            (Some(a), Some(e)) => format!("{:.1} s talk", e - a),
+            _ => String::new(),
+        };
+        writeln!(out, "Call {}  {} -> {}  [{} {}] {}", call.call_id, call.from, call.to, call.method, status, duration)?;
+        if call.streams.is_empty() {
+            writeln!(out, "  (no RTP)")?;
+        } else {
+            writeln!(out, "{header}")?;
+            for &id in &call.streams {
+                if let Some(s) = report.streams.iter().find(|s| s.id == id) {
+                    write_stream_row(out, s, color)?;
+                }
+            }
+        }
+        writeln!(out)?;
+    }
+    let orphans: Vec<&StreamSummary> = report.streams.iter().filter(|s| s.call.is_none()).collect();
+    if !orphans.is_empty() {
+        writeln!(out, "Streams without signalling (found by RTP heuristics)")?;
+        writeln!(out, "{header}")?;
+        for s in orphans {
+            write_stream_row(out, s, color)?;
+        }
+        writeln!(out)?;
+    }
+    let c = &report.counters;
+    writeln!(
+        out,
+        "{} calls with media, {} streams; {} packets, {} SIP messages ({} malformed), {} RTP, {} RTCP",
+        report.calls.iter().filter(|c| !c.streams.is_empty()).count(),
+        report.streams.len(),
+        c.packets,
+        c.sip_messages,
+        c.sip_malformed,
+        c.rtp_packets,
+        c.rtcp_packets
+    )
+}
+
+fn write_stream_row(out: &mut dyn Write, s: &StreamSummary, color: bool) -> io::Result<()> {
+    let m = &s.metrics;
+    let flow = format!("{} -> {}", s.src, s.dst);
+    let mos = format!("{:>5.2}", m.mos);
+    let mos = if color { colorize_mos(m.mos, &mos) } else { mos };
+    writeln!(
+        out,
+        "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9.3} {:>8.3} {:>8.3} {:>6.1} {}",
+        s.id,
+        flow,
+        s.ssrc,
+        s.payload,
+        m.packets,
+        format!("{} ({:.1})", m.lost, m.lost_percent),
+        m.max_delta_ms,
+        m.max_jitter_ms,
+        m.mean_jitter_ms,
+        m.r_factor,
+        mos
+    )
+}
+
+/// Green ≥ 4.0, yellow ≥ 3.6, red below (the usual NOC thresholds for
+/// "good", "fair", "poor" narrowband calls).
+fn colorize_mos(mos: f64, text: &str) -> String {
+    let code = if mos >= 4.0 {
+        "32"
+    } else if mos >= 3.6 {
+        "33"
+    } else {
+        "31"
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}

@@ -1,0 +1,249 @@
+//! End-to-end tests of the `voxplane` binary's interface (registered as an
+//! integration test of the root package, so `CARGO_BIN_EXE_voxplane` points
+//! at the freshly built binary).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn voxplane(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_voxplane"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running voxplane")
+}
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("VOXPLANE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir)
+    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
+        panic!("fixtures not found at {}", dir.display());
+    } else {
+        eprintln!("SKIP: fixtures not found at {}", dir.display());
+        None
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let o = voxplane(&["version"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).trim(), format!("voxplane {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn analyze_json_has_the_documented_shape() {
+    let Some(fx) = fixtures() else { return };
+    let file = fx.join("pcaps/ws_SIP_DTMF2.pcap");
+    let o = voxplane(&["analyze", "--format", "json", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let calls = v["calls"].as_array().expect("calls");
+    let streams = v["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 2, "{v:#}");
+    let call = calls.iter().find(|c| !c["streams"].as_array().unwrap().is_empty()).expect("a call with media");
+    for key in ["call_id", "from", "to", "streams"] {
+        assert!(call.get(key).is_some(), "call lacks {key}");
+    }
+    for s in streams {
+        for key in [
+            "id",
+            "src",
+            "dst",
+            "ssrc",
+            "payload",
+            "packets",
+            "lost",
+            "max_delta_ms",
+            "max_jitter_ms",
+            "mean_jitter_ms",
+            "jitter_ms",
+            "mos",
+            "r_factor",
+            "call_id",
+        ] {
+            assert!(s.get(key).is_some(), "stream lacks {key}: {s:#}");
+        }
+        assert!(s["ssrc"].as_str().unwrap().starts_with("0x"));
+        assert!(s["src"].as_str().unwrap().contains(':'));
+        assert_eq!(s["call_id"], call["call_id"]);
+    }
+    let forward = streams.iter().find(|s| s["ssrc"] == "0x9A7B5382").expect("stream 0x9A7B5382");
+    assert_eq!(forward["packets"], 665);
+    assert_eq!(forward["lost"], 2);
+}
+
+#[test]
+fn analyze_csv_has_one_row_per_stream() {
+    let Some(fx) = fixtures() else { return };
+    let file = fx.join("pcaps/ws_SIP_CALL_RTP_G711.pcap");
+    let o = voxplane(&["analyze", "--format", "csv", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("id,call_id,"), "{header}");
+    let cols = header.split(',').count();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for r in rows {
+        assert_eq!(r.split(',').count(), cols, "{r}");
+    }
+}
+
+#[test]
+fn analyze_table_names_calls_and_streams() {
+    let Some(fx) = fixtures() else { return };
+    let file = fx.join("pcaps/derived_multicall_4calls.pcap");
+    let o = voxplane(&["analyze", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.matches("\nCall ").count() + usize::from(text.starts_with("Call ")) >= 4, "{text}");
+    assert!(text.contains("0x5711BF84"), "{text}");
+    assert!(!text.contains("\x1b["), "no colour when NO_COLOR is set / not a terminal");
+}
+
+#[test]
+fn missing_file_fails_with_one_line() {
+    let o = voxplane(&["analyze", "/nonexistent/capture.pcap"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
+    assert!(err.trim().lines().last().unwrap().starts_with("voxplane: nothing analysed"), "{err}");
+}
+
+#[test]
+fn garbage_file_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.pcap");
+    std::fs::write(&path, b"this is not a capture file at all").unwrap();
+    let o = voxplane(&["analyze", path.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("garbage.pcap"), "{}", stderr(&o));
+}
+
+#[test]
+fn truncated_file_analyses_what_is_readable() {
+    let Some(fx) = fixtures() else { return };
+    let bytes = std::fs::read(fx.join("pcaps/ws_SIP_DTMF2.pcap")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.pcap");
+    // Cut in the middle of a packet record, about two thirds in.
+    std::fs::write(&path, &bytes[..bytes.len() * 2 / 3 + 7]).unwrap();
+    let o = voxplane(&["analyze", "--format", "json", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("stopped after frame"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let packets: u64 = v["streams"].as_array().unwrap().iter().map(|s| s["packets"].as_u64().unwrap()).sum();
+    assert!(packets > 500 && packets < 1331, "{packets}");
+}
+
+#[test]
+fn wav_render_is_bit_exact() {
+    let Some(fx) = fixtures() else { return };
+    for name in ["harvard_pcmu", "harvard_pcma"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = fx.join(format!("audio/rtp/{name}.pcap"));
+        let o = voxplane(&[
+            "analyze",
+            "--format",
+            "json",
+            "--wav-dir",
+            dir.path().to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let wavs: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(wavs.len(), 1, "{wavs:?}");
+        let ours = samples(&wavs[0]);
+        let expected = samples(&fx.join(format!("audio/rtp/{name}.expected_render_s16.wav")));
+        assert_eq!(ours.len(), expected.len(), "{name}: sample count");
+        assert!(ours == expected, "{name}: samples differ");
+    }
+}
+
+fn samples(path: &Path) -> Vec<i16> {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 8000, 16));
+    r.samples::<i16>().map(|s| s.unwrap()).collect()
+}
+
+#[test]
+fn split_dir_writes_one_pcap_per_call_that_reanalyses_the_same() {
+    let Some(fx) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = fx.join("pcaps/derived_multicall_4calls.pcap");
+    let o = voxplane(&[
+        "analyze",
+        "--format",
+        "json",
+        "--split-dir",
+        dir.path().to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let index = std::fs::read_to_string(dir.path().join("index.tsv")).expect("index.tsv");
+    let mut with_media = 0;
+    for call in whole["calls"].as_array().unwrap() {
+        let streams = call["streams"].as_array().unwrap();
+        let call_id = call["call_id"].as_str().unwrap();
+        let line = index.lines().find(|l| l.split('\t').nth(1) == Some(call_id)).expect("call in index");
+        let pcap = dir.path().join(line.split('\t').nth(2).unwrap());
+        if streams.is_empty() {
+            continue;
+        }
+        with_media += 1;
+        let o = voxplane(&["analyze", "--format", "json", pcap.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let part: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let part_streams = part["streams"].as_array().unwrap();
+        assert_eq!(part_streams.len(), streams.len(), "{call_id}");
+        for s in part_streams {
+            let orig = whole["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["ssrc"] == s["ssrc"] && w["src"] == s["src"])
+                .expect("same stream");
+            assert_eq!(orig["packets"], s["packets"]);
+            assert_eq!(orig["lost"], s["lost"]);
+        }
+    }
+    assert_eq!(with_media, 4);
+}
+
+#[test]
+fn demo_runs_from_embedded_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = voxplane(&["demo", "--out", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("Call "), "{text}");
+    assert!(dir.path().join("demo.pcap").is_file());
+}
+
+#[test]
+fn bad_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("voxplane.toml");
+    std::fs::write(&path, "[analyze]\nformat = \"table\"\ninterval_secs = \"ten\"\n").unwrap();
+    let o = voxplane(&["--config", path.to_str().unwrap(), "version"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("voxplane.toml:3:"), "{err}");
+    assert!(err.contains("analyze.interval_secs"), "{err}");
+}
