@@ -93,7 +93,10 @@ pub enum Kind {
 #[inline]
 pub fn classify(buf: &[u8]) -> Option<Kind> {
     //= https://www.rfc-editor.org/rfc/rfc5761#section-4
-    //# this means that payload type values in the range 64-95 MUST NOT be used.
+    //# Given these constraints, it is RECOMMENDED to follow the guidelines
+    //# in the RTP/AVP profile [7] for the choice of RTP payload type values,
+    //# with the additional restriction that payload type values in the range
+    //# 64-95 MUST NOT be used.
     if buf.len() < 8 || buf[0] >> 6 != VERSION {
         return None;
     }
@@ -115,7 +118,9 @@ pub fn classify(buf: &[u8]) -> Option<Kind> {
 /// is almost certainly RTP (or SRTP, whose header is in the clear).
 pub fn looks_like_rtp(buf: &[u8]) -> bool {
     //= https://www.rfc-editor.org/rfc/rfc7983#section-7
-    //# If the value of the first byte is in the range 128..191, the packet is RTP or RTCP
+    //# If the value is in between 128 and 191 (inclusive),
+    //# then the packet is RTP (or RTCP, if both RTCP and RTP are being
+    //# multiplexed over the same destination port).
     let Some(&first) = buf.first() else {
         return false;
     };
@@ -159,7 +164,7 @@ impl<'a> Extension<'a> {
     /// Iterates over RFC 8285 elements if the profile is the one-byte
     /// (0xBEDE) or two-byte (0x100X) form, else returns `None`.
     pub fn elements(&self) -> Option<ExtensionElements<'a>> {
-        //= https://www.rfc-editor.org/rfc/rfc8285#section-4.3
+        //= https://www.rfc-editor.org/rfc/rfc8285#section-4.2
         //# the 16-bit value required by the RTP specification for a header
         //# extension, labeled in the RTP specification as "defined by profile",
         //# MUST have the fixed bit pattern 0xBEDE
@@ -207,7 +212,9 @@ impl<'a> Iterator for ExtensionElements<'a> {
         loop {
             let (&first, rest) = self.data.split_first()?;
             //= https://www.rfc-editor.org/rfc/rfc8285#section-4.2
-            //# The ID value 0 is reserved for padding [...]
+            //# The ID
+            //# value 0 is reserved for padding and MUST NOT be used as a local
+            //# identifier.
             if first == 0 {
                 self.data = rest;
                 continue;
@@ -221,8 +228,13 @@ impl<'a> Iterator for ExtensionElements<'a> {
                 //# and MUST NOT be used as an identifier.  If the ID value 15 is
                 //# encountered, its length field should be ignored, processing of the
                 //# entire extension should terminate at that point
+                //= https://www.rfc-editor.org/rfc/rfc8285#section-4.2
+                //# An extension element with an ID value equal to 0 MUST NOT have an
+                //# associated length field greater than 0.  If such an extension
+                //# element is encountered, its length field MUST be ignored,
+                //# processing of the entire extension MUST terminate at that point
                 let id = first >> 4;
-                if id == 15 {
+                if id == 15 || id == 0 {
                     self.data = &[];
                     return None;
                 }
@@ -729,6 +741,14 @@ mod tests {
             data: &[0x1f, 0],
         };
         assert_eq!(bad.elements().unwrap().count(), 0);
+        // ID 0 with a non-zero length ends processing (RFC 8285 §4.2).
+        let zero = Extension {
+            profile: ONE_BYTE_PROFILE,
+            data: &[0x10, 0xaa, 0x03, 0x20, 0xbb],
+        };
+        let elems: Vec<_> = zero.elements().unwrap().collect();
+        assert_eq!(elems.len(), 1);
+        assert_eq!(elems[0].id, 1);
         let other = Extension {
             profile: 0x1234,
             data: &[],
