@@ -669,11 +669,8 @@ pub struct RxConfig {
 impl RxConfig {
     /// Decodes the RX config octet.
     pub fn from_byte(b: u8) -> Self {
-        //= https://www.rfc-editor.org/rfc/rfc3611#section-4.7.6
-        //# 0                   1                   2                   3
-        //# 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-        //# +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-        //# |PLC|JBA|JB rate|
+        // RFC 3611 §4.7.6: PLC in the two most significant bits, then JBA
+        // (two bits), then JB rate (four bits).
         let plc = match b >> 6 {
             0b11 => Plc::Enhanced,
             0b10 => Plc::Standard,
@@ -770,8 +767,7 @@ impl VoipMetrics<'_> {
 
     /// Signal level in dBm0, `None` if unavailable (127).
     pub fn signal_level(&self) -> Option<i8> {
-        //= https://www.rfc-editor.org/rfc/rfc3611#section-4.7.4
-        //# A value of 127 indicates that this parameter is unavailable.
+        // RFC 3611 §4.7.4: signed dBm0, 127 means unavailable.
         sentinel(self.data[16]).map(|v| v as i8)
     }
 
