@@ -920,31 +920,27 @@ mod tests {
     }
 
     fn check_random(bytes: &[u8]) -> Result<(), TestCaseError> {
-        {
-            let _ = classify(bytes);
-            let _ = looks_like_rtp(bytes);
-            if let Ok(pkt) = RtpPacket::new_checked(bytes) {
-                let _ = (
-                    pkt.version(),
-                    pkt.marker(),
-                    pkt.payload_type(),
-                    pkt.sequence_number(),
-                );
-                let _ = (
-                    pkt.timestamp(),
-                    pkt.ssrc(),
-                    pkt.csrcs().count(),
-                    pkt.padding_len(),
-                );
-                if let Some(ext) = pkt.extension_header() {
-                    let _ = ext.elements().map(|e| e.count());
-                }
-                prop_assert!(
-                    pkt.header_len() + pkt.payload().len() + pkt.padding_len() == bytes.len()
-                );
-                let repr = RtpRepr::parse(&pkt).unwrap();
-                prop_assert_eq!(repr.buffer_len(), bytes.len());
+        let _ = classify(bytes);
+        let _ = looks_like_rtp(bytes);
+        if let Ok(pkt) = RtpPacket::new_checked(bytes) {
+            let _ = (
+                pkt.version(),
+                pkt.marker(),
+                pkt.payload_type(),
+                pkt.sequence_number(),
+            );
+            let _ = (
+                pkt.timestamp(),
+                pkt.ssrc(),
+                pkt.csrcs().count(),
+                pkt.padding_len(),
+            );
+            if let Some(ext) = pkt.extension_header() {
+                let _ = ext.elements().map(|e| e.count());
             }
+            prop_assert!(pkt.header_len() + pkt.payload().len() + pkt.padding_len() == bytes.len());
+            let repr = RtpRepr::parse(&pkt).unwrap();
+            prop_assert_eq!(repr.buffer_len(), bytes.len());
         }
         Ok(())
     }
