@@ -401,10 +401,10 @@ impl StreamStats {
             | SeqClass::First => {}
         }
 
-        self.ws.handle(now, pkt, kind, self.ext_ts, self.first_ns);
+        self.ws.handle(now, pkt, kind, self.first_ns);
 
         if let Some(rate) = rate {
-            let is_media = !matches!(kind, PayloadKind::TelephoneEvent(_));
+            let is_media = matches!(kind, PayloadKind::Audio(_));
             if is_media {
                 if let Some(abs_d) = self.rfc.update(now, self.ext_ts, rate) {
                     // |D| in µs for the delay-variation histogram.
@@ -824,9 +824,12 @@ struct WiresharkState {
     seq_cycles: u64,
     under: bool,
     seq_errors: u64,
-    /// Extended RTP timestamp and arrival (ms since the stream's first
-    /// packet) of the last packet in timestamp order.
-    seq_ts: i64,
+    /// RTP timestamp of the stream's first packet.
+    first_ts: u32,
+    /// RTP timestamp of the last in-time packet that had a clock rate.
+    nominal_ts: u32,
+    /// Arrival (ms since the stream's first packet) of the last in-time
+    /// packet of any kind.
     time_ms: f64,
     prev_cn: bool,
     delta: f64,
@@ -847,14 +850,7 @@ impl WiresharkState {
             + 1
     }
 
-    fn handle(
-        &mut self,
-        now_ns: u64,
-        pkt: &RtpPacketInfo,
-        kind: PayloadKind,
-        ext_ts: i64,
-        first_ns: u64,
-    ) {
+    fn handle(&mut self, now_ns: u64, pkt: &RtpPacketInfo, kind: PayloadKind, first_ns: u64) {
         let current = now_ns.wrapping_sub(first_ns) as i64 as f64 / 1e6;
         let is_cn = matches!(kind, PayloadKind::ComfortNoise(_));
         let seq = pkt.seq;
@@ -862,15 +858,17 @@ impl WiresharkState {
             self.start_seq = seq;
             self.stop_seq = seq;
             self.seq_num = seq;
-            self.seq_ts = ext_ts;
+            self.first_ts = pkt.timestamp;
+            self.nominal_ts = pkt.timestamp;
             self.time_ms = current;
             self.prev_cn = is_cn;
             self.total_nr = 1;
             return;
         }
-        // Timestamp order: the packet is "in time sequence" unless its
-        // timestamp is before the last in-sequence packet's.
-        let in_time = self.seq_ts <= ext_ts;
+        // Timestamp order: the packet is "in time sequence" when its
+        // timestamp lies within 2^31 after the first packet's.
+        let nominal = |ts: u32| ts.wrapping_sub(self.first_ts);
+        let in_time = nominal(pkt.timestamp) < 0x8000_0000;
 
         // Cycle counting, as Wireshark does it (relative to the first seq).
         if in_time && !self.under && (seq < self.start_seq || (seq == 0 && self.stop_seq == 65535))
@@ -901,13 +899,22 @@ impl WiresharkState {
             PayloadKind::TelephoneEvent(_) | PayloadKind::Unknown => 0,
         };
         let mut current_jitter = 0.0;
-        self.delta = current - self.time_ms;
-        if clock != 0 {
-            let nominal_diff = (ext_ts - self.seq_ts) as f64 / f64::from(clock);
-            let expected_time = self.time_ms + nominal_diff;
-            let diff = (current - expected_time).abs();
-            current_jitter = (15.0 * self.jitter + diff) / 16.0;
-            self.jitter = current_jitter;
+        if in_time {
+            self.delta = current - self.time_ms;
+            if clock != 0 {
+                // The timestamp advance is taken from the last packet that
+                // had a clock rate, the arrival from the last packet of any
+                // kind: after telephone events this compares the next audio
+                // packet with the event packet's arrival, as tshark does.
+                let nominal_diff = (f64::from(nominal(pkt.timestamp))
+                    - f64::from(nominal(self.nominal_ts)))
+                    / f64::from(clock);
+                let expected_time = self.time_ms + nominal_diff;
+                let diff = (current - expected_time).abs();
+                current_jitter = (15.0 * self.jitter + diff) / 16.0;
+                self.jitter = current_jitter;
+                self.nominal_ts = pkt.timestamp;
+            }
         }
 
         let regular = !pkt.marker && !is_cn && in_time && !follows_cn;
@@ -929,7 +936,6 @@ impl WiresharkState {
         }
         if in_time {
             self.time_ms = current;
-            self.seq_ts = ext_ts;
         }
         self.stop_seq = seq;
         self.total_nr += 1;
