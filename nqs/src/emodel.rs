@@ -11,7 +11,7 @@
 //! Idd    = 0 for Ta <= 100 ms, else
 //!          25 * ((1 + X^6)^(1/6) - 3 * (1 + (X/3)^6)^(1/6) + 2),  X = log2(Ta / 100)
 //! MOS    = 1 (R < 0), 4.5 (R > 100),
-//!          1 + 0.035 R + R (R - 60) (100 - R) * 7e-6 otherwise   (G.107 Annex B)
+//!          max(1, 1 + 0.035 R + R (R - 60) (100 - R) * 7e-6) otherwise   (G.107 Annex B)
 //! ```
 //!
 //! Echo terms (Idte, Idle) stay at their default values, which are part of
@@ -148,13 +148,17 @@ pub fn r_factor(codec: Codec, ppl_percent: f64, burst_r: f64, one_way_delay_ms: 
 
 /// The MOS (conversational quality, estimated) for a rating factor R
 /// (G.107 Annex B, eq. B-4).
+///
+/// The cubic dips slightly below 1 for 0 < R < 6.5 (to 0.989 at R ≈ 3.2);
+/// the result is floored at 1 so that MOS stays in 1–4.5 and never rises
+/// when R falls.
 pub fn mos_from_r(r: f64) -> f64 {
     if r.is_nan() || r < 0.0 {
         1.0
     } else if r > 100.0 {
         4.5
     } else {
-        1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
+        (1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6).max(1.0)
     }
 }
 
@@ -191,6 +195,7 @@ mod tests {
     #[test]
     fn mos_clamps_and_ignores_nan() {
         assert_eq!(mos_from_r(-5.0), 1.0);
+        assert_eq!(mos_from_r(3.2), 1.0);
         assert_eq!(mos_from_r(150.0), 4.5);
         assert_eq!(mos_from_r(f64::NAN), 1.0);
         assert_eq!(idd(f64::NAN), 0.0);
