@@ -662,9 +662,14 @@ fn signed_pct(part: i64, whole: i64) -> f64 {
 
 /// Arrival minus media time, µs, with an arbitrary common origin.
 fn transit_us(now_ns: u64, ext_ts: i64, rate: ClockRate) -> i64 {
-    let media_us = i128::from(ext_ts) * 1_000_000 / i128::from(rate.0.max(1));
-    let t = i128::from(now_ns / 1000) - media_us;
-    t.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    let rate = i64::from(rate.0.max(1));
+    // 64-bit fast path (ext_ts below ~9e12 ticks: years of media); the
+    // 128-bit division is several times slower.
+    let media_us = match ext_ts.checked_mul(1_000_000) {
+        Some(v) => v / rate,
+        None => (i128::from(ext_ts) * 1_000_000 / i128::from(rate)) as i64,
+    };
+    ((now_ns / 1000) as i64).wrapping_sub(media_us)
 }
 
 /// How RFC 3550 A.1 classified a sequence number.
@@ -970,8 +975,8 @@ impl RfcJitter {
         //# i and j, D may be expressed as
         //#
         //#    D(i,j) = (Rj - Ri) - (Sj - Si) = (Rj - Sj) - (Ri - Si)
-        let dr = (now_ns as i128 - last_ns as i128) * i128::from(rate.0);
-        let d = dr as f64 / 1e9 - (ext_ts - last_ts) as f64;
+        let dt = now_ns.wrapping_sub(last_ns) as i64;
+        let d = dt as f64 * f64::from(rate.0) / 1e9 - ext_ts.wrapping_sub(last_ts) as f64;
         //# J(i) = J(i-1) + (|D(i-1,i)| - J(i-1))/16
         //
         // Kept in floating point: the integer form of A.8 (J scaled by 16)
