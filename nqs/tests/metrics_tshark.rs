@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use nqs::emodel::Codec;
-use nqs::stream::{PayloadKind, RtpPacketInfo, StreamReport, StreamStats};
+use nqs::stream::{IntervalSample, PayloadKind, RtpPacketInfo, StreamReport, StreamStats};
 use wire::types::{ClockRate, PayloadType, Ssrc, Timestamp};
 
 /// The fixture directory, or `None` (after printing SKIP) when absent and
@@ -33,13 +33,19 @@ fn fixtures() -> Option<PathBuf> {
 }
 
 /// Runs one stream (selected by src, dst, SSRC) of a capture through
-/// `StreamStats`.
-fn analyse(path: &std::path::Path, src: &str, dst: &str, ssrc: u32) -> (StreamReport, u64) {
+/// `StreamStats`; returns the report and every interval sample (the last
+/// one closed by a timeout after the capture).
+fn analyse(
+    path: &std::path::Path,
+    src: &str,
+    dst: &str,
+    ssrc: u32,
+) -> (StreamReport, Vec<IntervalSample>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let udp = oracle::udp_datagrams(&bytes);
     let rtpmap = oracle::rtpmap(&udp);
     let mut stats = StreamStats::new();
-    let mut markers = 0;
+    let mut samples = Vec::new();
     for d in &udp {
         if d.src != src || d.dst != dst {
             continue;
@@ -65,7 +71,6 @@ fn analyse(path: &std::path::Path, src: &str, dst: &str, ssrc: u32) -> (StreamRe
                 None => PayloadKind::Unknown,
             },
         };
-        markers += u64::from(rtp.marker);
         stats.handle_packet(
             &RtpPacketInfo {
                 arrival: Timestamp(d.ts_ns),
@@ -78,9 +83,13 @@ fn analyse(path: &std::path::Path, src: &str, dst: &str, ssrc: u32) -> (StreamRe
             },
             kind,
         );
-        while stats.poll_interval().is_some() {}
+        samples.extend(stats.poll_interval());
     }
-    (stats.report(Codec::G711Plc), markers)
+    if let Some(end) = stats.poll_timeout() {
+        stats.handle_timeout(end);
+        samples.extend(stats.poll_interval());
+    }
+    (stats.report(Codec::G711Plc), samples)
 }
 
 fn capture_path(fixtures: &std::path::Path, file: &str) -> PathBuf {
@@ -310,6 +319,55 @@ fn report_serialises() {
     );
     assert!(r.telephone_event_packets > 0);
     assert!(r.dtmf_events >= 1 && r.dtmf_events < r.telephone_event_packets);
+}
+
+/// `audio/rtp/harvard_pcmu_loss4pct.pcap`: every 25th packet of a clean
+/// 672-packet PCMU stream dropped (26 lost; tshark: 646 pkts, lost 26,
+/// max delta 40 ms, jitter 0). Checks loss runs, BurstR, MOS, the
+/// jitter-buffer figures and the interval samples on isolated loss.
+#[test]
+fn isolated_loss_stream() {
+    let Some(fx) = fixtures() else { return };
+    let path = fx.join("audio/rtp/harvard_pcmu_loss4pct.pcap");
+    let (r, samples) = analyse(&path, "10.0.0.1:40000", "10.0.0.2:50000", 0x5EED_0001);
+    assert_eq!(
+        (r.packets, r.ws_lost, r.rfc_lost, r.rfc_expected),
+        (646, 26, 26, 672)
+    );
+    assert!((r.ws_max_delta_ms - 40.0).abs() < 0.001);
+    assert!(r.ws_max_jitter_ms < 0.001 && r.rfc_jitter_ms < 0.001);
+    // 26 runs of exactly one packet.
+    assert_eq!(r.loss_runs.counts, [26, 0, 0, 0, 0, 0, 0]);
+    // Isolated losses: q = 1, p = 26/646 → BurstR = 1/(1 + p) < 1.
+    assert!(
+        (r.burst_r - 1.0 / (1.0 + 26.0 / 646.0)).abs() < 0.002,
+        "{}",
+        r.burst_r
+    );
+    let loss = 26.0 * 100.0 / 672.0;
+    assert!((r.loss_pct - loss).abs() < 1e-9);
+    let mos = nqs::emodel::mos(Codec::G711Plc, loss, r.burst_r, 0.0);
+    assert!(
+        (r.mos - mos).abs() < 1e-12 && r.mos > 3.9 && r.mos < 4.2,
+        "{}",
+        r.mos
+    );
+    // Perfect timing: no buffer discards anything, effective loss = network loss.
+    assert_eq!((r.discards_f1, r.discards_f2, r.discards_adapt), (0, 0, 0));
+    assert_eq!((r.mos_f1, r.mos_f2, r.mos_adapt), (r.mos, r.mos, r.mos));
+    assert_eq!(
+        r.delay_variation.samples(),
+        r.delay_variation.counts[0] as u64
+    );
+    // 13.42 s: one full 10 s interval, then the rest closed by the timeout.
+    assert_eq!(samples.len(), 2);
+    assert_eq!(samples.iter().map(|s| s.packets).sum::<u64>(), 646);
+    assert_eq!(samples.iter().map(|s| s.lost).sum::<u64>(), 26);
+    // Packets 0..500 (by index) fall into the first interval; 20 of them
+    // are dropped, but the drop of index 499 only shows when index 500
+    // arrives, so it is booked in the second interval.
+    assert_eq!((samples[0].packets, samples[0].lost), (480, 19));
+    assert!(samples.iter().all(|s| s.mos < 4.3 && s.mos > 3.8));
 }
 
 /// A test-only capture reader: classic pcap and pcapng (enhanced packet
