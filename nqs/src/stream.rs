@@ -18,6 +18,33 @@
 //!
 //! SSRC changes on one 5-tuple are counted by [`SsrcChangeCounter`], which
 //! the caller keeps per (source, destination) beside its streams.
+//!
+//! # Two sets of figures
+//!
+//! * `rfc_*`: RFC 3550 A.1 sequence tracking (wrap, MAX_DROPOUT 3000,
+//!   MAX_MISORDER 100, restart after 2 sequential packets; the first packet
+//!   is accepted without probation because signalling announced the
+//!   stream) and the A.8 interarrival jitter in arrival order. Only audio
+//!   packets update J: telephone-event packets carry the event's start
+//!   timestamp and comfort-noise packets are sent on their own schedule, so
+//!   both are left out, as in the independent reference
+//!   (`SUMMARY_rfc3550_independent.tsv`).
+//! * `ws_*`: what tshark 4.0 `-z rtp,streams` prints (quality/NOTES.md §2):
+//!   lost from the *last* sequence number in capture order; jitter
+//!   `J = (15 J + |D|) / 16` in ms where D compares the arrival with the
+//!   last in-time packet of any kind and the timestamp advance with the
+//!   last in-time packet that had a clock rate (so after telephone events
+//!   the next audio packet shows a spike); "in time" means within 2^31
+//!   after the first packet's timestamp; max/mean jitter and max delta
+//!   leave out the first packet, marker-bit packets, comfort noise and the
+//!   packet after it, and out-of-time packets; the mean is a running mean
+//!   whose n counts *all* packets. Matches tshark 4.0.17 to its printed
+//!   precision on every fixture stream.
+//!
+//! Loss runs, BurstR and the jitter buffers see the sequence as it arrives:
+//! a gap is booked as a loss run when the packet after it arrives; a late
+//! packet that later fills it is counted as late, not un-lost (a playout
+//! buffer would have given up on it too).
 
 use serde::Serialize;
 use wire::types::{ClockRate, PayloadType, Ssrc, Timestamp};
@@ -97,6 +124,15 @@ pub struct RemoteVoipMetrics {
     pub round_trip_delay_ms: u16,
 }
 
+/// Loss fields of an RTCP reception report block (RFC 3550 §6.4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceptionLoss {
+    /// Fraction of packets lost since the previous report, in 1/256.
+    pub fraction_lost: u8,
+    /// Cumulative packets lost, clamped to the 24-bit signed field.
+    pub cumulative_lost: i32,
+}
+
 /// A completed interval of [`INTERVAL_NS`], aligned to the stream's first
 /// packet: interval `index` covers `[first + index·10 s, first + (index+1)·10 s)`.
 /// Intervals with no packet at all produce no sample (the gap shows as a
@@ -167,7 +203,8 @@ pub struct StreamReport {
     pub duplicates: u64,
     /// Late (out-of-order) packets, duplicates excluded.
     pub late: u64,
-    /// Final RFC 3550 A.8 interarrival jitter, RTP timestamp units.
+    /// Final RFC 3550 A.8 interarrival jitter (audio packets only), RTP
+    /// timestamp units.
     pub rfc_jitter_ts: f64,
     /// Final RFC 3550 A.8 interarrival jitter, ms.
     pub rfc_jitter_ms: f64,
@@ -478,6 +515,41 @@ impl StreamStats {
         self.ws.expected() - self.ws.total_nr as i64
     }
 
+    /// The loss fields of an RTCP reception report block about this stream
+    /// (RFC 3550 §6.4.1, computed as in A.3) for the interval since the
+    /// previous call, for a caller that sends receiver reports.
+    pub fn poll_reception_loss(&mut self) -> ReceptionLoss {
+        let seq = &mut self.seq;
+        let expected = seq.expected();
+        let received = seq.received;
+        //= https://www.rfc-editor.org/rfc/rfc3550#appendix-A.3
+        //# Since this signed number is carried in 24 bits, it should be clamped
+        //# at 0x7fffff for positive loss or 0x800000 for negative loss rather
+        //# than wrapping around.
+        let lost = (expected as i64 - received as i64).clamp(-0x80_0000, 0x7f_ffff) as i32;
+        //# expected_interval = expected - s->expected_prior;
+        //# s->expected_prior = expected;
+        //# received_interval = s->received - s->received_prior;
+        //# s->received_prior = s->received;
+        //# lost_interval = expected_interval - received_interval;
+        //# if (expected_interval == 0 || lost_interval <= 0) fraction = 0;
+        //# else fraction = (lost_interval << 8) / expected_interval;
+        let expected_interval = expected as i64 - seq.expected_prior as i64;
+        seq.expected_prior = expected;
+        let received_interval = received as i64 - seq.received_prior as i64;
+        seq.received_prior = received;
+        let lost_interval = expected_interval - received_interval;
+        let fraction = if expected_interval <= 0 || lost_interval <= 0 {
+            0
+        } else {
+            ((lost_interval << 8) / expected_interval).min(255) as u8
+        };
+        ReceptionLoss {
+            fraction_lost: fraction,
+            cumulative_lost: lost,
+        }
+    }
+
     /// BurstR of the loss pattern so far.
     pub fn burst_r(&self) -> f64 {
         self.markov.burst_r()
@@ -715,6 +787,9 @@ struct SeqTracker {
     late: u64,
     /// Bit i set: sequence number `max_seq - i` was received.
     recent: u128,
+    /// A.3 state of the last reception report.
+    expected_prior: u64,
+    received_prior: u64,
 }
 
 impl SeqTracker {
@@ -819,7 +894,8 @@ impl SeqTracker {
 }
 
 /// The state of Wireshark's `rtppacket_analyse` (ui/tap-rtp-analysis.c),
-/// re-implemented from its documented behaviour (quality/NOTES.md §2).
+/// as tshark 4.0 behaves (quality/NOTES.md §2 and the module docs),
+/// re-implemented from that description.
 #[derive(Clone, Copy, Debug, Default)]
 struct WiresharkState {
     total_nr: u64,
@@ -1273,6 +1349,41 @@ mod tests {
         assert_eq!(r.remote_r_factor, Some(80.0));
         assert_eq!(r.rfc_lost, 0);
         assert!(r.mos > 4.4);
+    }
+
+    #[test]
+    fn reception_loss_per_report() {
+        let mut s = StreamStats::new();
+        feed(&mut s, &[1, 2, 3, 4]);
+        assert_eq!(
+            s.poll_reception_loss(),
+            ReceptionLoss {
+                fraction_lost: 0,
+                cumulative_lost: 0
+            }
+        );
+        // 5..=8 then 10, 12: 2 of 8 expected lost → 64/256.
+        for (i, q) in [5u16, 6, 7, 8, 10, 12].into_iter().enumerate() {
+            s.handle_packet(&pkt(q, u32::from(q) * 160, 100 + i as u64 * 20), PCMU);
+        }
+        assert_eq!(
+            s.poll_reception_loss(),
+            ReceptionLoss {
+                fraction_lost: 64,
+                cumulative_lost: 2
+            }
+        );
+        // Duplicates only: negative interval loss reports fraction 0.
+        for _ in 0..3 {
+            s.handle_packet(&pkt(12, 12 * 160, 300), PCMU);
+        }
+        assert_eq!(
+            s.poll_reception_loss(),
+            ReceptionLoss {
+                fraction_lost: 0,
+                cumulative_lost: -1
+            }
+        );
     }
 
     #[test]
