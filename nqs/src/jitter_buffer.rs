@@ -16,10 +16,11 @@
 //! * The **adaptive** buffer starts at [`ADAPTIVE_START_MS`]. On a late
 //!   packet (which is still discarded) it grows at once to the packet's
 //!   delay plus [`ADAPTIVE_HEADROOM_MS`], capped at its maximum. On every
-//!   packet played in time it shrinks by 1/512 of the distance to
-//!   `max(ADAPTIVE_START_MS, delay + headroom)`: about 10 s of time constant
-//!   at 50 packets/s, the "grow fast, shrink slowly" behaviour of common
-//!   adaptive buffers.
+//!   packet played in time it shrinks by 1/4096 of the distance to
+//!   `max(ADAPTIVE_START_MS, delay + headroom)`: about 80 s of time
+//!   constant at 50 packets/s, so delay spikes that recur every few seconds
+//!   stay absorbed (the "grow fast, shrink slowly" behaviour of common
+//!   adaptive buffers).
 //!
 //! Effective loss = network loss + discards. Clock drift between sender and
 //! capture point is not compensated: a sender whose clock runs slow makes
@@ -115,8 +116,8 @@ impl JitterBuffer {
                 let floor = (i64::from(ADAPTIVE_START_MS) * 1000).min(self.max_us);
                 let target = delay.saturating_add(headroom).max(floor);
                 if target < self.depth_us {
-                    // Shrink by 1/512 of the distance, at least 1 µs.
-                    self.depth_us -= ((self.depth_us - target) >> 9).max(1);
+                    // Shrink by 1/4096 of the distance, at least 1 µs.
+                    self.depth_us -= ((self.depth_us - target) >> 12).max(1);
                 }
             }
             Playout::Played
@@ -184,7 +185,7 @@ mod tests {
         }
         let d = jb.depth_ms();
         assert!(d < 90.0 && d > 20.0, "{d}");
-        for _ in 0..20_000 {
+        for _ in 0..60_000 {
             let _ = jb.handle_packet(0);
         }
         assert!((jb.depth_ms() - 20.0).abs() < 0.01);

@@ -1171,7 +1171,76 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        assert!(core::mem::size_of::<StreamStats>() <= 2048);
+        let size = core::mem::size_of::<StreamStats>();
+        println!("StreamStats: {size} bytes");
+        assert!(size <= 2048, "{size}");
+    }
+
+    #[test]
+    fn dtmf_only_stream_like_sipp() {
+        // SIPp dtmf_2833_*: one event, end packet sent 3 times with the same
+        // seq; tshark reports 10 packets, lost -2 (-25 %), jitter 0.
+        let ev = PayloadKind::TelephoneEvent(ClockRate(8000));
+        let mut s = StreamStats::new();
+        for (i, q) in [1u16, 2, 3, 4, 5, 6, 7, 8, 8, 8].into_iter().enumerate() {
+            let mut p = pkt(q, 8000, i as u64 * 20);
+            p.payload_type = PayloadType(101);
+            p.marker = i == 0;
+            s.handle_packet(&p, ev);
+        }
+        let r = s.report(Codec::G711Plc);
+        assert_eq!((r.packets, r.ws_lost, r.rfc_lost), (10, -2, -2));
+        assert!((r.ws_lost_pct + 25.0).abs() < 1e-9);
+        assert_eq!((r.ws_max_jitter_ms, r.ws_mean_jitter_ms), (0.0, 0.0));
+        assert!((r.ws_max_delta_ms - 20.0).abs() < 1e-9);
+        assert_eq!((r.dtmf_events, r.duplicates), (1, 2));
+    }
+
+    #[test]
+    fn jitter_buffers_on_delay_spikes() {
+        // 20 ms packets; every 50th packet is 120 ms late, one 300 ms spike.
+        let mut s = StreamStats::new();
+        for i in 0..1000u64 {
+            let q = i as u16;
+            let late = match i {
+                500 => 300,
+                _ if i % 50 == 25 => 120,
+                _ => 0,
+            };
+            s.handle_packet(&pkt(q, u32::from(q) * 160, i * 20 + late), PCMU);
+        }
+        let r = s.report(Codec::G711Plc);
+        assert_eq!(r.rfc_lost, 0);
+        assert_eq!(r.discards_f1, 21); // every spike
+        assert_eq!(r.discards_f2, 1); // only the 300 ms one
+        // Adaptive: the first 120 ms spike is lost and the buffer grows to
+        // 130 ms. It shrinks by 1/4096 of the distance to 20 ms per calm
+        // packet, so after ~400 packets it is below 120 ms again and loses
+        // one more spike; then the 300 ms spike: 3 in all.
+        assert_eq!(r.discards_adapt, 3);
+        assert!(r.mos_f2 > r.mos_f1 && r.mos_adapt > r.mos_f1);
+        assert_eq!(r.mos, emodel::mos(Codec::G711Plc, 0.0, 1.0, 0.0));
+        // The spikes show in the delay-variation histogram (|D| = 120 ms).
+        assert_eq!(r.delay_variation.counts[5], 40);
+    }
+
+    #[test]
+    fn interval_index_jumps_over_silence() {
+        let mut s = StreamStats::new();
+        let mut samples = Vec::new();
+        for i in 0..10u64 {
+            s.handle_packet(&pkt(i as u16, i as u32 * 160, i * 20), PCMU);
+            samples.extend(s.poll_interval());
+        }
+        // 35 s later (sender kept its clock running).
+        s.handle_packet(&pkt(10, 1750 * 160, 35_000), PCMU);
+        samples.extend(s.poll_interval());
+        assert_eq!(samples.len(), 1);
+        assert_eq!((samples[0].index, samples[0].packets), (0, 10));
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Timestamp(1_000_000_000_000 + 40_000_000_000))
+        );
     }
 
     #[test]
