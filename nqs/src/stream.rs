@@ -13,8 +13,38 @@
 //! [`StreamStats::report`] gives the serialisable summary. RTCP reports
 //! about this stream go to [`StreamStats::handle_rtcp_report`].
 //!
-//! The state is fixed-size (well under 2 KiB), nothing allocates, and no
-//! input can make it panic.
+//! The state is fixed-size (under 1 KiB), nothing allocates, and no input
+//! can make it panic.
+//!
+//! ```
+//! use nqs::emodel::Codec;
+//! use nqs::stream::{PayloadKind, RtpPacketInfo, StreamStats};
+//! use wire::types::{ClockRate, PayloadType, Ssrc, Timestamp};
+//!
+//! let mut stats = StreamStats::new();
+//! let mut samples = Vec::new();
+//! for i in 0..1000u32 {
+//!     let pkt = RtpPacketInfo {
+//!         arrival: Timestamp(u64::from(i) * 20_000_000),
+//!         seq: i as u16,
+//!         timestamp: i * 160,
+//!         ssrc: Ssrc(0x1234),
+//!         payload_type: PayloadType::PCMA,
+//!         marker: false,
+//!         payload_len: 160,
+//!     };
+//!     // The caller resolves the kind from the static table or the SDP.
+//!     stats.handle_packet(&pkt, PayloadKind::Audio(ClockRate(8000)));
+//!     samples.extend(stats.poll_interval());
+//! }
+//! if let Some(end) = stats.poll_timeout() {
+//!     stats.handle_timeout(end);
+//!     samples.extend(stats.poll_interval());
+//! }
+//! let report = stats.report(Codec::G711Plc);
+//! assert_eq!((report.packets, report.rfc_lost, samples.len()), (1000, 0, 2));
+//! assert!((report.mos - 4.409).abs() < 0.001);
+//! ```
 //!
 //! SSRC changes on one 5-tuple are counted by [`SsrcChangeCounter`], which
 //! the caller keeps per (source, destination) beside its streams.
@@ -394,7 +424,9 @@ impl StreamStats {
 
         // RTP timestamps are extended against the previous packet: a
         // signed 32-bit difference (RFC 3550 §6.4.1, timestamps modulo 2^32).
-        self.ext_ts += i64::from(pkt.timestamp.wrapping_sub(self.last_ts) as i32);
+        self.ext_ts = self
+            .ext_ts
+            .wrapping_add(i64::from(pkt.timestamp.wrapping_sub(self.last_ts) as i32));
         self.last_ts = pkt.timestamp;
 
         let rate = match kind {
