@@ -110,6 +110,7 @@ struct Row {
     max_delta: f64,
     max_jitter: f64,
     mean_jitter: f64,
+    problem: bool,
 }
 
 fn summary_rows(fixtures: &std::path::Path) -> Vec<Row> {
@@ -131,6 +132,7 @@ fn summary_rows(fixtures: &std::path::Path) -> Vec<Row> {
                 max_delta: f[9].parse().unwrap(),
                 max_jitter: f[10].parse().unwrap(),
                 mean_jitter: f[11].parse().unwrap(),
+                problem: f.get(12).is_some_and(|x| x.trim() == "X"),
             }
         })
         .collect()
@@ -168,6 +170,13 @@ fn matches_tshark_rtp_streams() {
             ("max_delta", r.ws_max_delta_ms, row.max_delta, 0.001),
             ("max_jitter", r.ws_max_jitter_ms, row.max_jitter, 0.001),
             ("mean_jitter", r.ws_mean_jitter_ms, row.mean_jitter, 0.001),
+            // tshark's "Problems" X: here always sequence errors.
+            (
+                "problem",
+                f64::from(u8::from(r.ws_seq_errors > 0)),
+                f64::from(u8::from(row.problem)),
+                0.0,
+            ),
         ];
         for (what, got, want, tol) in checks {
             if (got - want).abs() > tol + 1e-9 {
