@@ -22,6 +22,10 @@
 //!   stay absorbed (the "grow fast, shrink slowly" behaviour of common
 //!   adaptive buffers).
 //!
+//! A delay beyond [`RESYNC_MS`] is not jitter but a timestamp
+//! discontinuity (a sender that restarted its timestamps without changing
+//! SSRC): the schedule is re-anchored on that packet, which is played.
+//!
 //! Effective loss = network loss + discards. Clock drift between sender and
 //! capture point is not compensated: a sender whose clock runs slow makes
 //! delays creep up over a long call, as it would fill a real fixed buffer.
@@ -37,6 +41,10 @@ pub const ADAPTIVE_MAX_MS: u32 = 500;
 pub const ADAPTIVE_START_MS: u32 = 20;
 /// Margin the adaptive buffer keeps above the delay that made it grow, ms.
 pub const ADAPTIVE_HEADROOM_MS: u32 = 10;
+
+/// Delay above which the schedule is re-anchored instead of the packet
+/// being discarded, ms.
+pub const RESYNC_MS: u32 = 5_000;
 
 /// One simulated jitter buffer. Feed it every non-duplicate media packet
 /// in arrival order with [`JitterBuffer::handle_packet`].
@@ -102,7 +110,11 @@ impl JitterBuffer {
                 transit_us
             }
         };
-        let delay = transit_us.saturating_sub(min);
+        let mut delay = transit_us.saturating_sub(min);
+        if delay > i64::from(RESYNC_MS) * 1000 {
+            self.min_transit_us = Some(transit_us);
+            delay = 0;
+        }
         let headroom = i64::from(ADAPTIVE_HEADROOM_MS) * 1000;
         if delay > self.depth_us {
             self.discarded += 1;
@@ -170,6 +182,18 @@ mod tests {
         let mut f1 = JitterBuffer::fixed(F1_MS);
         let out = run(&mut f1, &[100, 0, 0, 30, 0]);
         assert!(out.iter().all(|p| *p == Playout::Played));
+    }
+
+    #[test]
+    fn timestamp_discontinuity_resyncs() {
+        let mut f1 = JitterBuffer::fixed(F1_MS);
+        assert_eq!(f1.handle_packet(0), Playout::Played);
+        // Timestamps restarted 1 hour back: transit jumps by +3600 s.
+        for i in 0..10 {
+            assert_eq!(f1.handle_packet(3_600_000_000 + i * 1000), Playout::Played);
+        }
+        assert_eq!(f1.handle_packet(3_600_000_000 + 60_000), Playout::Late);
+        assert_eq!(f1.discarded(), 1);
     }
 
     #[test]
