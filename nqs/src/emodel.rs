@@ -7,7 +7,7 @@
 //! ```text
 //! R      = R_DEFAULT - Idd - Ie,eff          (R_DEFAULT = 93.2: Ro - Is - Id with
 //!                                             every G.107 §7.7 default, T = Ta = 0, A = 0)
-//! Ie,eff = Ie + (95 - Ie) * Ppl / (Ppl / BurstR + Bpl)     (G.107 §3.5, eq. 3-29)
+//! Ie,eff = Ie + (95 - Ie) * Ppl / (Ppl / BurstR + Bpl)     (G.107 §7.4)
 //! Idd    = 0 for Ta <= 100 ms, else
 //!          25 * ((1 + X^6)^(1/6) - 3 * (1 + (X/3)^6)^(1/6) + 2),  X = log2(Ta / 100)
 //! MOS    = 1 (R < 0), 4.5 (R > 100),
@@ -65,14 +65,19 @@ impl Codec {
     ///
     /// | codec | Ie | Bpl | source |
     /// |---|---|---|---|
-    /// | G.711 + PLC (G.711 App. I) | 0 | 25.1 | G.113 App. I, Table I.4 |
-    /// | G.711, no PLC | 0 | 4.3 | G.113 App. I, Table I.4 |
-    /// | G.729A + VAD | 11 | 19.0 | G.113 App. I, Table I.4 |
-    /// | G.723.1 6.3k + VAD | 15 | 16.1 | G.113 App. I, Table I.4 |
-    /// | GSM 06.10 FR | 20 | 10.0 | Ie: G.113 App. I, Table I.3; **Bpl assumed** (GSM-EFR's value) |
+    /// | G.711 + PLC (G.711 App. I) | 0 | 25.1 | G.113 App. I |
+    /// | G.711, no PLC | 0 | 4.3 | G.113 App. I |
+    /// | G.729A + VAD | 11 | 19.0 | G.113 App. I |
+    /// | G.723.1 6.3k + VAD | 15 | 16.1 | G.113 App. I |
+    /// | GSM 06.10 FR | 20 | 10.0 | Ie: G.113 App. I; **Bpl assumed** (GSM-EFR's value) |
     /// | G.722 | 0 | 25.1 | **assumed**: narrowband-equivalent of G.711+PLC (G.113 rates G.722 only on the wideband scale) |
     /// | iLBC | 10 | 32.0 | **assumed**: commonly quoted planning values, not in G.113 |
     /// | Opus NB | 0 | 25.1 | **assumed**: treated like G.711+PLC, not in G.113 |
+    ///
+    /// The G.113 values are the ones commonly cited from it (and, for the
+    /// three codecs of `quality/emodel_computed_table.tsv`, the ones the
+    /// table uses); the Recommendation text itself was not available to
+    /// check them against.
     pub fn params(self) -> CodecParams {
         let (ie, bpl, from_g113) = match self {
             Codec::G711Plc => (0.0, 25.1, true),
@@ -115,7 +120,7 @@ impl Codec {
     }
 }
 
-/// The effective equipment impairment factor `Ie,eff` (G.107 §3.5).
+/// The effective equipment impairment factor `Ie,eff` (G.107 §7.4).
 ///
 /// `ppl_percent` is the packet-loss probability in percent (clamped to
 /// 0–100), `burst_r` the burst ratio (1 for random loss; values below 1
@@ -128,7 +133,7 @@ pub fn ie_eff(codec: Codec, ppl_percent: f64, burst_r: f64) -> f64 {
     ie + (95.0 - ie) * ppl / (ppl / burst_r + bpl)
 }
 
-/// The absolute-delay impairment `Idd` (G.107 §3.4) for a one-way delay
+/// The absolute-delay impairment `Idd` (G.107 §7.3) for a one-way delay
 /// `ta_ms`; 0 up to 100 ms.
 pub fn idd(ta_ms: f64) -> f64 {
     let ta = finite_or(ta_ms, 0.0);

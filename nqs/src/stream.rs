@@ -1107,7 +1107,7 @@ impl RfcJitter {
 
 /// Loss-run transitions of the 2-state (Gilbert) Markov model.
 ///
-/// BurstR (ITU-T G.107 §3.5 and G.113 Appendix I, with the state model of
+/// BurstR (ITU-T G.107 §7.4 and G.113 Appendix I, with the state model of
 /// RFC 3611 Appendix A): with `p` the probability of moving from "found"
 /// to "lost" and `q` from "lost" to "found",
 /// `BurstR = 1 / (p + q)`, which is 1 for random loss (`q = 1 - p`) and
