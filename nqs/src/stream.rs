@@ -484,7 +484,9 @@ impl StreamStats {
                 self.interval.max_jitter_ms = self.interval.max_jitter_ms.max(j_ms);
                 self.interval.jitter_sum_ms += j_ms;
                 self.interval.jitter_n += 1;
-                if class != SeqClass::Duplicate {
+                // Duplicates are not played twice; packets A.1 did not believe
+                // (a stray large jump) would skew the playout schedule.
+                if !matches!(class, SeqClass::Duplicate | SeqClass::Rejected) {
                     let transit = transit_us(now, self.ext_ts, rate);
                     for jb in &mut self.jb {
                         // Discards are counted inside the buffer.
@@ -1254,6 +1256,21 @@ mod tests {
         assert_eq!(r.mos, emodel::mos(Codec::G711Plc, 0.0, 1.0, 0.0));
         // The spikes show in the delay-variation histogram (|D| = 120 ms).
         assert_eq!(r.delay_variation.counts[5], 40);
+    }
+
+    #[test]
+    fn stray_packet_does_not_skew_playout() {
+        let mut s = StreamStats::new();
+        for i in 0..100u64 {
+            s.handle_packet(&pkt(i as u16, i as u32 * 160, i * 20), PCMU);
+            if i == 50 {
+                // One stray packet from elsewhere: far seq, timestamp 1 s ahead.
+                s.handle_packet(&pkt(40_000, (i as u32 + 50) * 160, i * 20 + 1), PCMU);
+            }
+        }
+        let r = s.report(Codec::G711Plc);
+        assert_eq!((r.seq_jumps, r.rfc_lost), (1, 0));
+        assert_eq!((r.discards_f1, r.discards_f2, r.discards_adapt), (0, 0, 0));
     }
 
     #[test]
