@@ -4,3 +4,8 @@
 //! Status: being written under the Foundation issue.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod emodel;
+pub mod histogram;
+pub mod jitter_buffer;
+pub mod stream;
