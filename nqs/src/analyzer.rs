@@ -39,7 +39,9 @@ use wire::capture::{Packet, Transport};
 use wire::{PayloadType, Ssrc, Timestamp};
 
 use crate::emodel::Codec;
-use crate::stream::{IntervalSample, PayloadKind, RemoteReport, RtpPacketInfo, StreamReport, StreamStats};
+use crate::stream::{
+    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, StreamReport, StreamStats,
+};
 
 /// Tunables of the analyser. `Default` gives the embedded defaults.
 #[derive(Clone, Debug)]
@@ -212,7 +214,32 @@ pub struct StreamSummary {
     /// Which way the media flows, when the call is known
     /// (`caller->callee` or `callee->caller`).
     pub direction: Option<String>,
-    /// The metrics.
+    /// Packets received (including duplicates).
+    pub packets: u64,
+    /// RFC 3550 expected packets (extended highest − base + 1).
+    pub expected: u64,
+    /// RFC 3550 cumulative lost (expected − received; negative with
+    /// duplicates). Equals Wireshark's `Lost` except after a trailing
+    /// reorder or a sequence restart; Wireshark's figure is `ws_lost`.
+    pub lost: i64,
+    /// `lost` as a percentage of `expected`.
+    pub lost_percent: f64,
+    /// Packets that arrived after a higher sequence number (RFC 3550 "late").
+    pub out_of_order: u64,
+    /// Largest gap between consecutive packets, ms (Wireshark's Max Delta).
+    pub max_delta_ms: f64,
+    /// Largest interarrival jitter, ms (Wireshark's Max Jitter).
+    pub max_jitter_ms: f64,
+    /// Mean interarrival jitter, ms (Wireshark's Mean Jitter).
+    pub mean_jitter_ms: f64,
+    /// Final RFC 3550 A.8 interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// E-model MOS (ITU-T G.107 Annex B) from the network loss and BurstR.
+    pub mos: f64,
+    /// E-model R-factor.
+    pub r_factor: f64,
+    /// Every metric, including RFC 3550 and Wireshark variants, jitter
+    /// buffer simulations, histograms and remote (RTCP) figures.
     #[serde(flatten)]
     pub metrics: StreamReport,
 }
@@ -294,6 +321,7 @@ impl Analyzer {
             if let Some(c) = call {
                 calls[c].streams.push(id);
             }
+            let metrics = s.stats.report(s.codec());
             streams.push(StreamSummary {
                 id,
                 src: s.key.0.to_string(),
@@ -306,7 +334,18 @@ impl Analyzer {
                     Party::Caller => "callee->caller".to_string(),
                     Party::Callee => "caller->callee".to_string(),
                 }),
-                metrics: s.stats.report(s.codec()),
+                packets: metrics.packets,
+                expected: metrics.rfc_expected,
+                lost: metrics.rfc_lost,
+                lost_percent: metrics.rfc_lost_pct,
+                out_of_order: metrics.late,
+                max_delta_ms: metrics.ws_max_delta_ms,
+                max_jitter_ms: metrics.ws_max_jitter_ms,
+                mean_jitter_ms: metrics.ws_mean_jitter_ms,
+                jitter_ms: metrics.rfc_jitter_ms,
+                mos: metrics.mos,
+                r_factor: metrics.r_factor,
+                metrics,
             });
         }
         Report { calls, streams, counters: self.counters.clone() }
@@ -503,6 +542,8 @@ impl Analyzer {
         let kind = stream.kind(pt);
         if !stream.pts.contains(&pt) && stream.pts.len() < 8 {
             stream.pts.push(pt);
+            let codec = stream.codec();
+            stream.stats.set_codec(codec);
         }
         let info = RtpPacketInfo {
             arrival: now,
@@ -612,17 +653,20 @@ impl StreamState {
         }
     }
 
-    /// The codec used for MOS: the first audio payload type seen.
+    /// The codec used for MOS: the first audio payload type seen with a
+    /// known E-model entry (G.711 with PLC when none is known).
     fn codec(&self) -> Codec {
         for &pt in &self.pts {
             if let Some((name, _)) = self.codec_info(pt)
                 && !name.eq_ignore_ascii_case("telephone-event")
                 && !name.eq_ignore_ascii_case("CN")
             {
-                return Codec::from_encoding_name(name);
+                if let Some(codec) = Codec::from_encoding_name(name) {
+                    return codec;
+                }
             }
         }
-        Codec::from_encoding_name("PCMU")
+        Codec::G711Plc
     }
 
     /// Payload names as Wireshark prints them (`g711U`, `g711A`, `g729`…).
@@ -779,21 +823,27 @@ fn remote_from_block(block: &wire::rtcp::ReportBlock<'_>) -> RemoteReport {
     RemoteReport {
         fraction_lost: block.fraction_lost(),
         cumulative_lost: block.cumulative_lost(),
-        jitter_ts: block.jitter(),
-        ..RemoteReport::default()
+        jitter: block.jitter(),
+        voip_metrics: None,
     }
 }
 
 fn remote_from_voip_metrics(vm: &wire::rtcp::VoipMetrics<'_>) -> RemoteReport {
     RemoteReport {
-        xr_r_factor: vm.r_factor(),
-        xr_mos_lq: vm.mos_lq(),
-        xr_mos_cq: vm.mos_cq(),
-        xr_loss_rate: Some(vm.loss_rate()),
-        xr_discard_rate: Some(vm.discard_rate()),
-        xr_burst_density: Some(vm.burst_density()),
-        xr_round_trip_delay_ms: Some(vm.round_trip_delay()),
-        ..RemoteReport::default()
+        // An XR block alone carries no RR figures: loss rate stands in for
+        // fraction lost (both are /256), the rest stays unset.
+        fraction_lost: vm.loss_rate(),
+        cumulative_lost: 0,
+        jitter: 0,
+        voip_metrics: Some(RemoteVoipMetrics {
+            r_factor: vm.r_factor(),
+            mos_lq: vm.mos_lq().map(|m| f64::from(m) / 10.0),
+            mos_cq: vm.mos_cq().map(|m| f64::from(m) / 10.0),
+            loss_rate: vm.loss_rate(),
+            discard_rate: vm.discard_rate(),
+            burst_density: vm.burst_density(),
+            round_trip_delay_ms: vm.round_trip_delay(),
+        }),
     }
 }
 

@@ -193,7 +193,9 @@ pub struct IntervalSample {
 /// The summary of one stream. All times are ms, percentages 0–100.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StreamReport {
-    /// SSRC (of the first packet; the key is per SSRC).
+    /// SSRC (of the first packet; the key is per SSRC). Not serialised:
+    /// the stream's identity is reported by the caller beside the metrics.
+    #[serde(skip)]
     pub ssrc: u32,
     /// Codec used for the MOS figures.
     pub codec: Codec,
