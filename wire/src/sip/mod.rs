@@ -418,7 +418,12 @@ impl<'a> Message<'a> {
             .iter()
             .filter(move |s| match id {
                 Some(id) => s.id == id,
-                None => s.id == UNKNOWN && text[s.name.0..s.name.1].eq_ignore_ascii_case(name),
+                None => {
+                    s.id == UNKNOWN
+                        && text
+                            .get(usize::from(s.name.0)..usize::from(s.name.1))
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                }
             })
             .map(move |s| s.header(text))
     }
@@ -673,16 +678,25 @@ fn known_name(id: u8) -> &'static str {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
+/// Offsets into the header text, which is at most [`MAX_HEADER_LEN`]
+/// (65,535) bytes and therefore has at most as many lines: `u16` suffices.
 struct Slot {
-    name: (usize, usize),
-    value: (usize, usize),
-    line: usize,
+    name: (u16, u16),
+    value: (u16, u16),
+    line: u16,
     id: u8,
+}
+
+/// Narrows an offset into the header text (invariant: ≤ [`MAX_HEADER_LEN`]).
+fn off(x: usize) -> u16 {
+    u16::try_from(x).unwrap_or(u16::MAX)
 }
 
 impl Slot {
     fn header<'a>(&self, text: &'a str) -> Header<'a> {
-        let raw_name = text.get(self.name.0..self.name.1).unwrap_or("");
+        let raw_name = text
+            .get(usize::from(self.name.0)..usize::from(self.name.1))
+            .unwrap_or("");
         Header {
             name: if self.id == UNKNOWN {
                 raw_name
@@ -690,8 +704,10 @@ impl Slot {
                 known_name(self.id)
             },
             raw_name,
-            value: text.get(self.value.0..self.value.1).unwrap_or(""),
-            line: self.line,
+            value: text
+                .get(usize::from(self.value.0)..usize::from(self.value.1))
+                .unwrap_or(""),
+            line: usize::from(self.line),
         }
     }
 }
@@ -773,12 +789,12 @@ fn finish<'a>(
 ) -> Result<(), Error> {
     let raw = text.get(vs..ve).unwrap_or("");
     let value = trim_lws(raw);
-    let off = vs + (value.as_ptr() as usize - raw.as_ptr() as usize);
+    let start = vs + (raw.len() - lex::trim_lws_start(raw).len());
     let id = known_id(text.get(ns..ne).unwrap_or("")).unwrap_or(UNKNOWN);
     index.push(Slot {
-        name: (ns, ne),
-        value: (off, off + value.len()),
-        line,
+        name: (off(ns), off(ne)),
+        value: (off(start), off(start + value.len())),
+        line: off(line),
         id,
     });
     if id == UNKNOWN {

@@ -244,12 +244,7 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
             None => (hostport, None),
         }
     };
-    if host.is_empty()
-        || (!host.starts_with('[')
-            && !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
-    {
+    if host.is_empty() || (!host.starts_with('[') && !host.bytes().all(is_host_char)) {
         return Err(UriError::Host);
     }
     uri.host = Some(host);
@@ -262,6 +257,12 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
     uri.params = Params::parse(params, ParamRules::Uri).ok_or(UriError::Param)?;
     uri.headers = headers;
     Ok(())
+}
+
+/// Hostname or IPv4 character. `_` is not in RFC 3261's grammar but common
+/// in deployed host names, so it is accepted.
+pub(crate) fn is_host_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
 }
 
 /// Which grammar a parameter list follows.
@@ -319,9 +320,14 @@ impl<'a> Params<'a> {
                 let ok = match (rules, vb.first()) {
                     (_, None) => false,
                     (ParamRules::Header, Some(b'"')) => quoted_end(vb) == Ok(vb.len()),
-                    (ParamRules::Header, _) => v
-                        .bytes()
-                        .all(|b| lex::is_token_char(b) || matches!(b, b'[' | b']' | b':')),
+                    // gen-value = token / host / quoted-string; accept any
+                    // other visible character too (seen in the wild: '@',
+                    // '/'), but not separators or white space.
+                    (ParamRules::Header, _) => v.bytes().all(|b| {
+                        b >= 0x80
+                            || (b.is_ascii_graphic()
+                                && !matches!(b, b';' | b',' | b'"' | b'<' | b'>' | b'\\'))
+                    }),
                     (ParamRules::Uri, _) => !v.contains(['=', '"']),
                 };
                 if !ok {

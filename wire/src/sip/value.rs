@@ -289,11 +289,8 @@ fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
             None => (s, None),
         }
     };
-    let host_ok = !host.is_empty()
-        && (host.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    let host_ok =
+        !host.is_empty() && (host.starts_with('[') || host.bytes().all(super::uri::is_host_char));
     if !host_ok {
         return None;
     }
