@@ -159,6 +159,114 @@ pub fn pct_decode(s: &str) -> Cow<'_, [u8]> {
     lex::pct_decode(s)
 }
 
+/// A `;name[=value]` parameter list, kept as the raw text starting at the
+/// first `;` (or empty). Lookups are case-insensitive on names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Params<'a> {
+    raw: &'a str,
+}
+
+/// One parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param<'a> {
+    /// Name as written.
+    pub name: &'a str,
+    /// Value as written (quoted strings keep their quotes); `None` for a flag.
+    pub value: Option<&'a str>,
+}
+
+impl<'a> Params<'a> {
+    /// No parameters.
+    pub const EMPTY: Params<'static> = Params { raw: "" };
+
+    /// Validates `raw` (empty, or starting with `;` after optional LWS).
+    pub(crate) fn parse(raw: &'a str, rules: ParamRules) -> Option<Self> {
+        let t = trim_lws(raw);
+        if t.is_empty() {
+            return Some(Params { raw: t });
+        }
+        let body = t.strip_prefix(';')?;
+        for item in split_top(body, b';') {
+            let item = trim_lws(item);
+            let (name, value) = match item.find('=') {
+                Some(e) => (trim_lws(&item[..e]), Some(trim_lws(&item[e + 1..]))),
+                None => (item, None),
+            };
+            let name_ok = match rules {
+                ParamRules::Uri => !name.is_empty() && !name.contains(['=', '"']),
+                ParamRules::Header => is_token(name),
+            };
+            if !name_ok {
+                return None;
+            }
+            if let Some(v) = value {
+                let vb = v.as_bytes();
+                let ok = match (rules, vb.first()) {
+                    (_, None) => false,
+                    (ParamRules::Header, Some(b'"')) => quoted_end(vb) == Ok(vb.len()),
+                    // gen-value = token / host / quoted-string; accept any
+                    // other visible character too (seen in the wild: '@',
+                    // '/'), but not separators or white space.
+                    (ParamRules::Header, _) => v.bytes().all(|b| {
+                        b >= 0x80
+                            || (b.is_ascii_graphic()
+                                && !matches!(b, b';' | b',' | b'"' | b'<' | b'>' | b'\\'))
+                    }),
+                    (ParamRules::Uri, _) => !v.contains(['=', '"']),
+                };
+                if !ok {
+                    return None;
+                }
+            }
+        }
+        Some(Params { raw: t })
+    }
+
+    /// The raw text (starts with `;` unless empty).
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// True if there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Iterates over the parameters in order.
+    pub fn iter(&self) -> impl Iterator<Item = Param<'a>> + 'a {
+        let body = self.raw.strip_prefix(';').unwrap_or("");
+        split_top(body, b';').filter_map(|item| {
+            let item = trim_lws(item);
+            if item.is_empty() {
+                return None;
+            }
+            Some(match item.find('=') {
+                Some(e) => Param {
+                    name: trim_lws(&item[..e]),
+                    value: Some(trim_lws(&item[e + 1..])),
+                },
+                None => Param {
+                    name: item,
+                    value: None,
+                },
+            })
+        })
+    }
+
+    /// The first parameter called `name`: `Some(None)` for a flag
+    /// (`;lr`), `Some(Some(v))` with a value, `None` if absent.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        self.iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.value)
+    }
+
+    /// The value of `name`, `None` if absent or a flag.
+    pub fn value(&self, name: &str) -> Option<&'a str> {
+        self.get(name).flatten()
+    }
+}
+
 //= https://www.rfc-editor.org/rfc/rfc3261#section-25.1
 //# SIP-URI          =  "sip:" [ userinfo ] hostport
 //#                     uri-parameters [ headers ]
@@ -273,114 +381,6 @@ pub(crate) enum ParamRules {
     /// Header parameters (`generic-param`): token names, values token, host or
     /// quoted-string, LWS around `;` and `=`.
     Header,
-}
-
-/// A `;name[=value]` parameter list, kept as the raw text starting at the
-/// first `;` (or empty). Lookups are case-insensitive on names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Params<'a> {
-    raw: &'a str,
-}
-
-/// One parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Param<'a> {
-    /// Name as written.
-    pub name: &'a str,
-    /// Value as written (quoted strings keep their quotes); `None` for a flag.
-    pub value: Option<&'a str>,
-}
-
-impl<'a> Params<'a> {
-    /// No parameters.
-    pub const EMPTY: Params<'static> = Params { raw: "" };
-
-    /// Validates `raw` (empty, or starting with `;` after optional LWS).
-    pub(crate) fn parse(raw: &'a str, rules: ParamRules) -> Option<Self> {
-        let t = trim_lws(raw);
-        if t.is_empty() {
-            return Some(Params { raw: t });
-        }
-        let body = t.strip_prefix(';')?;
-        for item in split_top(body, b';') {
-            let item = trim_lws(item);
-            let (name, value) = match item.find('=') {
-                Some(e) => (trim_lws(&item[..e]), Some(trim_lws(&item[e + 1..]))),
-                None => (item, None),
-            };
-            let name_ok = match rules {
-                ParamRules::Uri => !name.is_empty() && !name.contains(['=', '"']),
-                ParamRules::Header => is_token(name),
-            };
-            if !name_ok {
-                return None;
-            }
-            if let Some(v) = value {
-                let vb = v.as_bytes();
-                let ok = match (rules, vb.first()) {
-                    (_, None) => false,
-                    (ParamRules::Header, Some(b'"')) => quoted_end(vb) == Ok(vb.len()),
-                    // gen-value = token / host / quoted-string; accept any
-                    // other visible character too (seen in the wild: '@',
-                    // '/'), but not separators or white space.
-                    (ParamRules::Header, _) => v.bytes().all(|b| {
-                        b >= 0x80
-                            || (b.is_ascii_graphic()
-                                && !matches!(b, b';' | b',' | b'"' | b'<' | b'>' | b'\\'))
-                    }),
-                    (ParamRules::Uri, _) => !v.contains(['=', '"']),
-                };
-                if !ok {
-                    return None;
-                }
-            }
-        }
-        Some(Params { raw: t })
-    }
-
-    /// The raw text (starts with `;` unless empty).
-    pub fn as_str(&self) -> &'a str {
-        self.raw
-    }
-
-    /// True if there are no parameters.
-    pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
-    }
-
-    /// Iterates over the parameters in order.
-    pub fn iter(&self) -> impl Iterator<Item = Param<'a>> + 'a {
-        let body = self.raw.strip_prefix(';').unwrap_or("");
-        split_top(body, b';').filter_map(|item| {
-            let item = trim_lws(item);
-            if item.is_empty() {
-                return None;
-            }
-            Some(match item.find('=') {
-                Some(e) => Param {
-                    name: trim_lws(&item[..e]),
-                    value: Some(trim_lws(&item[e + 1..])),
-                },
-                None => Param {
-                    name: item,
-                    value: None,
-                },
-            })
-        })
-    }
-
-    /// The first parameter called `name`: `Some(None)` for a flag
-    /// (`;lr`), `Some(Some(v))` with a value, `None` if absent.
-    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        self.iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.value)
-    }
-
-    /// The value of `name`, `None` if absent or a flag.
-    pub fn value(&self, name: &str) -> Option<&'a str> {
-        self.get(name).flatten()
-    }
 }
 
 #[cfg(test)]

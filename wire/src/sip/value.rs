@@ -84,18 +84,6 @@ impl<'a> Method<'a> {
     }
 }
 
-/// Why a header value failed to parse. Mapped to [`super::Error`] with the
-/// line number by the message parser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ValueError {
-    Syntax,
-    Unterminated,
-    DisplayName,
-    Uri(UriError),
-    Unenclosed,
-    TooLarge,
-}
-
 /// `name-addr` or `addr-spec` with header parameters: the value of From, To,
 /// Contact, Route, Record-Route, Refer-To, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,36 +262,6 @@ impl<'a> Via<'a> {
     }
 }
 
-fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
-    let (host, port) = if s.starts_with('[') {
-        let end = s.find(']')?;
-        let after = &s[end + 1..];
-        match after.strip_prefix(':') {
-            Some(p) => (&s[..=end], Some(p)),
-            None if after.is_empty() => (s, None),
-            None => return None,
-        }
-    } else {
-        match s.find(':') {
-            Some(c) => (&s[..c], Some(&s[c + 1..])),
-            None => (s, None),
-        }
-    };
-    let host_ok =
-        !host.is_empty() && (host.starts_with('[') || host.bytes().all(super::uri::is_host_char));
-    if !host_ok {
-        return None;
-    }
-    let port = match port {
-        Some(p) => match lex::parse_digits(p) {
-            Some(Ok(v)) if v <= u64::from(u16::MAX) => Some(v as u16),
-            _ => return None,
-        },
-        None => None,
-    };
-    Some((host, port))
-}
-
 /// The CSeq header (RFC 3261 §20.16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CSeq<'a> {
@@ -385,6 +343,48 @@ impl<'a> MediaType<'a> {
                 .unwrap_or(v)
         })
     }
+}
+
+/// Why a header value failed to parse. Mapped to [`super::Error`] with the
+/// line number by the message parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueError {
+    Syntax,
+    Unterminated,
+    DisplayName,
+    Uri(UriError),
+    Unenclosed,
+    TooLarge,
+}
+
+fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if s.starts_with('[') {
+        let end = s.find(']')?;
+        let after = &s[end + 1..];
+        match after.strip_prefix(':') {
+            Some(p) => (&s[..=end], Some(p)),
+            None if after.is_empty() => (s, None),
+            None => return None,
+        }
+    } else {
+        match s.find(':') {
+            Some(c) => (&s[..c], Some(&s[c + 1..])),
+            None => (s, None),
+        }
+    };
+    let host_ok =
+        !host.is_empty() && (host.starts_with('[') || host.bytes().all(super::uri::is_host_char));
+    if !host_ok {
+        return None;
+    }
+    let port = match port {
+        Some(p) => match lex::parse_digits(p) {
+            Some(Ok(v)) if v <= u64::from(u16::MAX) => Some(v as u16),
+            _ => return None,
+        },
+        None => None,
+    };
+    Some((host, port))
 }
 
 //= https://www.rfc-editor.org/rfc/rfc3261#section-20.17
