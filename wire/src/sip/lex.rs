@@ -19,11 +19,78 @@ pub(crate) fn trim_lws_start(s: &str) -> &str {
 //# token       =  1*(alphanum / "-" / "." / "!" / "%" / "*"
 //#                   / "_" / "+" / "`" / "'" / "~" )
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
+    CLASS[usize::from(b)] & TOKEN != 0
+}
+
+/// Characters allowed anywhere in a SIP/SIPS URI after the scheme (unreserved,
+/// reserved, `%`, IPv6 brackets, and UTF-8 bytes, which some stacks send).
+pub(crate) fn is_sip_uri_char(b: u8) -> bool {
+    CLASS[usize::from(b)] & SIP_URI != 0
+}
+
+/// Hostname or IPv4 character. `_` is not in RFC 3261's grammar but common
+/// in deployed host names, so it is accepted.
+pub(crate) fn is_host_char(b: u8) -> bool {
+    CLASS[usize::from(b)] & HOST != 0
+}
+
+const TOKEN: u8 = 1;
+const SIP_URI: u8 = 2;
+const HOST: u8 = 4;
+
+/// Character classes, one lookup per byte on the hot path.
+static CLASS: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut c = 0;
+        if b.is_ascii_alphanumeric() {
+            c |= TOKEN | SIP_URI | HOST;
+        }
+        if matches!(
             b,
             b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+        ) {
+            c |= TOKEN;
+        }
+        if b >= 0x80
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b';'
+                    | b'/'
+                    | b'?'
+                    | b':'
+                    | b'@'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b'['
+                    | b']'
+            )
+        {
+            c |= SIP_URI;
+        }
+        if matches!(b, b'-' | b'.' | b'_') {
+            c |= HOST;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
 }
 
 pub(crate) fn is_token(s: &str) -> bool {

@@ -666,9 +666,12 @@ fn known_id(name: &str) -> Option<u8> {
         let c = b[0].to_ascii_lowercase();
         KNOWN.iter().position(|&(_, k)| k != 0 && k == c)
     } else {
-        KNOWN
-            .iter()
-            .position(|&(n, _)| n.eq_ignore_ascii_case(name))
+        let first = b.first()?.to_ascii_lowercase();
+        KNOWN.iter().position(|&(n, _)| {
+            n.len() == b.len()
+                && n.as_bytes()[0].to_ascii_lowercase() == first
+                && n.eq_ignore_ascii_case(name)
+        })
     };
     pos.and_then(|p| u8::try_from(p).ok())
 }
@@ -1047,6 +1050,37 @@ mod tests {
                 .any(|h| h.name == "Contact" && h.raw_name == "m")
         );
         assert_eq!(m.semantic_issues(), vec![]);
+    }
+
+    #[test]
+    fn sdp_inside_multipart() {
+        let msg = |ct: &str, body: &str| {
+            format!(
+                "INVITE sip:b@example.com SIP/2.0\r\nContent-Type: {ct}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        // SIP-I style: SDP next to an ISUP part.
+        let mixed = msg(
+            "multipart/mixed;boundary=unique-boundary-1",
+            "--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\r\n\
+             --unique-boundary-1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\r\n\x01\x02\r\n\
+             --unique-boundary-1--\r\n",
+        );
+        let m = Message::parse(mixed.as_bytes()).unwrap();
+        assert_eq!(m.sdp_body(), Some(&b"v=0\r\n"[..]));
+        // SDP in an alternative nested inside a mixed body.
+        let nested = msg(
+            "multipart/mixed; boundary=\"outer\"",
+            "--outer\r\nContent-Type: multipart/alternative;boundary=inner\r\n\r\n\
+             --inner\r\nContent-Type: text/plain\r\n\r\nhi\r\n--inner\r\n\
+             content-type: APPLICATION/SDP\r\n\r\nv=0\r\n--inner--\r\n--outer--",
+        );
+        let m = Message::parse(nested.as_bytes()).unwrap();
+        assert_eq!(m.sdp_body(), Some(&b"v=0"[..]));
+        let plain = msg("text/plain", "v=0");
+        assert_eq!(Message::parse(plain.as_bytes()).unwrap().sdp_body(), None);
     }
 
     #[test]

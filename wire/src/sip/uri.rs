@@ -271,36 +271,8 @@ impl<'a> Params<'a> {
 //# SIP-URI          =  "sip:" [ userinfo ] hostport
 //#                     uri-parameters [ headers ]
 fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
-    for b in rest.bytes() {
-        let ok = b.is_ascii_alphanumeric()
-            || b >= 0x80
-            || matches!(
-                b,
-                b'-' | b'_'
-                    | b'.'
-                    | b'!'
-                    | b'~'
-                    | b'*'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'%'
-                    | b';'
-                    | b'/'
-                    | b'?'
-                    | b':'
-                    | b'@'
-                    | b'&'
-                    | b'='
-                    | b'+'
-                    | b'$'
-                    | b','
-                    | b'['
-                    | b']'
-            );
-        if !ok {
-            return Err(UriError::Syntax);
-        }
+    if !rest.bytes().all(lex::is_sip_uri_char) {
+        return Err(UriError::Syntax);
     }
     if !lex::escapes_valid(rest) {
         return Err(UriError::Escape);
@@ -352,7 +324,7 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
             None => (hostport, None),
         }
     };
-    if host.is_empty() || (!host.starts_with('[') && !host.bytes().all(is_host_char)) {
+    if host.is_empty() || (!host.starts_with('[') && !host.bytes().all(lex::is_host_char)) {
         return Err(UriError::Host);
     }
     uri.host = Some(host);
@@ -365,12 +337,6 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
     uri.params = Params::parse(params, ParamRules::Uri).ok_or(UriError::Param)?;
     uri.headers = headers;
     Ok(())
-}
-
-/// Hostname or IPv4 character. `_` is not in RFC 3261's grammar but common
-/// in deployed host names, so it is accepted.
-pub(crate) fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
 }
 
 /// Which grammar a parameter list follows.

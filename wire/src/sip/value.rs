@@ -373,7 +373,7 @@ fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         }
     };
     let host_ok =
-        !host.is_empty() && (host.starts_with('[') || host.bytes().all(super::uri::is_host_char));
+        !host.is_empty() && (host.starts_with('[') || host.bytes().all(lex::is_host_char));
     if !host_ok {
         return None;
     }
