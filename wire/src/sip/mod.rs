@@ -435,22 +435,22 @@ impl<'a> Message<'a> {
 
     /// From.
     pub fn from(&self) -> Option<NameAddr<'a>> {
-        self.header("From").and_then(|v| NameAddr::parse(v).ok())
+        self.header("From").and_then(NameAddr::parse)
     }
 
     /// To.
     pub fn to(&self) -> Option<NameAddr<'a>> {
-        self.header("To").and_then(|v| NameAddr::parse(v).ok())
+        self.header("To").and_then(NameAddr::parse)
     }
 
     /// CSeq.
     pub fn cseq(&self) -> Option<CSeq<'a>> {
-        self.header("CSeq").and_then(|v| CSeq::parse(v).ok())
+        self.header("CSeq").and_then(CSeq::parse)
     }
 
     /// Via values, topmost first, across all Via fields.
     pub fn via(&self) -> impl Iterator<Item = Via<'a>> + '_ {
-        self.header_values("Via").filter_map(|v| Via::parse(v).ok())
+        self.header_values("Via").filter_map(Via::parse)
     }
 
     /// The first Contact (`None` if absent or `*`).
@@ -461,8 +461,7 @@ impl<'a> Message<'a> {
     /// All Contact values (a `*` Contact yields nothing, see
     /// [`Message::is_contact_star`]).
     pub fn contacts(&self) -> impl Iterator<Item = NameAddr<'a>> + '_ {
-        self.header_values("Contact")
-            .filter_map(|v| NameAddr::parse(v).ok())
+        self.header_values("Contact").filter_map(NameAddr::parse)
     }
 
     /// True for `Contact: *` (REGISTER removing all bindings).
@@ -472,14 +471,13 @@ impl<'a> Message<'a> {
 
     /// Route values in order.
     pub fn route(&self) -> impl Iterator<Item = NameAddr<'a>> + '_ {
-        self.header_values("Route")
-            .filter_map(|v| NameAddr::parse(v).ok())
+        self.header_values("Route").filter_map(NameAddr::parse)
     }
 
     /// Record-Route values in order.
     pub fn record_route(&self) -> impl Iterator<Item = NameAddr<'a>> + '_ {
         self.header_values("Record-Route")
-            .filter_map(|v| NameAddr::parse(v).ok())
+            .filter_map(NameAddr::parse)
     }
 
     /// Max-Forwards (validated to fit 0..=255 by `parse`).
@@ -818,7 +816,7 @@ fn finish<'a>(
     };
     match header {
         "CSeq" => {
-            let c = CSeq::parse(value).map_err(map)?;
+            let c = CSeq::parse_checked(value).map_err(map)?;
             state.cseq_method.get_or_insert(c.method.as_str());
         }
         "Max-Forwards" => match lex::parse_digits(value) {
@@ -836,17 +834,17 @@ fn finish<'a>(
             _ => return Err(Error::BadContentLength { line }),
         },
         "From" | "To" => {
-            NameAddr::parse(value).map_err(map)?;
+            NameAddr::parse_checked(value).map_err(map)?;
         }
         "Contact" if value == "*" => {}
         "Contact" | "Route" | "Record-Route" => {
             for v in split_top(value, b',') {
-                NameAddr::parse(v).map_err(map)?;
+                NameAddr::parse_checked(v).map_err(map)?;
             }
         }
         "Via" => {
             for v in split_top(value, b',') {
-                Via::parse(v).map_err(map)?;
+                Via::parse_checked(v).map_err(map)?;
             }
         }
         "Date" if !value::is_sip_date(value) => return Err(Error::BadDate { line }),

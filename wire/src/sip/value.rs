@@ -101,8 +101,13 @@ pub struct NameAddr<'a> {
 }
 
 impl<'a> NameAddr<'a> {
+    /// Parses a `name-addr` or `addr-spec` with header parameters (one element of a comma list); `None` if malformed.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        Self::parse_checked(s).ok()
+    }
+
     /// Parses one name-addr / addr-spec with its parameters.
-    pub(crate) fn parse(s: &'a str) -> Result<Self, ValueError> {
+    pub(crate) fn parse_checked(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
         let b = s.as_bytes();
         let (display_name, display_quoted, after_dn) = if b.first() == Some(&b'"') {
@@ -202,11 +207,16 @@ pub struct Via<'a> {
 }
 
 impl<'a> Via<'a> {
+    /// Parses one `via-parm` (one element of a comma list); `None` if malformed.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        Self::parse_checked(s).ok()
+    }
+
     //= https://www.rfc-editor.org/rfc/rfc3261#section-25.1
     //# via-parm          =  sent-protocol LWS sent-by *( SEMI via-params )
     //# sent-protocol     =  protocol-name SLASH protocol-version
     //#                      SLASH transport
-    pub(crate) fn parse(s: &'a str) -> Result<Self, ValueError> {
+    pub(crate) fn parse_checked(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
         let mut it = s.splitn(3, '/');
         let protocol = trim_lws(it.next().ok_or(ValueError::Syntax)?);
@@ -272,12 +282,17 @@ pub struct CSeq<'a> {
 }
 
 impl<'a> CSeq<'a> {
+    /// Parses a CSeq value (`1*DIGIT LWS Method`); `None` if malformed.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        Self::parse_checked(s).ok()
+    }
+
     //= https://www.rfc-editor.org/rfc/rfc3261#section-8.1.1.5
     //# The sequence number value MUST be expressible as a 32-bit unsigned
     //# integer and MUST be less than 2**31.
     /// Parses `1*DIGIT LWS Method`. Values up to 2^32-1 are accepted (a
     /// receiver must not reject what the sender side is merely told to avoid).
-    pub(crate) fn parse(s: &'a str) -> Result<Self, ValueError> {
+    pub(crate) fn parse_checked(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
         let n = s.bytes().take_while(u8::is_ascii_digit).count();
         let (digits, rest) = s.split_at(n);
@@ -428,33 +443,37 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse(r#" "A \"B\"" <sip:a@b;lr>;tag=1 ; x"#).unwrap();
+        let n = NameAddr::parse_checked(r#" "A \"B\"" <sip:a@b;lr>;tag=1 ; x"#).unwrap();
         assert_eq!(n.display_name_text().unwrap(), "A \"B\"");
         assert_eq!(n.uri.params.get("lr"), Some(None));
         assert_eq!(n.tag(), Some("1"));
         assert_eq!(n.params.get("x"), Some(None));
-        let n = NameAddr::parse("sip:a@b;tag=2").unwrap();
+        let n = NameAddr::parse_checked("sip:a@b;tag=2").unwrap();
         assert_eq!((n.display_name, n.tag()), (None, Some("2")));
-        let n = NameAddr::parse("Bob Smith<sip:a@b>").unwrap();
+        let n = NameAddr::parse_checked("Bob Smith<sip:a@b>").unwrap();
         assert_eq!(n.display_name, Some("Bob Smith"));
         assert_eq!(
-            NameAddr::parse("\"x <sip:a@b>"),
+            NameAddr::parse_checked("\"x <sip:a@b>"),
             Err(ValueError::Unterminated)
         );
         assert_eq!(
-            NameAddr::parse("a, b <sip:a@b>"),
+            NameAddr::parse_checked("a, b <sip:a@b>"),
             Err(ValueError::DisplayName)
         );
-        assert_eq!(NameAddr::parse("sip:a@b?x=y"), Err(ValueError::Unenclosed));
         assert_eq!(
-            NameAddr::parse("< sip:a@b >"),
+            NameAddr::parse_checked("sip:a@b?x=y"),
+            Err(ValueError::Unenclosed)
+        );
+        assert_eq!(
+            NameAddr::parse_checked("< sip:a@b >"),
             Err(ValueError::Uri(UriError::Whitespace))
         );
     }
 
     #[test]
     fn via_cseq_media_date() {
-        let v = Via::parse("SIP / 2.0 / UDP\r\n 192.0.2.1:5060 ; branch = z9hG4bKx;rport").unwrap();
+        let v = Via::parse_checked("SIP / 2.0 / UDP\r\n 192.0.2.1:5060 ; branch = z9hG4bKx;rport")
+            .unwrap();
         assert_eq!(
             (v.transport, v.host, v.port),
             ("UDP", "192.0.2.1", Some(5060))
@@ -462,10 +481,16 @@ mod tests {
         assert_eq!(v.branch(), Some("z9hG4bKx"));
         assert_eq!(v.rport(), Some(None));
         assert!(v.is_rfc3261_branch());
-        assert_eq!(Via::parse("SIP/2.0/UDP h;;"), Err(ValueError::Syntax));
-        let c = CSeq::parse("0009\r\n  INVITE").unwrap();
+        assert_eq!(
+            Via::parse_checked("SIP/2.0/UDP h;;"),
+            Err(ValueError::Syntax)
+        );
+        let c = CSeq::parse_checked("0009\r\n  INVITE").unwrap();
         assert_eq!((c.seq, c.method), (9, Method::Invite));
-        assert_eq!(CSeq::parse("4294967296 ACK"), Err(ValueError::TooLarge));
+        assert_eq!(
+            CSeq::parse_checked("4294967296 ACK"),
+            Err(ValueError::TooLarge)
+        );
         let m = MediaType::parse("multipart/mixed; boundary=\"a b\"").unwrap();
         assert!(m.is("Multipart", "MIXED"));
         assert_eq!(m.param("boundary"), Some("a b"));
