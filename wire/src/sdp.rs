@@ -692,9 +692,7 @@ impl Sdp {
         });
         match (existing, text) {
             (Some(i), Some(t)) => self.lines[i].0 = t,
-            (Some(i), None) => {
-                self.lines.remove(i);
-            }
+            (Some(i), None) => self.remove(i),
             (None, Some(t)) => self.insert(range.end, t),
             (None, None) => {}
         }
@@ -775,7 +773,7 @@ impl Sdp {
                 _ => false,
             };
             if drop_line {
-                self.lines.remove(i);
+                self.remove(i);
             }
         }
         Ok(())
@@ -810,8 +808,10 @@ impl Sdp {
     }
 
     fn kind(&self, i: usize) -> Option<u8> {
-        let b = self.lines.get(i)?.0.as_bytes();
-        (b.get(1) == Some(&b'=')).then_some(b[0])
+        match self.lines.get(i)?.0.as_bytes() {
+            [kind, b'=', ..] => Some(*kind),
+            _ => None,
+        }
     }
 
     fn attr(&self, i: usize) -> Option<Attribute<'_>> {
@@ -868,6 +868,18 @@ impl Sdp {
                 self.lines.insert(at, (text, e));
             }
             None => self.lines.insert(at, (text, ending)),
+        }
+    }
+
+    /// Removes line `i`; if it was the unterminated last line, the line
+    /// before it becomes the unterminated last line.
+    fn remove(&mut self, i: usize) {
+        let (_, ending) = self.lines.remove(i);
+        if ending == Ending::None
+            && i == self.lines.len()
+            && let Some(prev) = self.lines.last_mut()
+        {
+            prev.1 = Ending::None;
         }
     }
 
