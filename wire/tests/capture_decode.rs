@@ -409,6 +409,24 @@ fn ipv6_fragments_reassemble() {
     assert_eq!(got, vec![payload]);
 }
 
+/// A destination options header in the fragmentable part is only visible
+/// after reassembly, and is skipped then.
+#[test]
+fn ipv6_fragment_with_extension_in_fragmentable_part() {
+    let payload = vec![7u8; 1800];
+    let (_, ip6) = udp_frame(A6, B6, &payload);
+    let mut with_dst = ip6[..40].to_vec();
+    with_dst[6] = 60;
+    with_dst.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    with_dst.extend_from_slice(&ip6[40..]);
+    let plen = (with_dst.len() - 40) as u16;
+    with_dst[4..6].copy_from_slice(&plen.to_be_bytes());
+    let frags = fragment_v6(&with_dst, &[1000], 5);
+    let mut d = Decoder::new();
+    let input: Vec<_> = frags.into_iter().map(|f| (0, f)).collect();
+    assert_eq!(run_frames(&mut d, &input), vec![payload]);
+}
+
 #[test]
 fn tcp_reordering_and_retransmission() {
     let (c, s) = ("192.0.2.1:5060", "192.0.2.2:5060");
@@ -471,6 +489,19 @@ fn tcp_gap_is_skipped_when_buffer_is_full() {
     push(&mut d, 1160, &[b'd'; 60]);
     assert_eq!(got.len(), 130);
     assert_eq!((d.stats().tcp_gaps, d.stats().tcp_gap_bytes), (1, 90));
+    // The delivery after the gap says so.
+    let mut d = Decoder::with_config({
+        let mut c = DecoderConfig::default();
+        c.max_tcp_buffered = 10;
+        c
+    });
+    let first = tcp_frame(c, s, 1, 0x18, b"abc");
+    let after_gap = tcp_frame(c, s, 100, 0x18, b"0123456789ab");
+    let p = d.decode(&frame(LinkType::ETHERNET, &first, 0)).unwrap();
+    assert!(!p.stream_gap);
+    let p = d.decode(&frame(LinkType::ETHERNET, &after_gap, 0)).unwrap();
+    assert!(p.stream_gap);
+    assert_eq!(p.payload, b"0123456789ab");
 }
 
 #[test]
@@ -543,6 +574,15 @@ fn writer_output_reads_back() {
         (1_700_000_000_123_456_789, LinkType::ETHERNET, &eth[..])
     );
     assert!(r.next_frame().is_none());
+}
+
+#[test]
+fn writer_rejects_other_link_types() {
+    let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, TsResolution::Micro).unwrap();
+    let raw = [0x45u8; 20];
+    assert!(w.write_frame(&frame(LinkType::RAW, &raw, 0)).is_err());
+    assert!(w.write_frame(&frame(LinkType::ETHERNET, &raw, 0)).is_ok());
+    assert_eq!(w.link(), LinkType::ETHERNET);
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub struct Packet<'a> {
     /// excluded) inside the frame's data, when `payload` lies within this
     /// one frame; `None` when it came from fragment or stream reassembly.
     pub ip: Option<Range<usize>>,
+    /// TCP only: bytes of this direction were given up on just before
+    /// `payload` (see [`DecoderConfig::max_tcp_buffered`]), so a stream
+    /// parser must resynchronise.
+    pub stream_gap: bool,
 }
 
 /// Limits of the [`Decoder`]'s reassembly state. Times are in nanoseconds
@@ -214,6 +218,7 @@ impl Decoder {
         let ip_bytes = data.get(ip_start..)?;
         let l3 = parse_ip(ip_bytes, &mut self.stats)?;
         let ip_range = ip_start..ip_start + l3.ip_len;
+        let mut proto = l3.proto;
         let (l4, reassembled): (&'a [u8], bool) = match l3.frag {
             None => (l3.payload, false),
             Some(frag) => {
@@ -231,12 +236,31 @@ impl Decoder {
                     frame.ts,
                     &mut self.stats,
                 ) {
-                    FragResult::Complete => (&self.frags.out[..], true),
+                    FragResult::Complete => {
+                        let out = &self.frags.out[..];
+                        // Extension headers of the fragmentable part are
+                        // only visible after reassembly.
+                        if l3.src.is_ipv6() && is_ipv6_extension(l3.proto) {
+                            match walk_ipv6_extensions(l3.proto, out, 0, &mut self.stats) {
+                                Some((next, offset, None)) => {
+                                    proto = next;
+                                    (out.get(offset..)?, true)
+                                }
+                                Some((_, _, Some(_))) => {
+                                    self.stats.malformed += 1;
+                                    return None;
+                                }
+                                None => return None,
+                            }
+                        } else {
+                            (out, true)
+                        }
+                    }
                     FragResult::Pending => return None,
                 }
             }
         };
-        match l3.proto {
+        match proto {
             PROTO_UDP => {
                 let Some(hdr) = l4.get(..8) else {
                     self.stats.truncated += 1;
@@ -265,6 +289,7 @@ impl Decoder {
                     transport: Transport::Udp,
                     payload,
                     ip: (!reassembled).then_some(ip_range),
+                    stream_gap: false,
                 })
             }
             PROTO_TCP => {
@@ -290,9 +315,11 @@ impl Decoder {
                 let delivery =
                     self.tcp
                         .segment((src, dst), seq, flags, segment, frame.ts, &mut self.stats)?;
-                let (payload, ip) = match delivery {
-                    Delivery::Direct(r) => (segment.get(r)?, (!reassembled).then_some(ip_range)),
-                    Delivery::Buffered => (&self.tcp.out[..], None),
+                let (payload, ip, stream_gap) = match delivery {
+                    Delivery::Direct(r) => {
+                        (segment.get(r)?, (!reassembled).then_some(ip_range), false)
+                    }
+                    Delivery::Buffered { gap } => (&self.tcp.out[..], None, gap),
                 };
                 Some(Packet {
                     ts: frame.ts,
@@ -301,6 +328,7 @@ impl Decoder {
                     transport: Transport::Tcp,
                     payload,
                     ip,
+                    stream_gap,
                 })
             }
             PROTO_ICMP | PROTO_ICMPV6 => {
@@ -398,8 +426,8 @@ fn ethertype_payload(mut ethertype: u16, data: &[u8], mut offset: usize) -> Link
                     Link::Truncated
                 };
             }
-            //= https://www.rfc-editor.org/rfc/rfc7042#appendix-B
-            //# 0x8100  Customer VLAN Tag Type (C-Tag, formerly called the Q-Tag)
+            // IEEE 802.1Q C-tag, 802.1ad S-tag, and the pre-standard 0x9100
+            // outer tag: 2 bytes of tag control, then the inner EtherType.
             ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
                 let Some(t) = be16(data, offset + 2) else {
                     return Link::Truncated;
@@ -407,8 +435,9 @@ fn ethertype_payload(mut ethertype: u16, data: &[u8], mut offset: usize) -> Link
                 ethertype = t;
                 offset += 4;
             }
-            //= https://www.rfc-editor.org/rfc/rfc2516#section-4
-            //# The PPPoE payload contains a single PPP packet.
+            //= https://www.rfc-editor.org/rfc/rfc2516#section-6
+            //# The PPPoE payload contains a PPP frame.  The frame begins with
+            //# the PPP Protocol-ID.
             ETHERTYPE_PPPOE_SESSION => {
                 // 6-byte PPPoE header, then the 2-byte PPP protocol field.
                 let Some(proto) = be16(data, offset + 6) else {
@@ -521,9 +550,30 @@ fn parse_ipv6<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
     };
     let src: [u8; 16] = hdr[8..24].try_into().ok()?;
     let dst: [u8; 16] = hdr[24..40].try_into().ok()?;
-    let mut next = hdr[6];
-    let mut offset = 40;
-    let mut frag = None;
+    let (next, offset, frag) = walk_ipv6_extensions(hdr[6], ip, 40, stats)?;
+    let Some(payload) = ip.get(offset..) else {
+        stats.truncated += 1;
+        return None;
+    };
+    Some(L3 {
+        src: IpAddr::V6(Ipv6Addr::from(src)),
+        dst: IpAddr::V6(Ipv6Addr::from(dst)),
+        proto: next,
+        payload,
+        ip_len: 40 + plen,
+        frag,
+    })
+}
+
+/// Skips IPv6 extension headers starting at `offset`, stopping at the upper
+/// layer header or at a (non-atomic) Fragment header. Returns the next
+/// header value, the offset of what follows, and the fragment details.
+fn walk_ipv6_extensions(
+    mut next: u8,
+    ip: &[u8],
+    mut offset: usize,
+    stats: &mut DecodeStats,
+) -> Option<(u8, usize, Option<FragInfo>)> {
     loop {
         match next {
             //= https://www.rfc-editor.org/rfc/rfc8200#section-4.3
@@ -559,30 +609,18 @@ fn parse_ipv6<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
                 next = ext[0];
                 offset += 8;
                 if more || fragment_offset > 0 {
-                    frag = Some(FragInfo {
+                    let frag = FragInfo {
                         id: u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]),
                         offset: fragment_offset,
                         more,
-                    });
-                    break;
+                    };
+                    return Some((next, offset, Some(frag)));
                 }
-                // An atomic fragment: just skip the header.
+                // An atomic fragment (RFC 6946): just skip the header.
             }
-            _ => break,
+            _ => return Some((next, offset, None)),
         }
     }
-    let Some(payload) = ip.get(offset..) else {
-        stats.truncated += 1;
-        return None;
-    };
-    Some(L3 {
-        src: IpAddr::V6(Ipv6Addr::from(src)),
-        dst: IpAddr::V6(Ipv6Addr::from(dst)),
-        proto: next,
-        payload,
-        ip_len: 40 + plen,
-        frag,
-    })
 }
 
 const EXT_HOP_BY_HOP: u8 = 0;
@@ -590,6 +628,10 @@ const EXT_ROUTING: u8 = 43;
 const EXT_FRAGMENT: u8 = 44;
 const EXT_AH: u8 = 51;
 const EXT_DEST_OPTS: u8 = 60;
+
+fn is_ipv6_extension(next: u8) -> bool {
+    matches!(next, EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS | EXT_AH)
+}
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     let s = b.get(at..at + 2)?;

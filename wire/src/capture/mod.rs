@@ -18,7 +18,8 @@
 //! use wire::capture::{Decoder, FileReader};
 //! # fn main() -> Result<(), wire::capture::Error> {
 //! let file = std::fs::File::open("call.pcap").map_err(wire::capture::Error::open)?;
-//! let mut reader = FileReader::new(std::io::BufReader::new(file))?;
+//! // The reader buffers internally: no BufReader needed.
+//! let mut reader = FileReader::new(file)?;
 //! let mut decoder = Decoder::new();
 //! while let Some(frame) = reader.next_frame() {
 //!     let frame = frame?;

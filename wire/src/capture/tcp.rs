@@ -25,8 +25,11 @@ pub(crate) struct TcpTable {
 pub(crate) enum Delivery {
     /// A sub-range of the segment's own payload.
     Direct(Range<usize>),
-    /// Assembled in [`TcpTable::out`].
-    Buffered,
+    /// Assembled in [`TcpTable::out`]; `gap` if bytes were skipped first.
+    Buffered {
+        /// Bytes before these were given up on.
+        gap: bool,
+    },
 }
 
 struct Flow {
@@ -143,7 +146,7 @@ impl TcpTable {
                     flow.next = first;
                     self.out.clear();
                     drain(flow, &mut self.out, stats);
-                    Some(Delivery::Buffered)
+                    Some(Delivery::Buffered { gap: true })
                 } else {
                     None
                 }
@@ -168,7 +171,7 @@ impl TcpTable {
                     self.out.clear();
                     self.out.extend_from_slice(&payload[skip..]);
                     drain(flow, &mut self.out, stats);
-                    Some(Delivery::Buffered)
+                    Some(Delivery::Buffered { gap: false })
                 }
             }
         };

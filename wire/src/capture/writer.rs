@@ -22,6 +22,7 @@ pub enum TsResolution {
 /// Writes classic pcap files (native byte order) with one link type.
 pub struct PcapWriter<W: Write> {
     inner: pcap_file::pcap::PcapWriter<W>,
+    link: LinkType,
 }
 
 impl<W: Write> std::fmt::Debug for PcapWriter<W> {
@@ -52,7 +53,7 @@ impl<W: Write> PcapWriter<W> {
         };
         let inner = pcap_file::pcap::PcapWriter::with_header(out, header)
             .map_err(|e| Error::Write(e.to_string()))?;
-        Ok(PcapWriter { inner })
+        Ok(PcapWriter { inner, link })
     }
 
     /// Appends one record. `data` longer than the snap length (262144) is
@@ -74,13 +75,25 @@ impl<W: Write> PcapWriter<W> {
             .map_err(|e| Error::Write(e.to_string()))
     }
 
-    /// Appends a frame as read (its link type must match the file's).
+    /// Appends a frame as read.
     ///
     /// # Errors
     ///
-    /// [`Error::Write`] if the record cannot be written.
+    /// [`Error::Write`] if the frame's link type differs from the file's
+    /// (classic pcap has one per file) or the record cannot be written.
     pub fn write_frame(&mut self, frame: &Frame<'_>) -> Result<(), Error> {
+        if frame.link != self.link {
+            return Err(Error::Write(format!(
+                "frame link type {} differs from the file's {}",
+                frame.link.0, self.link.0
+            )));
+        }
         self.write(frame.ts, frame.data, frame.orig_len)
+    }
+
+    /// The file's link type.
+    pub fn link(&self) -> LinkType {
+        self.link
     }
 
     /// Returns the underlying writer.
