@@ -253,6 +253,41 @@ fn ethernet_padding_is_not_payload_and_bad_checksum_is_counted() {
     assert_eq!(d.stats().ipv4_bad_checksum, 1);
 }
 
+/// A frame cut by the snap length still yields its UDP payload's first
+/// bytes, marked truncated; cut TCP is dropped and counted.
+#[test]
+fn snap_length_cut_udp_is_delivered_truncated() {
+    let payload: Vec<u8> = (0..172u8).collect();
+    for (src, dst) in [(A4, B4), (A6, B6)] {
+        let (eth, _) = udp_frame(src, dst, &payload);
+        let cut = &eth[..96];
+        let mut d = Decoder::new();
+        let f = Frame {
+            ts: Timestamp(0),
+            link: LinkType::ETHERNET,
+            data: cut,
+            orig_len: eth.len() as u32,
+        };
+        let p = d.decode(&f).unwrap();
+        assert!(p.truncated);
+        assert_eq!(p.payload, &eth[eth.len() - 172..96]);
+        assert_eq!(d.stats().udp_truncated, 1);
+        // The same bytes without the snap length evidence are damage.
+        assert!(d.decode(&frame(LinkType::ETHERNET, cut, 0)).is_none());
+        assert_eq!(d.stats().truncated, 1);
+    }
+    let seg = tcp_frame("192.0.2.1:1", "192.0.2.2:2", 1, 0x18, &[b'x'; 200]);
+    let mut d = Decoder::new();
+    let f = Frame {
+        ts: Timestamp(0),
+        link: LinkType::ETHERNET,
+        data: &seg[..100],
+        orig_len: seg.len() as u32,
+    };
+    assert!(d.decode(&f).is_none());
+    assert_eq!(d.stats().truncated, 1);
+}
+
 #[test]
 fn ipv4_options_are_skipped() {
     let (_, ip) = udp_frame(A4, B4, b"opt");
@@ -536,6 +571,22 @@ fn rst_drops_flow_and_ack_only_creates_none() {
     let seg = tcp_frame(c, s, 900, 0x18, b"cd");
     let p = d.decode(&frame(LinkType::ETHERNET, &seg, 0)).unwrap();
     assert_eq!(p.payload, b"cd");
+    // Bare ACKs with any sequence number are not out-of-order data.
+    for seq in [902, 5000, 100] {
+        let ack = tcp_frame(c, s, seq, 0x10, b"");
+        assert!(d.decode(&frame(LinkType::ETHERNET, &ack, 0)).is_none());
+    }
+    assert_eq!(
+        (d.stats().tcp_out_of_order, d.stats().tcp_retransmissions),
+        (0, 0)
+    );
+    let seg = tcp_frame(c, s, 902, 0x18, b"ef");
+    assert_eq!(
+        d.decode(&frame(LinkType::ETHERNET, &seg, 0))
+            .unwrap()
+            .payload,
+        b"ef"
+    );
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub struct Packet<'a> {
     /// `payload` (see [`DecoderConfig::max_tcp_buffered`]), so a stream
     /// parser must resynchronise.
     pub stream_gap: bool,
+    /// UDP only: the capture's snap length cut the datagram, so `payload`
+    /// holds only its first bytes (enough for RTP header statistics).
+    pub truncated: bool,
 }
 
 /// Limits of the [`Decoder`]'s reassembly state. Times are in nanoseconds
@@ -105,6 +108,9 @@ pub struct DecodeStats {
     pub other_protocol: u64,
     /// UDP datagrams returned.
     pub udp: u64,
+    /// UDP datagrams returned with a payload cut short by the snap length
+    /// (also counted in `udp`).
+    pub udp_truncated: u64,
     /// IP fragments seen.
     pub fragments: u64,
     /// Datagrams completed from fragments.
@@ -216,7 +222,13 @@ impl Decoder {
             }
         };
         let ip_bytes = data.get(ip_start..)?;
-        let l3 = parse_ip(ip_bytes, &mut self.stats)?;
+        let snapped = data.len() < frame.orig_len as usize;
+        let l3 = parse_ip(ip_bytes, snapped, &mut self.stats)?;
+        if l3.cut && (l3.frag.is_some() || l3.proto != PROTO_UDP) {
+            // Only UDP is useful cut short (RTP headers for statistics).
+            self.stats.truncated += 1;
+            return None;
+        }
         let ip_range = ip_start..ip_start + l3.ip_len;
         let mut proto = l3.proto;
         let (l4, reassembled): (&'a [u8], bool) = match l3.frag {
@@ -277,11 +289,16 @@ impl Decoder {
                     self.stats.malformed += 1;
                     return None;
                 }
-                let Some(payload) = l4.get(8..len) else {
-                    self.stats.truncated += 1;
-                    return None;
+                let (payload, truncated) = match l4.get(8..len) {
+                    Some(p) => (p, false),
+                    None if l3.cut => (l4.get(8..)?, true),
+                    None => {
+                        self.stats.truncated += 1;
+                        return None;
+                    }
                 };
                 self.stats.udp += 1;
+                self.stats.udp_truncated += u64::from(truncated);
                 Some(Packet {
                     ts: frame.ts,
                     src: SocketAddr::new(l3.src, sport),
@@ -290,6 +307,7 @@ impl Decoder {
                     payload,
                     ip: (!reassembled).then_some(ip_range),
                     stream_gap: false,
+                    truncated,
                 })
             }
             PROTO_TCP => {
@@ -329,6 +347,7 @@ impl Decoder {
                     payload,
                     ip,
                     stream_gap,
+                    truncated: false,
                 })
             }
             PROTO_ICMP | PROTO_ICMPV6 => {
@@ -471,12 +490,16 @@ struct L3<'a> {
     /// Length of the IP packet (without link padding).
     ip_len: usize,
     frag: Option<FragInfo>,
+    /// The packet is longer than the bytes captured (snap length).
+    cut: bool,
 }
 
-fn parse_ip<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
+/// `snapped`: the frame was cut by the capture's snap length, so an IP
+/// packet longer than the bytes captured is accepted (marked `cut`).
+fn parse_ip<'a>(ip: &'a [u8], snapped: bool, stats: &mut DecodeStats) -> Option<L3<'a>> {
     match ip.first().map(|b| b >> 4) {
-        Some(4) => parse_ipv4(ip, stats),
-        Some(6) => parse_ipv6(ip, stats),
+        Some(4) => parse_ipv4(ip, snapped, stats),
+        Some(6) => parse_ipv6(ip, snapped, stats),
         Some(_) => {
             stats.malformed += 1;
             None
@@ -488,7 +511,7 @@ fn parse_ip<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
     }
 }
 
-fn parse_ipv4<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
+fn parse_ipv4<'a>(ip: &'a [u8], snapped: bool, stats: &mut DecodeStats) -> Option<L3<'a>> {
     stats.ipv4 += 1;
     let Some(hdr) = ip.get(..20) else {
         stats.truncated += 1;
@@ -504,9 +527,13 @@ fn parse_ipv4<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
         stats.malformed += 1;
         return None;
     }
-    let Some(ip) = ip.get(..total) else {
-        stats.truncated += 1;
-        return None;
+    let (ip, cut) = match ip.get(..total) {
+        Some(ip) => (ip, false),
+        None if snapped => (ip, true),
+        None => {
+            stats.truncated += 1;
+            return None;
+        }
     };
     let header = ip.get(..ihl)?;
     if checksum_finish(checksum_add(0, header)) != 0 {
@@ -527,12 +554,13 @@ fn parse_ipv4<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
         dst: IpAddr::V4(Ipv4Addr::new(hdr[16], hdr[17], hdr[18], hdr[19])),
         proto: hdr[9],
         payload: ip.get(ihl..)?,
-        ip_len: total,
+        ip_len: ip.len(),
         frag,
+        cut,
     })
 }
 
-fn parse_ipv6<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
+fn parse_ipv6<'a>(ip: &'a [u8], snapped: bool, stats: &mut DecodeStats) -> Option<L3<'a>> {
     stats.ipv6 += 1;
     let Some(hdr) = ip.get(..40) else {
         stats.truncated += 1;
@@ -544,9 +572,13 @@ fn parse_ipv6<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
         stats.other_protocol += 1;
         return None;
     }
-    let Some(ip) = ip.get(..40 + plen) else {
-        stats.truncated += 1;
-        return None;
+    let (ip, cut) = match ip.get(..40 + plen) {
+        Some(ip) => (ip, false),
+        None if snapped => (ip, true),
+        None => {
+            stats.truncated += 1;
+            return None;
+        }
     };
     let src: [u8; 16] = hdr[8..24].try_into().ok()?;
     let dst: [u8; 16] = hdr[24..40].try_into().ok()?;
@@ -560,8 +592,9 @@ fn parse_ipv6<'a>(ip: &'a [u8], stats: &mut DecodeStats) -> Option<L3<'a>> {
         dst: IpAddr::V6(Ipv6Addr::from(dst)),
         proto: next,
         payload,
-        ip_len: 40 + plen,
+        ip_len: ip.len(),
         frag,
+        cut,
     })
 }
 

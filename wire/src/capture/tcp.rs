@@ -116,6 +116,9 @@ impl TcpTable {
         let end = data_seq.wrapping_add(payload.len() as u32);
         if flags & FIN != 0 {
             flow.fin = Some(end);
+        } else if payload.is_empty() {
+            // A bare ACK (or keep-alive): nothing to deliver.
+            return None;
         }
         let rel = data_seq.wrapping_sub(flow.next) as i32;
         let delivery = if rel > 0 {
