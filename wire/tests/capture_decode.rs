@@ -637,6 +637,29 @@ fn writer_rejects_other_link_types() {
 }
 
 #[test]
+fn corrupt_record_lengths_are_reported_with_offset() {
+    // Classic pcap: one good record, then one claiming 2 GB.
+    let mut w = PcapWriter::new(Vec::new(), LinkType::RAW, TsResolution::Micro).unwrap();
+    let (_, ip) = udp_frame(A4, B4, b"x");
+    w.write(Timestamp(0), &ip, ip.len() as u32).unwrap();
+    let mut file = w.into_inner();
+    let bad_at = file.len() as u64;
+    let mut rec = [0u8; 16];
+    rec[8..12].copy_from_slice(&0x7fff_ffffu32.to_ne_bytes());
+    file.extend_from_slice(&rec);
+    file.extend_from_slice(&[0; 64]);
+    let mut r = FileReader::new(&file[..]).unwrap();
+    assert!(r.next_frame().unwrap().is_ok());
+    match r.next_frame().unwrap() {
+        Err(wire::capture::Error::Corrupt { offset, frame, .. }) => {
+            assert_eq!((offset, frame), (bad_at, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.next_frame().is_none());
+}
+
+#[test]
 fn garbage_files_are_rejected() {
     assert!(matches!(
         FileReader::new(&b"hello world, not a pcap"[..]),

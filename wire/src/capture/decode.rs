@@ -522,7 +522,12 @@ fn parse_ipv4<'a>(ip: &'a [u8], snapped: bool, stats: &mut DecodeStats) -> Optio
     //# bit words, and thus points to the beginning of the data.  Note that
     //# the minimum value for a correct header is 5.
     let ihl = usize::from(hdr[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+    let total = match usize::from(u16::from_be_bytes([hdr[2], hdr[3]])) {
+        // Outgoing TCP segmentation offload captures carry a zero total
+        // length: take what was captured (as Wireshark does).
+        0 => ip.len(),
+        n => n,
+    };
     if ihl < 20 || total < ihl {
         stats.malformed += 1;
         return None;
@@ -535,7 +540,10 @@ fn parse_ipv4<'a>(ip: &'a [u8], snapped: bool, stats: &mut DecodeStats) -> Optio
             return None;
         }
     };
-    let header = ip.get(..ihl)?;
+    let Some(header) = ip.get(..ihl) else {
+        stats.truncated += 1;
+        return None;
+    };
     if checksum_finish(checksum_add(0, header)) != 0 {
         stats.ipv4_bad_checksum += 1;
     }

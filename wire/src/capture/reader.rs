@@ -198,9 +198,18 @@ impl<R: Read> FileReader<R> {
                     orig_len,
                 } => {
                     let start = self.pos;
+                    let range = start + data.start..start + data.end;
+                    if range.end > self.len {
+                        self.done = true;
+                        return Some(Err(Error::Corrupt {
+                            offset: self.offset,
+                            frame: self.frames + 1,
+                            reason: "record data out of range".into(),
+                        }));
+                    }
                     self.advance(consumed);
                     self.frames += 1;
-                    let data = self.buf.get(start + data.start..start + data.end)?;
+                    let data = self.buf.get(range)?;
                     return Some(Ok(Frame {
                         ts,
                         link,
@@ -241,6 +250,9 @@ impl<R: Read> FileReader<R> {
 const INITIAL_BUFFER: usize = 1 << 20;
 /// Largest record we accept; anything bigger is treated as corruption.
 const MAX_BUFFER: usize = 64 << 20;
+/// Largest classic pcap record accepted when the snap length is smaller
+/// (Wireshark's `WTAP_MAX_PACKET_SIZE_STANDARD`).
+const MAX_PCAP_RECORD: u32 = 262_144;
 
 const PCAP_MAGIC_US: u32 = 0xa1b2_c3d4;
 const PCAP_MAGIC_US_SWAPPED: u32 = 0xd4c3_b2a1;
@@ -343,35 +355,52 @@ impl Kind {
                 parser: Some(parser),
                 link,
                 nanos,
-                ..
-            } => match parser.next_raw_packet(src) {
-                Ok((rem, raw)) => {
-                    let nanos_part = if *nanos {
-                        u64::from(raw.ts_frac)
-                    } else {
-                        u64::from(raw.ts_frac) * 1000
-                    };
-                    Step::Frame {
-                        consumed: src.len() - rem.len(),
-                        data: 16..16 + raw.data.len(),
-                        ts: Timestamp(
-                            u64::from(raw.ts_sec)
-                                .saturating_mul(1_000_000_000)
-                                .saturating_add(nanos_part),
-                        ),
-                        link: *link,
-                        orig_len: raw.orig_len,
-                    }
+                big_endian,
+            } => {
+                let limit = MAX_PCAP_RECORD.max(parser.header().snaplen);
+                if let Some(incl_len) = read_u32(src, 8, *big_endian)
+                    && incl_len > limit
+                {
+                    return Step::Corrupt(format!(
+                        "record length {incl_len} exceeds the maximum of {limit}"
+                    ));
                 }
-                Err(PcapError::IncompleteBuffer) => Step::Incomplete,
-                Err(e) => Step::Corrupt(e.to_string()),
-            },
+                match parser.next_raw_packet(src) {
+                    Ok((rem, raw)) => {
+                        let nanos_part = if *nanos {
+                            u64::from(raw.ts_frac)
+                        } else {
+                            u64::from(raw.ts_frac) * 1000
+                        };
+                        Step::Frame {
+                            consumed: src.len() - rem.len(),
+                            data: 16..16 + raw.data.len(),
+                            ts: Timestamp(
+                                u64::from(raw.ts_sec)
+                                    .saturating_mul(1_000_000_000)
+                                    .saturating_add(nanos_part),
+                            ),
+                            link: *link,
+                            orig_len: raw.orig_len,
+                        }
+                    }
+                    Err(PcapError::IncompleteBuffer) => Step::Incomplete,
+                    Err(e) => Step::Corrupt(e.to_string()),
+                }
+            }
             Kind::Pcap { parser: None, .. } => Step::Corrupt("no pcap header".into()),
             Kind::PcapNg {
                 parser,
                 interfaces,
                 big_endian,
             } => {
+                // A new section may switch byte order: leave SHBs to the parser.
+                if read_u32(src, 0, *big_endian) != Some(BLOCK_SHB)
+                    && let Some(len) = read_u32(src, 4, *big_endian)
+                    && (len as usize > MAX_BUFFER || len < 12 || len % 4 != 0)
+                {
+                    return Step::Corrupt(format!("invalid block length {len}"));
+                }
                 let (consumed, block_type, body) = match parser.next_raw_block(src) {
                     Ok((rem, raw)) => (src.len() - rem.len(), raw.type_, 8..8 + raw.body.len()),
                     Err(PcapError::IncompleteBuffer) => return Step::Incomplete,
