@@ -288,7 +288,7 @@ impl<'a> SessionDescription<'a> {
                 }
                 b's' if in_session => seen[1] = true,
                 b't' => {
-                    let mut f = value.split(' ');
+                    let mut f = value.split_ascii_whitespace();
                     let ok = f.next().is_some_and(|v| v.parse::<u64>().is_ok())
                         && f.next().is_some_and(|v| v.parse::<u64>().is_ok());
                     if !ok {
@@ -352,7 +352,7 @@ impl<'a> SessionDescription<'a> {
     /// The first `t=` line: start and stop times (NTP seconds, 0 = unbounded).
     pub fn timing(&self) -> Option<(u64, u64)> {
         self.session_values(b't').find_map(|v| {
-            let mut f = v.split(' ');
+            let mut f = v.split_ascii_whitespace();
             Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
         })
     }
@@ -423,12 +423,12 @@ impl fmt::Display for SessionDescription<'_> {
 }
 
 impl<'s, 'a> Media<'s, 'a> {
-    fn m_fields(&self) -> core::str::Split<'a, char> {
+    fn m_fields(&self) -> core::str::SplitAsciiWhitespace<'a> {
         let value = self
             .lines
             .first()
             .map_or("", |(l, _)| l.get(2..).unwrap_or(""));
-        value.split(' ')
+        value.split_ascii_whitespace()
     }
 
     /// Media type: "audio", "video", "text", "application", "message", or
@@ -605,6 +605,13 @@ impl Sdp {
         }
     }
 
+    /// Number of media sections.
+    pub fn media_count(&self) -> usize {
+        (0..self.lines.len())
+            .filter(|&i| self.kind(i) == Some(b'm'))
+            .count()
+    }
+
     /// Sets the address of the session-level `c=` line (`media: None`) or
     /// of media section `media`'s `c=` line, inserting a media-level line
     /// after `m=` (and `i=`) if the section has none. The address type
@@ -627,7 +634,7 @@ impl Sdp {
                 let nettype = self.lines[i]
                     .0
                     .get(2..)
-                    .and_then(|v| v.split(' ').next())
+                    .and_then(|v| v.split_ascii_whitespace().next())
                     .unwrap_or("IN")
                     .to_owned();
                 self.lines[i].0 = format!("c={nettype} {addrtype} {address}");
@@ -658,7 +665,10 @@ impl Sdp {
     pub fn set_media_port(&mut self, media: usize, port: u16) -> Result<(), Error> {
         let at = self.section(Some(media))?.start;
         let line = &self.lines[at].0;
-        let mut fields: Vec<String> = line[2..].split(' ').map(str::to_owned).collect();
+        let mut fields: Vec<String> = line[2..]
+            .split_ascii_whitespace()
+            .map(str::to_owned)
+            .collect();
         if let Some(p) = fields.get_mut(1) {
             *p = match p.split_once('/') {
                 Some((_, count)) => format!("{port}/{count}"),
@@ -742,7 +752,7 @@ impl Sdp {
     ) -> Result<(), Error> {
         let range = self.section(Some(media))?;
         let line = &self.lines[range.start].0;
-        let mut fields = line[2..].split(' ');
+        let mut fields = line[2..].split_ascii_whitespace();
         let head: Vec<&str> = fields.by_ref().take(3).collect();
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
@@ -766,7 +776,7 @@ impl Sdp {
                     name: "rtpmap" | "fmtp" | "rtcp-fb",
                     value: Some(v),
                 }) => v
-                    .split(' ')
+                    .split_ascii_whitespace()
                     .next()
                     .and_then(|p| p.parse::<u8>().ok())
                     .is_some_and(|p| dropped.contains(&p)),
@@ -794,7 +804,7 @@ impl Sdp {
             .find(|&i| self.kind(i) == Some(b'o'))
             .ok_or(Error::Missing { kind: 'o' })?;
         let mut fields: Vec<String> = self.lines[at].0[2..]
-            .split(' ')
+            .split_ascii_whitespace()
             .map(str::to_owned)
             .collect();
         if let Some(v) = fields.get_mut(2) {
@@ -966,7 +976,7 @@ fn invalid(line: usize, kind: char, field: &'static str) -> Error {
 }
 
 fn origin_error(line: usize, value: &str) -> Error {
-    let field = match value.split(' ').count() {
+    let field = match value.split_ascii_whitespace().count() {
         n if n < 6 => "field count",
         _ => "sess-version",
     };
@@ -977,7 +987,7 @@ fn origin_error(line: usize, value: &str) -> Error {
 //#    o=<username> <sess-id> <sess-version> <nettype> <addrtype>
 //#      <unicast-address>
 fn parse_origin(value: &str) -> Option<Origin<'_>> {
-    let mut f = value.split(' ');
+    let mut f = value.split_ascii_whitespace();
     let o = Origin {
         username: f.next()?,
         session_id: f.next()?,
@@ -992,7 +1002,7 @@ fn parse_origin(value: &str) -> Option<Origin<'_>> {
 //= https://www.rfc-editor.org/rfc/rfc8866#section-5.7
 //#    c=<nettype> <addrtype> <connection-address>
 fn parse_connection(value: &str) -> Option<Connection<'_>> {
-    let mut f = value.split(' ');
+    let mut f = value.split_ascii_whitespace();
     let c = Connection {
         nettype: f.next().filter(|s| !s.is_empty())?,
         addrtype: f.next().filter(|s| !s.is_empty())?,
@@ -1015,7 +1025,7 @@ fn parse_bandwidth(value: &str) -> Option<Bandwidth<'_>> {
 //#    m=<media> <port> <proto> <fmt> ...
 //#    m=<media> <port>/<number of ports> <proto> <fmt> ...
 fn check_media_line(value: &str, line: usize) -> Result<(), Error> {
-    let mut f = value.split(' ');
+    let mut f = value.split_ascii_whitespace();
     if f.next().is_none_or(str::is_empty) {
         return Err(invalid(line, 'm', "media"));
     }

@@ -86,6 +86,25 @@ fn every_fixture_reads_to_the_end_with_tshark_counts() {
     }
 }
 
+/// The PROTOS INVITEs are up to 16 kB, in single unfragmented IPv4 packets
+/// (`tshark -r protos_c07-sip-r2.pcap -T fields -e ip.len` peaks at 16028
+/// with no fragments): they come through whole.
+#[test]
+fn protos_huge_invites_come_through_whole() {
+    let Some(dir) = fixtures() else { return };
+    let data = std::fs::read(dir.join("pcaps/protos_c07-sip-r2.pcap")).unwrap();
+    let mut reader = FileReader::new(&data[..]).unwrap();
+    let mut decoder = Decoder::new();
+    let mut largest = 0;
+    while let Some(frame) = reader.next_frame() {
+        if let Some(p) = decoder.decode(&frame.unwrap()) {
+            largest = largest.max(p.payload.len());
+        }
+    }
+    assert_eq!(largest, 16028 - 28);
+    assert_eq!(decoder.stats().fragments, 0);
+}
+
 #[test]
 fn formats_are_detected() {
     let Some(dir) = fixtures() else { return };

@@ -295,12 +295,27 @@ fn golden_rewrite_lf_unterminated() {
 
 #[test]
 fn untouched_sdp_is_identical_even_with_odd_spacing() {
-    let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns= \r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0  8\r\na=x-custom:a:b:c\r\n\r\n";
+    let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1 \r\ns= \r\nc=IN IP4 192.0.2.1 \r\nt=0 0\r\nm=audio 4000 RTP/AVP 0  8\r\na=x-custom:a:b:c\r\n\r\n";
     let sdp = SessionDescription::parse(text).unwrap();
+    // Trailing spaces (seen in the wild) are tolerated by the accessors.
+    assert_eq!(
+        sdp.connection().unwrap().ip(),
+        Some("192.0.2.1".parse().unwrap())
+    );
+    assert_eq!(sdp.origin().unwrap().address, "192.0.2.1");
+    assert_eq!(
+        sdp.media(0).unwrap().formats().collect::<Vec<_>>(),
+        ["0", "8"]
+    );
     assert_eq!(sdp.to_string(), text);
     let mut owned = sdp.to_owned();
     owned.set_media_port(0, 4002).unwrap();
-    assert_eq!(owned.to_string(), text.replace("4000", "4002"));
+    // Only the edited line changes (and is normalised to single spaces).
+    assert_eq!(
+        owned.to_string(),
+        text.replace("m=audio 4000 RTP/AVP 0  8", "m=audio 4002 RTP/AVP 0 8")
+    );
+    assert_eq!(owned.media_count(), 1);
     assert_eq!(sdp.media(0).unwrap().attribute("x-custom"), Some("a:b:c"));
 }
 
