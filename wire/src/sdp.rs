@@ -270,6 +270,7 @@ impl<'a> SessionDescription<'a> {
                 return Err(Error::Malformed { line: n });
             }
             let kind = b[0];
+            // The first two bytes are ASCII, so 2 is a char boundary.
             let value = &line[2..];
             if i == 0 {
                 //= https://www.rfc-editor.org/rfc/rfc8866#section-5.1
@@ -665,7 +666,9 @@ impl Sdp {
     pub fn set_media_port(&mut self, media: usize, port: u16) -> Result<(), Error> {
         let at = self.section(Some(media))?.start;
         let line = &self.lines[at].0;
-        let mut fields: Vec<String> = line[2..]
+        let mut fields: Vec<String> = line
+            .get(2..)
+            .unwrap_or_default()
             .split_ascii_whitespace()
             .map(str::to_owned)
             .collect();
@@ -752,7 +755,7 @@ impl Sdp {
     ) -> Result<(), Error> {
         let range = self.section(Some(media))?;
         let line = &self.lines[range.start].0;
-        let mut fields = line[2..].split_ascii_whitespace();
+        let mut fields = line.get(2..).unwrap_or_default().split_ascii_whitespace();
         let head: Vec<&str> = fields.by_ref().take(3).collect();
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
@@ -803,7 +806,10 @@ impl Sdp {
         let at = (0..self.first_media())
             .find(|&i| self.kind(i) == Some(b'o'))
             .ok_or(Error::Missing { kind: 'o' })?;
-        let mut fields: Vec<String> = self.lines[at].0[2..]
+        let mut fields: Vec<String> = self.lines[at]
+            .0
+            .get(2..)
+            .unwrap_or_default()
             .split_ascii_whitespace()
             .map(str::to_owned)
             .collect();
@@ -817,6 +823,8 @@ impl Sdp {
         Ok(())
     }
 
+    /// The type letter of line `i`. Lines for which this is `Some` start
+    /// with two ASCII bytes, so slicing them at 2 cannot panic.
     fn kind(&self, i: usize) -> Option<u8> {
         match self.lines.get(i)?.0.as_bytes() {
             [kind, b'=', ..] => Some(*kind),

@@ -143,6 +143,8 @@ impl FragTable {
         if cursor < end {
             holes.push((cursor, end));
         }
+        // Every hole lies within [offset, end), and `data` was resized to
+        // at least `end`, so both slices are in bounds.
         for (a, b) in holes {
             let src = &data[(a - offset) as usize..(b - offset) as usize];
             dgram.data[a as usize..b as usize].copy_from_slice(src);
