@@ -1,0 +1,1 @@
+//! Timing and peak-memory measurement of external commands.
