@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod config;
+
 /// Voxplane: carrier voice platform core.
 #[derive(Parser, Debug)]
 #[command(name = "voxplane", version, about)]
