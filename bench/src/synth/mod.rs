@@ -944,8 +944,8 @@ impl Synth {
 
     fn rtcp_interval(&self, rng: &mut SmallRng) -> u64 {
         //= https://www.rfc-editor.org/rfc/rfc3550#section-6.3.1
-        //# To compute the interval, the computed value is multiplied by a
-        //# random number uniformly distributed between 0.5 and 1.5
+        //# The calculated interval T is set to a number uniformly distributed
+        //# between 0.5 and 1.5 times the deterministic calculated interval.
         let mean = f64::from(self.cfg.rtcp_interval_ms);
         model::ms_to_us_ns(rng.gen_range(0.5 * mean..=1.5 * mean))
     }

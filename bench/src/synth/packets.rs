@@ -51,9 +51,8 @@ pub(crate) fn push_telephone_event(out: &mut Vec<u8>, event: u8, end: bool, dura
 
 /// The RFC 4733 event code of a DTMF digit (0–9, *, #, A–D), if any.
 pub(crate) fn dtmf_event_code(digit: char) -> Option<u8> {
-    //= https://www.rfc-editor.org/rfc/rfc4733#section-3.2
-    //# The DTMF events are numbered 0 to 9 for the digits, 10 for *, 11
-    //# for #, and 12 to 15 for A to D.
+    // RFC 4733 §3.2, Table 7: events 0–9 are the digits, 10 is *, 11 is
+    // #, 12–15 are A–D.
     match digit {
         '0'..='9' => Some(digit as u8 - b'0'),
         '*' => Some(10),
@@ -131,8 +130,9 @@ pub(crate) fn push_rtcp_compound(
     }
     set_rtcp_length(out, start);
 
-    //= https://www.rfc-editor.org/rfc/rfc3550#section-6.5
-    //# The CNAME item SHOULD be included in each compound RTCP packet
+    //= https://www.rfc-editor.org/rfc/rfc3550#section-6.1
+    //# An SDES packet containing a CNAME item MUST be included in each
+    //# compound RTCP packet, except as noted in Section 9.1.
     let sdes = out.len();
     out.extend_from_slice(&[0x81, 202, 0, 0]);
     out.extend_from_slice(&own_ssrc.0.to_be_bytes());

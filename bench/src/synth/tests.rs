@@ -463,14 +463,25 @@ fn tshark_rtp_streams_agree() {
     let cfg = SynthConfig {
         calls: 4,
         concurrent: 2,
-        ipv6_share: 0.25,
+        ipv6_share: 0.5,
+        wrap_share: 0.5,
         loss: LossPreset::LOSSY,
         jitter: JitterModel::TYPICAL,
+        dtmf: DtmfConfig {
+            call_share: 1.0,
+            ..DtmfConfig::default()
+        },
         ..small(23)
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("calls.pcap");
     let truth = write_pcap_file(&cfg, &path).unwrap();
+    // The seed is chosen so that the file exercises every feature.
+    assert!(truth.calls.iter().any(|c| c.ipv6));
+    assert!(truth.calls.iter().any(|c| !c.ipv6));
+    assert!(truth.streams.iter().any(|s| s.dtmf_events > 0));
+    assert!(truth.streams.iter().any(|s| s.max_ext_seq > Some(65_535)));
+    assert!(truth.streams.iter().any(|s| s.lost_in_network > 0));
     let out = Command::new(&tshark)
         .args(["-n", "-q", "-z", "rtp,streams", "-r"])
         .arg(&path)
