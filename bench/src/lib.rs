@@ -1,3 +1,12 @@
 //! Load generators and benchmark reports. Each benchmark prints the figures
 //! that `docs/benchmarks.md` records, beside a peer measured in the same run.
+//!
+//! - [`synth`]: a seeded generator of SIP + RTP call captures with ground
+//!   truth, for analyser tests and benchmarks.
+//! - [`harness`]: timing and peak-memory measurement of external commands,
+//!   and the markdown report of `bench-analyze`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod harness;
+pub mod synth;
