@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass, Report};
 use wire::capture::{Decoder, FileReader, PcapWriter};
 
-use crate::config::Config;
+use crate::config::{Config, OutputFormat};
 use crate::{AnalyzeArgs, Format, output};
 
 /// Inputs larger than this get a progress bar (when stderr is a terminal).
@@ -22,7 +22,11 @@ const PROGRESS_MIN_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Runs `voxplane analyze`.
 pub fn run(config: &Config, args: &AnalyzeArgs) -> anyhow::Result<()> {
-    let format = args.format.unwrap_or(config.analyze_format());
+    let format = args.format.unwrap_or(match config.analyze.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Csv => Format::Csv,
+    });
     let outcome = analyze_files(
         &args.files,
         &Options {
@@ -196,7 +200,8 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn stdout_is_color() -> bool {
+/// True when stdout is a terminal and `NO_COLOR` is unset.
+pub fn stdout_is_color() -> bool {
     io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 

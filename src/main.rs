@@ -12,8 +12,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod config;
-
 /// Voxplane: carrier voice platform core.
 #[derive(Parser, Debug)]
 #[command(name = "voxplane", version, about, propagate_version = true)]
