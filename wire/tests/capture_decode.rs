@@ -497,10 +497,25 @@ fn tcp_reordering_and_retransmission() {
     let st = d.stats();
     assert_eq!(st.tcp_out_of_order, 1);
     assert!(st.tcp_retransmissions >= 2);
-    // After FIN the flow is gone: a new segment starts a new stream.
-    let seg = tcp_frame(c, s, 7, 0x18, b"new");
+    // After the FIN, a late retransmission is recognised, not re-delivered.
+    let late = &frames[5].1;
+    assert!(d.decode(&frame(LinkType::ETHERNET, late, 0)).is_none());
+    let late = &frames[1].1;
+    assert!(d.decode(&frame(LinkType::ETHERNET, late, 0)).is_none());
+    // Data beyond the FIN (port pair reused, SYN not captured) starts over.
+    let seg = tcp_frame(c, s, 0x1000, 0x18, b"new");
     let p = d.decode(&frame(LinkType::ETHERNET, &seg, 0)).unwrap();
     assert_eq!(p.payload, b"new");
+    // A new SYN restarts the direction too.
+    let syn = tcp_frame(c, s, 99, 0x02, b"");
+    assert!(d.decode(&frame(LinkType::ETHERNET, &syn, 0)).is_none());
+    let seg = tcp_frame(c, s, 100, 0x18, b"again");
+    assert_eq!(
+        d.decode(&frame(LinkType::ETHERNET, &seg, 0))
+            .unwrap()
+            .payload,
+        b"again"
+    );
 }
 
 #[test]

@@ -41,6 +41,9 @@ struct Flow {
     pending_bytes: usize,
     /// Sequence number of the FIN, once seen.
     fin: Option<u32>,
+    /// Every byte up to the FIN was delivered. The entry stays (until idle
+    /// expiry) so late retransmissions are recognised, not re-delivered.
+    closed: bool,
 }
 
 impl TcpTable {
@@ -100,6 +103,7 @@ impl TcpTable {
                     pending: Vec::new(),
                     pending_bytes: 0,
                     fin: None,
+                    closed: false,
                 },
             );
         }
@@ -111,7 +115,21 @@ impl TcpTable {
             flow.pending.clear();
             flow.pending_bytes = 0;
             flow.fin = None;
+            flow.closed = false;
             return None;
+        }
+        if flow.closed {
+            if (data_seq.wrapping_sub(flow.next) as i32) < 0 {
+                if !payload.is_empty() {
+                    stats.tcp_retransmissions += 1;
+                }
+                return None;
+            }
+            // Data beyond the FIN: the port pair was reused without a SYN
+            // in the capture; start over.
+            flow.next = data_seq;
+            flow.fin = None;
+            flow.closed = false;
         }
         let end = data_seq.wrapping_add(payload.len() as u32);
         if flags & FIN != 0 {
@@ -178,10 +196,16 @@ impl TcpTable {
                 }
             }
         };
+        //= https://www.rfc-editor.org/rfc/rfc9293#section-3.4
+        //# the FIN is considered to occur after the last actual data octet
+        //# in a segment in which it occurs.
         if let Some(fin) = flow.fin
             && fin.wrapping_sub(flow.next) as i32 <= 0
         {
-            self.flows.remove(&key);
+            flow.closed = true;
+            flow.next = fin.wrapping_add(1);
+            flow.pending.clear();
+            flow.pending_bytes = 0;
         }
         delivery
     }
