@@ -412,6 +412,12 @@ impl Synth {
     pub fn into_truth(self) -> GroundTruth {
         self.truth
     }
+
+    /// Frames generated but not yet returned (waiting for their arrival
+    /// time): the generator's working set, for memory checks.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 impl Iterator for Synth {

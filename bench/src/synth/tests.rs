@@ -420,6 +420,34 @@ fn aggregate_loss_matches_models() {
     );
 }
 
+/// 1,000 simultaneous calls stream through a bounded working set: only the
+/// packets in flight. With a mean base delay of 35 ms a stream has about 2
+/// packets in flight (more during a spike, up to ≈ 10 for 200 ms); we allow
+/// 5 per stream on average, far below the capture's ~200,000 frames.
+#[test]
+fn thousand_concurrent_calls_stream() {
+    let cfg = SynthConfig {
+        calls: 1_000,
+        concurrent: 1_000,
+        duration_ms: (2_000, 2_000),
+        ring_ms: (100, 100),
+        ..SynthConfig::default()
+    };
+    let mut synth = Synth::new(&cfg).unwrap();
+    let (mut frames, mut peak, mut last) = (0u64, 0, Timestamp(0));
+    while let Some(f) = synth.next() {
+        assert!(f.timestamp >= last);
+        last = f.timestamp;
+        frames += 1;
+        peak = peak.max(synth.in_flight());
+    }
+    let truth = synth.into_truth();
+    assert_eq!(truth.max_concurrent_calls, 1_000);
+    assert_eq!(frames, truth.frames);
+    assert!(truth.rtp_packets > 190_000, "{}", truth.rtp_packets);
+    assert!(peak < 2_000 * 5, "peak in flight {peak}");
+}
+
 #[test]
 fn invalid_configs_rejected() {
     for cfg in [
