@@ -151,6 +151,9 @@ fn read_back(bytes: &[u8], truth: &GroundTruth) -> Read {
         .map(|(i, s)| ((s.src, s.dst), i))
         .collect();
     let mut reader = PcapReader::new(bytes).unwrap();
+    let header = reader.header();
+    assert_eq!(header.datalink, pcap_file::DataLink::ETHERNET);
+    assert_eq!(header.ts_resolution, pcap_file::TsResolution::MicroSecond);
     let mut out = Read {
         rtp: HashMap::new(),
         sip: 0,
@@ -498,6 +501,16 @@ fn thousand_concurrent_calls_stream() {
     assert_eq!(frames, truth.frames);
     assert!(truth.rtp_packets > 190_000, "{}", truth.rtp_packets);
     assert!(peak < 2_000 * 5, "peak in flight {peak}");
+}
+
+#[test]
+fn zero_calls_give_an_empty_capture() {
+    let (bytes, truth) = to_bytes(&SynthConfig {
+        calls: 0,
+        ..SynthConfig::default()
+    });
+    assert_eq!(bytes.len(), 24, "pcap global header only");
+    assert_eq!(truth, GroundTruth::default());
 }
 
 #[test]
