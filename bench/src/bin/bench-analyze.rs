@@ -151,6 +151,23 @@ fn main() -> anyhow::Result<()> {
     let base = runner.measure_interleaved(&commands(&tiny), 1)?;
     let measured = runner.measure_interleaved(&commands(&capture), args.runs)?;
 
+    // A measurement is only meaningful if tshark decoded the RTP: its
+    // table has one row (ending in "(x.y%)" for loss) per stream.
+    let tshark_rows = runner
+        .last_stdout("tshark")
+        .map(|out| {
+            out.lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .any(|w| w.starts_with('(') && w.ends_with("%)"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    eprintln!(
+        "tshark reported {tshark_rows} RTP streams; the capture has {}",
+        truth.streams.len()
+    );
     let report = Report {
         packets: truth.rtp_packets,
         frames: truth.frames,

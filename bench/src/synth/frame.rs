@@ -180,6 +180,28 @@ mod tests {
     }
 
     #[test]
+    fn oversized_payload_rejected() {
+        let mut out = Vec::new();
+        let big = vec![0u8; 65_535];
+        let v4 = build_udp_frame(
+            &mut out,
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:1".parse().unwrap(),
+            0,
+            &big,
+        );
+        assert_eq!(v4, Err(FrameError::TooLong(65_535)));
+        let v6 = build_udp_frame(
+            &mut out,
+            "[2001:db8::1]:1".parse().unwrap(),
+            "[2001:db8::2]:1".parse().unwrap(),
+            0,
+            &big,
+        );
+        assert_eq!(v6, Err(FrameError::TooLong(65_535)));
+    }
+
+    #[test]
     fn mixed_families_rejected() {
         let mut out = Vec::new();
         assert_eq!(

@@ -3,9 +3,10 @@
 //!
 //! Each call is an INVITE (with SDP) → 100 Trying → 180 Ringing → 200 OK
 //! (with SDP) → ACK exchange over UDP port 5060, two RTP streams (one per
-//! direction, 20 ms packets of PCMU, PCMA or G.729), RTCP SR + SDES compound
-//! packets on the odd ports, optional RFC 4733 DTMF bursts from the caller,
-//! and BYE → 200 OK from a random side. Addresses come from the
+//! direction, 20 ms packets of PCMU, PCMA or G.729, optionally with silence
+//! suppression), RTCP SR or RR + SDES compound packets on the odd ports,
+//! optional RFC 4733 DTMF bursts from the caller, and BYE → 200 OK from a
+//! random side. Addresses come from the
 //! documentation ranges: callers in 192.0.2.0/24, callees in 198.18.0.0/15,
 //! or both in 2001:db8::/32 for IPv6 calls.
 //!
@@ -158,6 +159,13 @@ pub struct SynthConfig {
     /// Fraction of streams (0–1) whose initial sequence number lies within
     /// 300 of 65535, so the stream wraps.
     pub wrap_share: f64,
+    /// Fraction of streams (0–1) whose sender uses voice activity detection:
+    /// talkspurts (exponential, mean 2 s) alternate with silences
+    /// (exponential, mean 1.5 s) during which no packet is sent, the RTP
+    /// timestamp runs on, the sequence number does not, and the first packet
+    /// of the next talkspurt carries the marker bit (RFC 3551 §4.1). No
+    /// comfort noise is sent. A silence is not loss.
+    pub vad_share: f64,
     /// Mean RTCP interval per sender in ms (each interval is drawn from
     /// 0.5–1.5 × this, RFC 3550 §6.3.1); 0 disables RTCP.
     pub rtcp_interval_ms: u32,
@@ -171,6 +179,7 @@ pub struct SynthConfig {
 impl Default for SynthConfig {
     /// 100 calls, 10 at a time, 5–15 s each, an even PCMU/PCMA/G.729 mix,
     /// lossy legs, typical jitter, 10 % of calls with DTMF, 10 % IPv6,
+    /// 10 % of streams with silence suppression,
     /// starting 2026-01-01T00:00:00Z.
     fn default() -> Self {
         Self {
@@ -185,6 +194,7 @@ impl Default for SynthConfig {
             dtmf: DtmfConfig::default(),
             ipv6_share: 0.1,
             wrap_share: 0.2,
+            vad_share: 0.1,
             rtcp_interval_ms: 5_000,
             start: Timestamp::from_secs_nanos(1_767_225_600, 0),
             arrival_spread_ms: 1_000,
@@ -263,6 +273,13 @@ pub struct StreamTruth {
     pub dtmf_packets: u64,
     /// RTCP compound packets sent by this stream's sender.
     pub rtcp_sent: u64,
+    /// RTCP compound packets whose first report was an RR (the sender had
+    /// sent no RTP in its last two report intervals, RFC 3550 §6.4).
+    pub rtcp_rr_sent: u64,
+    /// True if the sender suppresses silence (see [`SynthConfig::vad_share`]).
+    pub vad: bool,
+    /// Silences (gaps without packets) the sender went through.
+    pub silences: u32,
     /// The leg's loss model.
     pub loss_model: GilbertElliott,
     /// The leg's base one-way delay (ms).
@@ -412,6 +429,12 @@ impl Synth {
     pub fn into_truth(self) -> GroundTruth {
         self.truth
     }
+
+    /// Frames generated but not yet returned (waiting for their arrival
+    /// time): the generator's working set, for memory checks.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 impl Iterator for Synth {
@@ -541,6 +564,19 @@ struct RxReport {
     received_prior: u64,
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Vad {
+    /// Talking until this time (0: the first packet starts the talkspurt).
+    Talk { until: u64 },
+    /// Silent until this time.
+    Silent { until: u64 },
+}
+
+/// Mean talkspurt length with VAD (ms).
+const TALKSPURT_MEAN_MS: f64 = 2_000.0;
+/// Mean silence length with VAD (ms).
+const SILENCE_MEAN_MS: f64 = 1_500.0;
+
 struct EventProgress {
     code: u8,
     ts: u32,
@@ -559,6 +595,12 @@ struct StreamState {
     next_send: u64,
     stop_at: u64,
     marker: bool,
+    /// With VAD: end of the current talkspurt, or of the current silence.
+    vad: Option<Vad>,
+    /// RTP sent since the last RTCP report.
+    sent_since_report: bool,
+    /// RTP sent in the interval before that (SR if either, else RR).
+    sent_interval_before: bool,
     loss: GilbertElliott,
     loss_state: LossState,
     path: PathState,
@@ -891,6 +933,7 @@ impl Synth {
             rng.r#gen::<u16>()
         };
         let ssrc = Ssrc(rng.next_u32());
+        let vad = self.cfg.vad_share > 0.0 && rng.gen_bool(self.cfg.vad_share);
         let truth = self.truth.streams.len();
         self.truth.streams.push(StreamTruth {
             call_index,
@@ -910,6 +953,9 @@ impl Synth {
             dtmf_events: 0,
             dtmf_packets: 0,
             rtcp_sent: 0,
+            rtcp_rr_sent: 0,
+            vad,
+            silences: 0,
             loss_model: loss,
             base_delay_ms: path.base_ns() as f64 / 1e6,
             first_arrival: None,
@@ -939,6 +985,9 @@ impl Synth {
             octets: 0,
             ip_id: rng.r#gen(),
             rx: RxReport::default(),
+            vad: vad.then_some(Vad::Talk { until: 0 }),
+            sent_since_report: false,
+            sent_interval_before: false,
         }
     }
 
@@ -1006,6 +1055,16 @@ impl Synth {
             });
             truth.dtmf_events += 1;
         }
+        if s.event.is_none() && vad_silent(s, now, rng, truth) {
+            // No packet this tick: the media clock runs on, the sequence
+            // number does not.
+            s.ts = s.ts.wrapping_add(TICKS_PER_PACKET);
+            s.next_send = now + PTIME_NS;
+            if s.next_send >= s.stop_at {
+                s.next_send = u64::MAX;
+            }
+            return;
+        }
         let audio;
         let rtp_ts;
         if let Some(ev) = s.event.as_mut() {
@@ -1052,6 +1111,7 @@ impl Synth {
             fill_audio(&mut payload, s.codec, rng);
         }
         truth.sent += 1;
+        s.sent_since_report = true;
         s.packets = s.packets.wrapping_add(1);
         s.octets = s.octets.wrapping_add((payload.len() - 12) as u32);
         let ext_seq = s.ext_seq;
@@ -1103,7 +1163,14 @@ impl Synth {
         } else {
             u64::MAX
         };
-        let s = &call.streams[i];
+        let s = &mut call.streams[i];
+        //= https://www.rfc-editor.org/rfc/rfc3550#section-6.4
+        //# The SR is issued if a site has sent any data packets during the
+        //# interval since issuing the last report or the previous one,
+        //# otherwise the RR is issued.
+        let is_sender = s.sent_since_report || s.sent_interval_before;
+        s.sent_interval_before = s.sent_since_report;
+        s.sent_since_report = false;
         let sender = SenderInfo {
             now_ns: now,
             // The RTP clock runs on between packets: ts is the next packet's.
@@ -1149,13 +1216,16 @@ impl Synth {
         let s = &call.streams[i];
         let cname = format!("synth{}-{}@{}", call.index, i, s.src.ip());
         let mut payload = Vec::with_capacity(96);
-        packets::push_rtcp_compound(&mut payload, s.ssrc, Some(&sender), report.as_ref(), &cname);
+        let sender = is_sender.then_some(&sender);
+        packets::push_rtcp_compound(&mut payload, s.ssrc, sender, report.as_ref(), &cname);
         let src = SocketAddr::new(s.src.ip(), s.src.port() + 1);
         let dst = SocketAddr::new(s.dst.ip(), s.dst.port() + 1);
         let arrival = now + s.path.base_ns();
         let ntp_mid = (packets::ntp_timestamp(now) >> 16) as u32;
         call.last_sr[other] = Some((ntp_mid, arrival));
-        self.truth.streams[s.truth].rtcp_sent += 1;
+        let t = &mut self.truth.streams[s.truth];
+        t.rtcp_sent += 1;
+        t.rtcp_rr_sent += u64::from(!is_sender);
         call.ip_id = call.ip_id.wrapping_add(1);
         self.push_pending(arrival, src, dst, call.ip_id, &payload, Tag::Rtcp);
     }
@@ -1183,6 +1253,7 @@ fn validate(cfg: &SynthConfig) -> Result<(), SynthError> {
     for (name, v) in [
         ("ipv6_share must lie in 0..=1", cfg.ipv6_share),
         ("wrap_share must lie in 0..=1", cfg.wrap_share),
+        ("vad_share must lie in 0..=1", cfg.vad_share),
         ("dtmf.call_share must lie in 0..=1", cfg.dtmf.call_share),
     ] {
         if !(0.0..=1.0).contains(&v) {
@@ -1200,6 +1271,46 @@ fn validate(cfg: &SynthConfig) -> Result<(), SynthError> {
         .validate()
         .map_err(|_| bad("jitter model ranges and probabilities"))?;
     Ok(())
+}
+
+/// Advances a VAD stream's talk/silence state for a tick at `now`; true if
+/// the tick falls in a silence. A silence ending sets the marker for the
+/// talkspurt's first packet.
+fn vad_silent(s: &mut StreamState, now: u64, rng: &mut SmallRng, truth: &mut StreamTruth) -> bool {
+    let exp_ns = |rng: &mut SmallRng, mean_ms: f64| {
+        let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+        model::ms_to_us_ns(-u.ln() * mean_ms).max(PTIME_NS)
+    };
+    match s.vad {
+        None => false,
+        Some(Vad::Talk { until: 0 }) => {
+            s.vad = Some(Vad::Talk {
+                until: now + exp_ns(rng, TALKSPURT_MEAN_MS),
+            });
+            false
+        }
+        Some(Vad::Talk { until }) if now >= until => {
+            s.vad = Some(Vad::Silent {
+                until: now + exp_ns(rng, SILENCE_MEAN_MS),
+            });
+            truth.silences += 1;
+            true
+        }
+        Some(Vad::Talk { .. }) => false,
+        Some(Vad::Silent { until }) if now >= until => {
+            s.vad = Some(Vad::Talk {
+                until: now + exp_ns(rng, TALKSPURT_MEAN_MS),
+            });
+            //= https://www.rfc-editor.org/rfc/rfc3551#section-4.1
+            //# the first packet of a talkspurt, that is, the first packet
+            //# after a silence period during which packets have not been
+            //# transmitted contiguously, SHOULD be distinguished by setting
+            //# the marker bit in the RTP data header to one.
+            s.marker = true;
+            false
+        }
+        Some(Vad::Silent { .. }) => true,
+    }
 }
 
 /// Uniform whole milliseconds in `lo..=hi`, in nanoseconds.

@@ -433,6 +433,24 @@ mod tests {
     }
 
     #[test]
+    fn rr_without_sender_info() {
+        let mut out = Vec::new();
+        let block = ReportBlock {
+            ssrc: Ssrc(2),
+            fraction_lost: 64,
+            cumulative_lost: 0x0102_0304,
+            ..ReportBlock::default()
+        };
+        push_rtcp_compound(&mut out, Ssrc(1), None, Some(&block), "x");
+        // RR with one block: 2 + 6 words = 32 bytes, length field 7.
+        assert_eq!(&out[..4], &[0x81, 201, 0, 7]);
+        assert_eq!(&out[8..12], &2u32.to_be_bytes());
+        // Cumulative loss is clamped to the 24-bit signed maximum.
+        assert_eq!(&out[12..16], &[64, 0x7F, 0xFF, 0xFF]);
+        assert_eq!(out[33], 202);
+    }
+
+    #[test]
     fn dtmf_codes() {
         assert_eq!(dtmf_event_code('7'), Some(7));
         assert_eq!(dtmf_event_code('#'), Some(11));

@@ -130,12 +130,15 @@ struct Seen {
     /// Packets whose 16-bit sequence number is below the previous maximum
     /// (unwrapped by hand); duplicates counted separately.
     seqs: Vec<u16>,
+    /// (marker, RTP timestamp) of each audio packet, in arrival order.
+    audio: Vec<(bool, u32)>,
 }
 
 struct Read {
     rtp: HashMap<(SocketAddr, SocketAddr, u32), Seen>,
     sip: u64,
     rtcp: u64,
+    rtcp_rr: u64,
     frames: u64,
     ipv6_frames: u64,
 }
@@ -148,10 +151,14 @@ fn read_back(bytes: &[u8], truth: &GroundTruth) -> Read {
         .map(|(i, s)| ((s.src, s.dst), i))
         .collect();
     let mut reader = PcapReader::new(bytes).unwrap();
+    let header = reader.header();
+    assert_eq!(header.datalink, pcap_file::DataLink::ETHERNET);
+    assert_eq!(header.ts_resolution, pcap_file::TsResolution::MicroSecond);
     let mut out = Read {
         rtp: HashMap::new(),
         sip: 0,
         rtcp: 0,
+        rtcp_rr: 0,
         frames: 0,
         ipv6_frames: 0,
     };
@@ -179,6 +186,8 @@ fn read_back(bytes: &[u8], truth: &GroundTruth) -> Read {
             } else {
                 assert!(seen.pt.is_none_or(|x| x == pt));
                 seen.pt = Some(pt);
+                let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+                seen.audio.push((p[1] >> 7 == 1, ts));
             }
             seen.seqs.push(u16::from_be_bytes([p[2], p[3]]));
         } else {
@@ -189,7 +198,11 @@ fn read_back(bytes: &[u8], truth: &GroundTruth) -> Read {
                 "unknown datagram {d:?}",
                 d = d.src
             );
-            assert_eq!(d.payload[1], 200, "RTCP SR first");
+            match d.payload[1] {
+                200 => {}
+                201 => out.rtcp_rr += 1,
+                other => panic!("RTCP compound starts with PT {other}"),
+            }
             out.rtcp += 1;
         }
     }
@@ -362,6 +375,48 @@ fn reordering_and_duplicates_are_counted() {
     }
 }
 
+/// Silence suppression: gaps without packets, the media clock running on,
+/// a marker on each talkspurt's first packet, RRs when a sender was silent
+/// for two report intervals, and no loss.
+#[test]
+fn vad_silences_are_gaps_not_loss() {
+    let cfg = SynthConfig {
+        vad_share: 1.0,
+        loss: LossPreset::Clean,
+        jitter: JitterModel::NONE,
+        dtmf: DtmfConfig {
+            call_share: 0.0,
+            ..DtmfConfig::default()
+        },
+        duration_ms: (8_000, 10_000),
+        rtcp_interval_ms: 500,
+        ..small(31)
+    };
+    let (bytes, truth) = to_bytes(&cfg);
+    let read = read_back(&bytes, &truth);
+    let silences: u32 = truth.streams.iter().map(|s| s.silences).sum();
+    let rr: u64 = truth.streams.iter().map(|s| s.rtcp_rr_sent).sum();
+    assert!(silences > 12, "{silences}");
+    assert!(rr > 0);
+    assert_eq!(rr, read.rtcp_rr);
+    for s in &truth.streams {
+        assert!(s.vad);
+        assert_eq!(s.apparent_lost(), 0);
+        assert_eq!(s.sent, s.received);
+        let seen = &read.rtp[&(s.src, s.dst, s.ssrc.0)];
+        let markers = seen.audio.iter().filter(|a| a.0).count() as u32;
+        assert!((s.silences..=s.silences + 1).contains(&markers));
+        for w in seen.audio.windows(2) {
+            let step = w[1].1.wrapping_sub(w[0].1);
+            if w[1].0 {
+                assert!(step > TICKS_PER_PACKET && step % TICKS_PER_PACKET == 0);
+            } else {
+                assert_eq!(step, TICKS_PER_PACKET);
+            }
+        }
+    }
+}
+
 #[test]
 fn sequence_numbers_wrap() {
     let cfg = SynthConfig {
@@ -418,6 +473,44 @@ fn aggregate_loss_matches_models() {
         (got - expected).abs() < 0.006,
         "got {got}, expected {expected}"
     );
+}
+
+/// 1,000 simultaneous calls stream through a bounded working set: only the
+/// packets in flight. With a mean base delay of 35 ms a stream has about 2
+/// packets in flight (more during a spike, up to ≈ 10 for 200 ms); we allow
+/// 5 per stream on average, far below the capture's ~200,000 frames.
+#[test]
+fn thousand_concurrent_calls_stream() {
+    let cfg = SynthConfig {
+        calls: 1_000,
+        concurrent: 1_000,
+        duration_ms: (2_000, 2_000),
+        ring_ms: (100, 100),
+        ..SynthConfig::default()
+    };
+    let mut synth = Synth::new(&cfg).unwrap();
+    let (mut frames, mut peak, mut last) = (0u64, 0, Timestamp(0));
+    while let Some(f) = synth.next() {
+        assert!(f.timestamp >= last);
+        last = f.timestamp;
+        frames += 1;
+        peak = peak.max(synth.in_flight());
+    }
+    let truth = synth.into_truth();
+    assert_eq!(truth.max_concurrent_calls, 1_000);
+    assert_eq!(frames, truth.frames);
+    assert!(truth.rtp_packets > 190_000, "{}", truth.rtp_packets);
+    assert!(peak < 2_000 * 5, "peak in flight {peak}");
+}
+
+#[test]
+fn zero_calls_give_an_empty_capture() {
+    let (bytes, truth) = to_bytes(&SynthConfig {
+        calls: 0,
+        ..SynthConfig::default()
+    });
+    assert_eq!(bytes.len(), 24, "pcap global header only");
+    assert_eq!(truth, GroundTruth::default());
 }
 
 #[test]
