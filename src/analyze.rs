@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass, Report};
-use wire::capture::{Decoder, FileReader, PcapWriter};
+use wire::capture::{Decoder, FileReader, LinkType, PcapWriter, TsResolution};
 
 use crate::config::{Config, OutputFormat};
 use crate::{AnalyzeArgs, Format, output};
@@ -124,7 +124,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
             if let Some(packet) = decoder.decode(&frame) {
                 let class = analyzer.handle_packet(&packet);
                 if let Some(split) = split.as_mut() {
-                    split.write(&analyzer, class, &packet)?;
+                    split.write(class, &packet)?;
                 }
                 while analyzer.poll_event().is_some() {}
             }
@@ -222,72 +222,87 @@ impl<R: Read> Read for CountingReader<R> {
 /// IPv4/IPv6 + UDP frame rebuilt from the decoded endpoints and payload, so
 /// reassembled fragments and SIP-over-TCP messages come out whole (link
 /// headers such as VLAN tags and TCP segmentation are not preserved).
-/// Files are opened lazily and at most [`SplitWriter::MAX_OPEN`] stay open.
+/// Each call's records collect in a small buffer that is appended to its
+/// file when full, so any number of calls works without holding a file
+/// descriptor per call.
 struct SplitWriter {
     dir: PathBuf,
-    open: HashMap<usize, PcapWriter<BufWriter<File>>>,
-    created: HashMap<usize, PathBuf>,
+    writers: HashMap<usize, PcapWriter<CallSink>>,
     frame: Vec<u8>,
 }
 
 impl SplitWriter {
-    const MAX_OPEN: usize = 256;
-
     fn new(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir: dir.to_path_buf(), open: HashMap::new(), created: HashMap::new(), frame: Vec::new() })
+        Ok(Self { dir: dir.to_path_buf(), writers: HashMap::new(), frame: Vec::new() })
     }
 
-    fn write(&mut self, analyzer: &Analyzer, class: PacketClass, packet: &wire::capture::Packet<'_>) -> anyhow::Result<()> {
+    fn write(&mut self, class: PacketClass, packet: &wire::capture::Packet<'_>) -> anyhow::Result<()> {
         let call = match class {
             PacketClass::Sip { call } | PacketClass::Rtcp { call } | PacketClass::Rtp { call, .. } => call,
             PacketClass::Other => None,
         };
         let Some(call) = call else { return Ok(()) };
-        if !self.open.contains_key(&call) {
-            if self.open.len() >= Self::MAX_OPEN {
-                for (_, w) in self.open.drain() {
-                    w.into_inner().context("flushing a per-call pcap")?.flush()?;
-                }
+        let writer = match self.writers.entry(call) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let path = self.dir.join(format!("call-{call:05}.pcap"));
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                let sink = CallSink { path, buf: Vec::new() };
+                e.insert(PcapWriter::new(sink, LinkType::ETHERNET, TsResolution::Micro)?)
             }
-            let writer = match self.created.get(&call) {
-                Some(path) => {
-                    let file = fs::OpenOptions::new().append(true).open(path)?;
-                    PcapWriter::append(BufWriter::new(file))
-                }
-                None => {
-                    let name = format!("call-{call:05}.pcap");
-                    let path = self.dir.join(name);
-                    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-                    self.created.insert(call, path);
-                    PcapWriter::new(BufWriter::new(file), wire::capture::LinkType::ETHERNET)?
-                }
-            };
-            self.open.insert(call, writer);
-        }
-        let _ = analyzer;
-        self.frame.clear();
-        wire::capture::build_udp_frame(packet.src, packet.dst, packet.payload, &mut self.frame);
-        if let Some(w) = self.open.get_mut(&call) {
-            w.write_frame(packet.ts, &self.frame)?;
-        }
+        };
+        wire::capture::build_udp_frame(packet.src, packet.dst, packet.payload, &mut self.frame)?;
+        writer.write(packet.ts, &self.frame, self.frame.len() as u32)?;
         Ok(())
     }
 
     /// Flushes every file and writes `index.tsv`: call index, Call-ID, file.
-    fn finish(mut self, report: &Report) -> anyhow::Result<usize> {
-        for (_, w) in self.open.drain() {
-            w.into_inner().context("flushing a per-call pcap")?.flush()?;
+    fn finish(self, report: &Report) -> anyhow::Result<usize> {
+        let mut names = HashMap::new();
+        for (call, w) in self.writers {
+            let mut sink = w.into_inner();
+            sink.flush().with_context(|| format!("writing {}", sink.path.display()))?;
+            let name = sink.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            names.insert(call, name);
         }
         let mut index = String::from("call\tcall_id\tfile\tstreams\n");
         for call in &report.calls {
-            if let Some(path) = self.created.get(&call.index) {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if let Some(name) = names.get(&call.index) {
                 index.push_str(&format!("{}\t{}\t{}\t{}\n", call.index, call.call_id, name, call.streams.len()));
             }
         }
         let path = self.dir.join("index.tsv");
         fs::write(&path, index).with_context(|| format!("writing {}", path.display()))?;
-        Ok(self.created.len())
+        Ok(names.len())
+    }
+}
+
+/// A per-call pcap: bytes gather in memory and are appended to the file in
+/// [`CallSink::CHUNK`]-sized pieces.
+struct CallSink {
+    path: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl CallSink {
+    const CHUNK: usize = 16 * 1024;
+}
+
+impl Write for CallSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            fs::OpenOptions::new().append(true).open(&self.path)?.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
     }
 }

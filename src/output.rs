@@ -123,10 +123,9 @@ fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<
 }
 
 fn write_stream_row(out: &mut dyn Write, s: &StreamSummary, color: bool) -> io::Result<()> {
-    let m = &s.metrics;
     let flow = format!("{} -> {}", s.src, s.dst);
-    let mos = format!("{:>5.2}", m.mos);
-    let mos = if color { colorize_mos(m.mos, &mos) } else { mos };
+    let mos = format!("{:>5.2}", s.mos);
+    let mos = if color { colorize_mos(s.mos, &mos) } else { mos };
     writeln!(
         out,
         "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9.3} {:>8.3} {:>8.3} {:>6.1} {}",
@@ -134,12 +133,12 @@ fn write_stream_row(out: &mut dyn Write, s: &StreamSummary, color: bool) -> io::
         flow,
         s.ssrc,
         s.payload,
-        m.packets,
-        format!("{} ({:.1})", m.lost, m.lost_percent),
-        m.max_delta_ms,
-        m.max_jitter_ms,
-        m.mean_jitter_ms,
-        m.r_factor,
+        s.packets,
+        format!("{} ({:.1})", s.lost, s.lost_percent),
+        s.max_delta_ms,
+        s.max_jitter_ms,
+        s.mean_jitter_ms,
+        s.r_factor,
         mos
     )
 }

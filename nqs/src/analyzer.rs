@@ -114,6 +114,8 @@ pub struct AnalyzerCounters {
     pub sip_malformed: u64,
     /// SIP messages without a usable Call-ID.
     pub sip_without_call_id: u64,
+    /// MGCP messages (their SDP is correlated like SIP's).
+    pub mgcp_messages: u64,
     /// SDP bodies that did not parse.
     pub sdp_malformed: u64,
     /// RTP packets analysed.
@@ -256,6 +258,8 @@ pub struct Analyzer {
     endpoints: FxHashMap<SocketAddr, Endpoint>,
     streams: Vec<StreamState>,
     stream_index: FxHashMap<(SocketAddr, SocketAddr, Ssrc), usize>,
+    /// MGCP transaction id → call, so responses find their call.
+    mgcp_transactions: FxHashMap<u32, usize>,
     /// SIP over TCP: bytes of each direction not yet framed into messages.
     tcp_backlog: FxHashMap<(SocketAddr, SocketAddr), Vec<u8>>,
     events: VecDeque<AnalyzerEvent>,
@@ -272,6 +276,7 @@ impl Analyzer {
             endpoints: FxHashMap::default(),
             streams: Vec::new(),
             stream_index: FxHashMap::default(),
+            mgcp_transactions: FxHashMap::default(),
             tcp_backlog: FxHashMap::default(),
             events: VecDeque::new(),
             counters: AnalyzerCounters::default(),
@@ -359,6 +364,9 @@ impl Analyzer {
         if looks_like_sip(payload) {
             return self.handle_sip_datagram(now, src, dst, payload);
         }
+        if let Some(mgcp) = Mgcp::parse(payload) {
+            return self.handle_mgcp(now, &mgcp);
+        }
         if self.config.orphan_streams && wire::rtp::looks_like_rtp(payload) {
             return self.handle_media(now, src, dst, payload, None);
         }
@@ -440,7 +448,49 @@ impl Analyzer {
         };
         let party = self.calls[call].on_message(now, &msg);
         if let Some(sdp) = msg.sdp_body() {
-            match wire::sdp::SessionDescription::parse(sdp) {
+            match wire::sdp::SessionDescription::parse_bytes_lenient(sdp) {
+                Ok(sdp) => self.learn_sdp(call, party, &sdp),
+                Err(_) => self.counters.sdp_malformed += 1,
+            }
+        }
+        PacketClass::Sip { call: Some(call) }
+    }
+
+    /// MGCP (RFC 3435) also carries SDP: a command's SDP is the remote
+    /// connection descriptor (the far end, reported as the callee), a
+    /// response's SDP is the gateway's own connection (the caller). The call
+    /// is keyed by the command's `C:` (CallId) parameter; a response finds
+    /// its call through the transaction id.
+    fn handle_mgcp(&mut self, now: Timestamp, mgcp: &Mgcp<'_>) -> PacketClass {
+        self.counters.mgcp_messages += 1;
+        let call = match (mgcp.verb, mgcp.call_id) {
+            (Some(verb), Some(call_id)) => {
+                let key = format!("mgcp:{call_id}");
+                let call = match self.call_index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.calls.len();
+                        self.calls.push(CallState::new_mgcp(now, call_id, verb, mgcp.endpoint));
+                        self.call_index.insert(key, i);
+                        i
+                    }
+                };
+                if self.mgcp_transactions.len() >= MAX_MGCP_TRANSACTIONS {
+                    self.mgcp_transactions.clear();
+                }
+                self.mgcp_transactions.insert(mgcp.transaction, call);
+                Some(call)
+            }
+            (None, _) => self.mgcp_transactions.get(&mgcp.transaction).copied(),
+            (Some(_), None) => None,
+        };
+        let Some(call) = call else {
+            return PacketClass::Sip { call: None };
+        };
+        self.calls[call].sip_messages += 1;
+        if let Some(sdp) = mgcp.sdp {
+            let party = if mgcp.verb.is_some() { Party::Callee } else { Party::Caller };
+            match wire::sdp::SessionDescription::parse_bytes_lenient(sdp) {
                 Ok(sdp) => self.learn_sdp(call, party, &sdp),
                 Err(_) => self.counters.sdp_malformed += 1,
             }
@@ -455,23 +505,23 @@ impl Analyzer {
             state.sdp_updates += 1;
         }
         state.offers += 1;
-        for media in sdp.media() {
+        for media in sdp.media_sections() {
             if media.kind() != "audio" && media.kind() != "video" {
                 continue;
             }
-            let Some(ip) = media.connection_address() else { continue };
+            let Some(ip) = media.connection().and_then(|c| c.ip()) else { continue };
             let port = media.port();
             if port == 0 {
                 continue;
             }
             let mut codecs = Vec::new();
-            for pt in media.formats() {
+            for pt in media.payload_types() {
                 if let Some(codec) = media.codec(pt) {
                     codecs.push(CodecInfo { pt, name: codec.name.to_string(), clock: codec.clock_rate.0 });
                 }
             }
             let rtp = SocketAddr::new(ip, port);
-            let rtcp_port = if media.rtcp_mux() { port } else { media.rtcp_port().unwrap_or(port.wrapping_add(1)) };
+            let rtcp_port = if media.rtcp_mux() { port } else { media.rtcp().map_or(port.wrapping_add(1), |r| r.port) };
             let ep = Endpoint { call, party, codecs, rtcp: false };
             state.media.push(MediaEndpoint {
                 party,
@@ -709,7 +759,7 @@ impl CallState {
         // The caller is the party that sent the first request we see; if
         // the first message is a response, its From is still the caller.
         let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
-        let method = msg.cseq().map(|c| c.method.to_string()).unwrap_or_default();
+        let method = msg.cseq().map(|c| c.method.as_str().to_string()).unwrap_or_default();
         Self {
             call_id: call_id.to_string(),
             from,
@@ -738,7 +788,7 @@ impl CallState {
             _ => true,
         };
         if let Some(status) = msg.status() {
-            let first_tx = cseq.as_ref().is_some_and(|c| Some(c.seq) == self.first_cseq && c.method.to_string() == self.method);
+            let first_tx = cseq.as_ref().is_some_and(|c| Some(c.seq) == self.first_cseq && c.method.as_str() == self.method);
             if first_tx && status >= 200 && self.final_status.is_none() {
                 self.final_status = Some(status);
                 if status < 300 {
@@ -750,10 +800,29 @@ impl CallState {
             // A response is sent by the request's recipient.
             if from_is_caller { Party::Callee } else { Party::Caller }
         } else {
-            if msg.method().is_some_and(|m| m.to_string() == "BYE") && self.end.is_none() {
+            if msg.method().is_some_and(|m| m.as_str() == "BYE") && self.end.is_none() {
                 self.end = Some(now);
             }
             if from_is_caller { Party::Caller } else { Party::Callee }
+        }
+    }
+
+    fn new_mgcp(now: Timestamp, call_id: &str, verb: &str, endpoint: &str) -> Self {
+        Self {
+            call_id: call_id.to_string(),
+            from: endpoint.to_string(),
+            to: String::new(),
+            from_tag: None,
+            method: format!("MGCP {verb}"),
+            start: now,
+            answer: None,
+            end: None,
+            final_status: None,
+            first_cseq: None,
+            sip_messages: 0,
+            offers: 0,
+            sdp_updates: 0,
+            media: Vec::new(),
         }
     }
 
@@ -773,6 +842,65 @@ impl CallState {
             media: self.media.clone(),
             streams: Vec::new(),
         }
+    }
+}
+
+/// Bound on remembered MGCP transactions (cleared when reached).
+const MAX_MGCP_TRANSACTIONS: usize = 65_536;
+
+/// The parts of an MGCP message (RFC 3435 §3) the analyser needs.
+struct Mgcp<'a> {
+    /// The command verb (`CRCX`, `MDCX`, …); `None` for a response.
+    verb: Option<&'a str>,
+    transaction: u32,
+    endpoint: &'a str,
+    /// The `C:` (CallId) parameter.
+    call_id: Option<&'a str>,
+    /// The session description after the empty line, if any.
+    sdp: Option<&'a [u8]>,
+}
+
+impl<'a> Mgcp<'a> {
+    //= https://www.rfc-editor.org/rfc/rfc3435#section-3.2
+    //# The command header is composed of:
+    //# - A command line, identifying the requested action or verb, the
+    //#   transaction identifier, the endpoint towards which the action is
+    //#   requested, and the MGCP protocol version,
+    fn parse(payload: &'a [u8]) -> Option<Self> {
+        const VERBS: [&str; 10] = ["EPCF", "CRCX", "MDCX", "DLCX", "RQNT", "NTFY", "AUEP", "AUCX", "RSIP", "MESG"];
+        let head_end = find_blank_line(payload);
+        let head = core::str::from_utf8(&payload[..head_end.map_or(payload.len(), |(start, _)| start)]).ok()?;
+        let mut lines = head.lines();
+        let first = lines.next()?;
+        let mut words = first.split_ascii_whitespace();
+        let w0 = words.next()?;
+        let w1 = words.next()?;
+        let transaction: u32 = w1.parse().ok()?;
+        let (verb, endpoint) = if VERBS.contains(&w0) {
+            let endpoint = words.next()?;
+            (words.next() == Some("MGCP")).then_some(())?;
+            (Some(w0), endpoint)
+        } else if w0.len() == 3 && w0.bytes().all(|b| b.is_ascii_digit()) {
+            (None, "")
+        } else {
+            return None;
+        };
+        let call_id = lines.find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("C").then(|| value.trim())
+        });
+        let sdp = head_end.map(|(_, body)| &payload[body..]).filter(|b| b.starts_with(b"v="));
+        Some(Mgcp { verb, transaction, endpoint, call_id, sdp })
+    }
+}
+
+/// Position of the first empty line: (end of the header, start of the body).
+fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -858,5 +986,21 @@ mod tests {
         assert!(!looks_like_sip(b"\x80\x00\x01\x02abcdefgh"));
         assert!(!looks_like_sip(b"GET / HTTP/1.1\r\n"));
         assert_eq!(trim_keepalive(b"\r\n\r\nINVITE"), b"INVITE");
+    }
+
+    #[test]
+    fn mgcp_command_and_response() {
+        let cmd = b"CRCX 1204 aaln/1@gw.example.net MGCP 1.0\r\nC: A3C47F21456789F0\r\nM: sendrecv\r\n\r\nv=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 3456 RTP/AVP 0\r\n";
+        let m = Mgcp::parse(cmd).expect("command");
+        assert_eq!(m.verb, Some("CRCX"));
+        assert_eq!(m.transaction, 1204);
+        assert_eq!(m.endpoint, "aaln/1@gw.example.net");
+        assert_eq!(m.call_id, Some("A3C47F21456789F0"));
+        assert!(m.sdp.unwrap().starts_with(b"v=0"));
+        let resp = b"200 1204 OK\r\nI: FDE234C8\r\n\r\nv=0\r\nc=IN IP4 192.0.2.2\r\nm=audio 3456 RTP/AVP 0\r\n";
+        let r = Mgcp::parse(resp).expect("response");
+        assert_eq!((r.verb, r.transaction, r.call_id), (None, 1204, None));
+        assert!(Mgcp::parse(b"HELLO 12 x MGCP 1.0\r\n").is_none());
+        assert!(Mgcp::parse(b"\x80\x08\x00\x01").is_none());
     }
 }

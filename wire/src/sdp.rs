@@ -233,6 +233,25 @@ impl<'a> SessionDescription<'a> {
     /// `a=rtpmap` or `a=rtcp` field, [`Error::Missing`] if `o=`, `s=` or
     /// `t=` is absent.
     pub fn parse(text: &'a str) -> Result<Self, Error> {
+        Self::parse_inner(text, true)
+    }
+
+    /// Parses like [`SessionDescription::parse_bytes`], but accepts a
+    /// description without `o=`, `s=` or `t=` lines. MGCP (RFC 3435 §3.4)
+    /// uses such reduced descriptions, and an analyser of captured traffic
+    /// should read what endpoints actually sent; every other check stays.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionDescription::parse_bytes`], except [`Error::Missing`].
+    pub fn parse_bytes_lenient(bytes: &'a [u8]) -> Result<Self, Error> {
+        let text = core::str::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
+            offset: e.valid_up_to(),
+        })?;
+        Self::parse_inner(text, false)
+    }
+
+    fn parse_inner(text: &'a str, strict: bool) -> Result<Self, Error> {
         let mut lines = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
@@ -315,7 +334,7 @@ impl<'a> SessionDescription<'a> {
             return Err(Error::MissingVersion);
         }
         for (kind, ok) in ['o', 's', 't'].into_iter().zip(seen) {
-            if !ok {
+            if strict && !ok {
                 return Err(Error::Missing { kind });
             }
         }

@@ -415,3 +415,17 @@ proptest! {
         let _ = SessionDescription::parse_bytes(&bytes);
     }
 }
+
+#[test]
+fn lenient_parse_accepts_reduced_descriptions() {
+    // The SDP of an MGCP CRCX in ws_SIP_CALL_RTP_G711.pcap (no o=, s=, t=).
+    let text = "v=0\nc=IN IP4 192.0.2.1\nm=audio 40362 RTP/AVP 0\n";
+    assert_eq!(
+        wire::sdp::SessionDescription::parse(text).unwrap_err(),
+        wire::sdp::Error::Missing { kind: 'o' }
+    );
+    let sdp = wire::sdp::SessionDescription::parse_bytes_lenient(text.as_bytes()).unwrap();
+    assert_eq!(sdp.media(0).unwrap().port(), 40362);
+    assert_eq!(sdp.to_string(), text);
+    assert!(wire::sdp::SessionDescription::parse_bytes_lenient(b"v=0\nbogus\n").is_err());
+}
