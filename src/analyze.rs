@@ -78,9 +78,14 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
         Some(dir) => Some(SplitWriter::new(dir)?),
         None => None,
     };
-    let total_bytes: u64 = files.iter().filter_map(|f| fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let progress = (opts.progress && io::stderr().is_terminal() && total_bytes >= PROGRESS_MIN_BYTES)
-        .then(|| progress_bar(total_bytes));
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress =
+        (opts.progress && io::stderr().is_terminal() && total_bytes >= PROGRESS_MIN_BYTES)
+            .then(|| progress_bar(total_bytes));
     let mut frames_total = 0u64;
     let mut problems = Vec::new();
     let mut done_bytes = 0u64;
@@ -94,7 +99,10 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
                 continue;
             }
         };
-        let counting = CountingReader { inner: BufReader::with_capacity(1 << 20, file), count: read.clone() };
+        let counting = CountingReader {
+            inner: BufReader::with_capacity(1 << 20, file),
+            count: read.clone(),
+        };
         let mut reader = match FileReader::new(counting) {
             Ok(r) => r,
             Err(e) => {
@@ -129,7 +137,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
                 while analyzer.poll_event().is_some() {}
             }
             if let Some(bar) = &progress
-                && frames % 65_536 == 0
+                && frames.is_multiple_of(65_536)
             {
                 bar.set_position(done_bytes + read.load(Ordering::Relaxed));
             }
@@ -151,7 +159,9 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
     if let Some(dir) = &opts.wav_dir {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for stream in &report.streams {
-            let Some(audio) = analyzer.kept_audio(stream.id) else { continue };
+            let Some(audio) = analyzer.kept_audio(stream.id) else {
+                continue;
+            };
             if audio.is_empty() {
                 continue;
             }
@@ -165,25 +175,52 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
         Some(s) => s.finish(&report)?,
         None => 0,
     };
-    Ok(Outcome { report, wavs, splits })
+    Ok(Outcome {
+        report,
+        wavs,
+        splits,
+    })
 }
 
 fn wav_name(stream: &nqs::analyzer::StreamSummary) -> String {
-    let call = stream.call_id.as_deref().map(sanitize).unwrap_or_else(|| "orphan".to_string());
-    format!("{call}_{}_{}_{}.wav", stream.id, sanitize(&stream.src), stream.ssrc)
+    let call = stream
+        .call_id
+        .as_deref()
+        .map(sanitize)
+        .unwrap_or_else(|| "orphan".to_string());
+    format!(
+        "{call}_{}_{}_{}.wav",
+        stream.id,
+        sanitize(&stream.src),
+        stream.ssrc
+    )
 }
 
 /// Keeps file names portable: anything but `[A-Za-z0-9._-]` becomes `_`.
 pub fn sanitize(s: &str) -> String {
-    let mut out: String =
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') { c } else { '_' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     out.truncate(80);
     out
 }
 
 fn write_wav(path: &Path, pcm: &[i16]) -> anyhow::Result<()> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).with_context(|| format!("creating {}", path.display()))?;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("creating {}", path.display()))?;
     for &s in pcm {
         w.write_sample(s)?;
     }
@@ -194,8 +231,10 @@ fn write_wav(path: &Path, pcm: &[i16]) -> anyhow::Result<()> {
 fn progress_bar(total: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} [{bar:40}] {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
 }
@@ -234,12 +273,22 @@ struct SplitWriter {
 impl SplitWriter {
     fn new(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir: dir.to_path_buf(), writers: HashMap::new(), frame: Vec::new() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            writers: HashMap::new(),
+            frame: Vec::new(),
+        })
     }
 
-    fn write(&mut self, class: PacketClass, packet: &wire::capture::Packet<'_>) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        class: PacketClass,
+        packet: &wire::capture::Packet<'_>,
+    ) -> anyhow::Result<()> {
         let call = match class {
-            PacketClass::Sip { call } | PacketClass::Rtcp { call } | PacketClass::Rtp { call, .. } => call,
+            PacketClass::Sip { call }
+            | PacketClass::Rtcp { call }
+            | PacketClass::Rtp { call, .. } => call,
             PacketClass::Other => None,
         };
         let Some(call) = call else { return Ok(()) };
@@ -248,8 +297,15 @@ impl SplitWriter {
             std::collections::hash_map::Entry::Vacant(e) => {
                 let path = self.dir.join(format!("call-{call:05}.pcap"));
                 File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-                let sink = CallSink { path, buf: Vec::new() };
-                e.insert(PcapWriter::new(sink, LinkType::ETHERNET, TsResolution::Micro)?)
+                let sink = CallSink {
+                    path,
+                    buf: Vec::new(),
+                };
+                e.insert(PcapWriter::new(
+                    sink,
+                    LinkType::ETHERNET,
+                    TsResolution::Micro,
+                )?)
             }
         };
         wire::capture::build_udp_frame(packet.src, packet.dst, packet.payload, &mut self.frame)?;
@@ -262,14 +318,25 @@ impl SplitWriter {
         let mut names = HashMap::new();
         for (call, w) in self.writers {
             let mut sink = w.into_inner();
-            sink.flush().with_context(|| format!("writing {}", sink.path.display()))?;
-            let name = sink.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            sink.flush()
+                .with_context(|| format!("writing {}", sink.path.display()))?;
+            let name = sink
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             names.insert(call, name);
         }
         let mut index = String::from("call\tcall_id\tfile\tstreams\n");
         for call in &report.calls {
             if let Some(name) = names.get(&call.index) {
-                index.push_str(&format!("{}\t{}\t{}\t{}\n", call.index, call.call_id, name, call.streams.len()));
+                index.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    call.index,
+                    call.call_id,
+                    name,
+                    call.streams.len()
+                ));
             }
         }
         let path = self.dir.join("index.tsv");
@@ -300,7 +367,10 @@ impl Write for CallSink {
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            fs::OpenOptions::new().append(true).open(&self.path)?.write_all(&self.buf)?;
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&self.path)?
+                .write_all(&self.buf)?;
             self.buf.clear();
         }
         Ok(())

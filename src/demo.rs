@@ -36,7 +36,8 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     };
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let pcap = args.out.join("demo.pcap");
-    let truth = bench::synth::write_pcap_file(&synth, &pcap).with_context(|| format!("writing {}", pcap.display()))?;
+    let truth = bench::synth::write_pcap_file(&synth, &pcap)
+        .with_context(|| format!("writing {}", pcap.display()))?;
     let outcome = analyze_files(
         std::slice::from_ref(&pcap),
         &Options {
@@ -58,7 +59,12 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         truth.rtcp_packets,
         pcap.display()
     )?;
-    output::write(&mut out, Format::Table, &outcome.report, crate::analyze::stdout_is_color())?;
+    output::write(
+        &mut out,
+        Format::Table,
+        &outcome.report,
+        crate::analyze::stdout_is_color(),
+    )?;
 
     // The generator knows what the network did; the analyser only saw the
     // capture. Show both so the demo proves the numbers.
@@ -78,6 +84,11 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         outcome.splits,
         args.out.join("calls").display()
     )?;
-    writeln!(out, "Open {} in Wireshark, or run: voxplane analyze --format json {}", pcap.display(), pcap.display())?;
+    writeln!(
+        out,
+        "Open {} in Wireshark, or run: voxplane analyze --format json {}",
+        pcap.display(),
+        pcap.display()
+    )?;
     Ok(())
 }

@@ -75,18 +75,35 @@ fn csv_field(v: Option<&serde_json::Value>) -> String {
 fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<()> {
     let header = format!(
         "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9} {:>8} {:>8} {:>6} {:>5}",
-        "id", "src -> dst", "ssrc", "payload", "pkts", "lost (%)", "maxΔ ms", "maxJ ms", "meanJ ms", "R", "MOS"
+        "id",
+        "src -> dst",
+        "ssrc",
+        "payload",
+        "pkts",
+        "lost (%)",
+        "maxΔ ms",
+        "maxJ ms",
+        "meanJ ms",
+        "R",
+        "MOS"
     );
     for call in &report.calls {
         if call.streams.is_empty() && call.method != "INVITE" {
             continue;
         }
-        let status = call.final_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let status = call
+            .final_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
         let duration = match (call.answer, call.end) {
             (Some(a), Some(e)) => format!("{:.1} s talk", e - a),
             _ => String::new(),
         };
-        writeln!(out, "Call {}  {} -> {}  [{} {}] {}", call.call_id, call.from, call.to, call.method, status, duration)?;
+        writeln!(
+            out,
+            "Call {}  {} -> {}  [{} {}] {}",
+            call.call_id, call.from, call.to, call.method, status, duration
+        )?;
         if call.streams.is_empty() {
             writeln!(out, "  (no RTP)")?;
         } else {
@@ -112,7 +129,11 @@ fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<
     writeln!(
         out,
         "{} calls with media, {} streams; {} packets, {} SIP messages ({} malformed), {} RTP, {} RTCP",
-        report.calls.iter().filter(|c| !c.streams.is_empty()).count(),
+        report
+            .calls
+            .iter()
+            .filter(|c| !c.streams.is_empty())
+            .count(),
         report.streams.len(),
         c.packets,
         c.sip_messages,
@@ -125,7 +146,11 @@ fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<
 fn write_stream_row(out: &mut dyn Write, s: &StreamSummary, color: bool) -> io::Result<()> {
     let flow = format!("{} -> {}", s.src, s.dst);
     let mos = format!("{:>5.2}", s.mos);
-    let mos = if color { colorize_mos(s.mos, &mos) } else { mos };
+    let mos = if color {
+        colorize_mos(s.mos, &mos)
+    } else {
+        mos
+    };
     writeln!(
         out,
         "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9.3} {:>8.3} {:>8.3} {:>6.1} {}",

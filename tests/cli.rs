@@ -39,7 +39,10 @@ fn stderr(o: &Output) -> String {
 fn version_prints_the_package_version() {
     let o = voxplane(&["version"]);
     assert!(o.status.success());
-    assert_eq!(stdout(&o).trim(), format!("voxplane {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("voxplane {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -52,7 +55,10 @@ fn analyze_json_has_the_documented_shape() {
     let calls = v["calls"].as_array().expect("calls");
     let streams = v["streams"].as_array().expect("streams");
     assert_eq!(streams.len(), 2, "{v:#}");
-    let call = calls.iter().find(|c| !c["streams"].as_array().unwrap().is_empty()).expect("a call with media");
+    let call = calls
+        .iter()
+        .find(|c| !c["streams"].as_array().unwrap().is_empty())
+        .expect("a call with media");
     for key in ["call_id", "from", "to", "streams"] {
         assert!(call.get(key).is_some(), "call lacks {key}");
     }
@@ -79,7 +85,10 @@ fn analyze_json_has_the_documented_shape() {
         assert!(s["src"].as_str().unwrap().contains(':'));
         assert_eq!(s["call_id"], call["call_id"]);
     }
-    let forward = streams.iter().find(|s| s["ssrc"] == "0x9A7B5382").expect("stream 0x9A7B5382");
+    let forward = streams
+        .iter()
+        .find(|s| s["ssrc"] == "0x9A7B5382")
+        .expect("stream 0x9A7B5382");
     assert_eq!(forward["packets"], 665);
     assert_eq!(forward["lost"], 2);
 }
@@ -96,7 +105,15 @@ fn analyze_csv_has_one_row_per_stream() {
     assert!(header.starts_with("id,call_id,"), "{header}");
     let cols = header.split(',').count();
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 3, "{text}");
+    // 2 SIP-correlated streams, 1 announced by MGCP, 2 orphans (RTP to a
+    // port no captured SDP announced).
+    assert_eq!(rows.len(), 5, "{text}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.split(',').nth(1).is_some_and(|c| !c.is_empty()))
+            .count(),
+        3
+    );
     for r in rows {
         assert_eq!(r.split(',').count(), cols, "{r}");
     }
@@ -109,9 +126,15 @@ fn analyze_table_names_calls_and_streams() {
     let o = voxplane(&["analyze", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.matches("\nCall ").count() + usize::from(text.starts_with("Call ")) >= 4, "{text}");
+    assert!(
+        text.matches("\nCall ").count() + usize::from(text.starts_with("Call ")) >= 4,
+        "{text}"
+    );
     assert!(text.contains("0x5711BF84"), "{text}");
-    assert!(!text.contains("\x1b["), "no colour when NO_COLOR is set / not a terminal");
+    assert!(
+        !text.contains("\x1b["),
+        "no colour when NO_COLOR is set / not a terminal"
+    );
 }
 
 #[test]
@@ -120,7 +143,14 @@ fn missing_file_fails_with_one_line() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
-    assert!(err.trim().lines().last().unwrap().starts_with("voxplane: nothing analysed"), "{err}");
+    assert!(
+        err.trim()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("voxplane: nothing analysed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -146,7 +176,12 @@ fn truncated_file_analyses_what_is_readable() {
     let err = stderr(&o);
     assert!(err.contains("stopped after frame"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let packets: u64 = v["streams"].as_array().unwrap().iter().map(|s| s["packets"].as_u64().unwrap()).sum();
+    let packets: u64 = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["packets"].as_u64().unwrap())
+        .sum();
     assert!(packets > 500 && packets < 1331, "{packets}");
 }
 
@@ -165,7 +200,10 @@ fn wav_render_is_bit_exact() {
             file.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let wavs: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let wavs: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(wavs.len(), 1, "{wavs:?}");
         let ours = samples(&wavs[0]);
         let expected = samples(&fx.join(format!("audio/rtp/{name}.expected_render_s16.wav")));
@@ -177,7 +215,10 @@ fn wav_render_is_bit_exact() {
 fn samples(path: &Path) -> Vec<i16> {
     let mut r = hound::WavReader::open(path).unwrap();
     let spec = r.spec();
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 8000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 8000, 16)
+    );
     r.samples::<i16>().map(|s| s.unwrap()).collect()
 }
 
@@ -201,7 +242,10 @@ fn split_dir_writes_one_pcap_per_call_that_reanalyses_the_same() {
     for call in whole["calls"].as_array().unwrap() {
         let streams = call["streams"].as_array().unwrap();
         let call_id = call["call_id"].as_str().unwrap();
-        let line = index.lines().find(|l| l.split('\t').nth(1) == Some(call_id)).expect("call in index");
+        let line = index
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(call_id))
+            .expect("call in index");
         let pcap = dir.path().join(line.split('\t').nth(2).unwrap());
         if streams.is_empty() {
             continue;
@@ -223,7 +267,9 @@ fn split_dir_writes_one_pcap_per_call_that_reanalyses_the_same() {
             assert_eq!(orig["lost"], s["lost"]);
         }
     }
-    assert_eq!(with_media, 4);
+    // Four SIP calls of the merged captures, the fifth SIP call of
+    // SIP_CALL_RTP_G711 and its MGCP-signalled leg.
+    assert_eq!(with_media, 6);
 }
 
 #[test]
@@ -240,7 +286,11 @@ fn demo_runs_from_embedded_defaults() {
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("voxplane.toml");
-    std::fs::write(&path, "[analyze]\nformat = \"table\"\ninterval_secs = \"ten\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[analyze]\nformat = \"table\"\ninterval_secs = \"ten\"\n",
+    )
+    .unwrap();
     let o = voxplane(&["--config", path.to_str().unwrap(), "version"]);
     assert!(!o.status.success());
     let err = stderr(&o);

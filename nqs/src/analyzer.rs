@@ -40,7 +40,8 @@ use wire::{PayloadType, Ssrc, Timestamp};
 
 use crate::emodel::Codec;
 use crate::stream::{
-    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, StreamReport, StreamStats,
+    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, StreamReport,
+    StreamStats,
 };
 
 /// Tunables of the analyser. `Default` gives the embedded defaults.
@@ -60,7 +61,12 @@ pub struct AnalyzerConfig {
 
 impl Default for AnalyzerConfig {
     fn default() -> Self {
-        Self { orphan_streams: true, min_orphan_packets: 10, keep_audio: false, max_tcp_backlog: 256 * 1024 }
+        Self {
+            orphan_streams: true,
+            min_orphan_packets: 10,
+            keep_audio: false,
+            max_tcp_backlog: 256 * 1024,
+        }
     }
 }
 
@@ -316,7 +322,12 @@ impl Analyzer {
     /// [`AnalyzerConfig::min_orphan_packets`] packets are left out, but
     /// stream indexes stay those of [`PacketClass`].
     pub fn report(&self) -> Report {
-        let mut calls: Vec<CallReport> = self.calls.iter().enumerate().map(|(i, c)| c.report(i)).collect();
+        let mut calls: Vec<CallReport> = self
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.report(i))
+            .collect();
         let mut streams = Vec::with_capacity(self.streams.len());
         for (id, s) in self.streams.iter().enumerate() {
             let call = s.call;
@@ -353,11 +364,25 @@ impl Analyzer {
                 metrics,
             });
         }
-        Report { calls, streams, counters: self.counters.clone() }
+        Report {
+            calls,
+            streams,
+            counters: self.counters.clone(),
+        }
     }
 
-    fn handle_udp(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> PacketClass {
-        let endpoint = self.endpoints.get(&dst).or_else(|| self.endpoints.get(&src)).cloned();
+    fn handle_udp(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> PacketClass {
+        let endpoint = self
+            .endpoints
+            .get(&dst)
+            .or_else(|| self.endpoints.get(&src))
+            .cloned();
         if let Some(ep) = endpoint {
             return self.handle_media(now, src, dst, payload, Some(ep));
         }
@@ -374,7 +399,13 @@ impl Analyzer {
         PacketClass::Other
     }
 
-    fn handle_tcp(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> PacketClass {
+    fn handle_tcp(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> PacketClass {
         let key = (src, dst);
         let backlog = self.tcp_backlog.entry(key).or_default();
         if backlog.is_empty() && !looks_like_sip(trim_keepalive(payload)) {
@@ -420,11 +451,23 @@ impl Analyzer {
         class
     }
 
-    fn handle_sip_datagram(&mut self, now: Timestamp, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> PacketClass {
+    fn handle_sip_datagram(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> PacketClass {
         self.handle_sip_message(now, src, dst, payload)
     }
 
-    fn handle_sip_message(&mut self, now: Timestamp, _src: SocketAddr, _dst: SocketAddr, bytes: &[u8]) -> PacketClass {
+    fn handle_sip_message(
+        &mut self,
+        now: Timestamp,
+        _src: SocketAddr,
+        _dst: SocketAddr,
+        bytes: &[u8],
+    ) -> PacketClass {
         let msg = match wire::sip::Message::parse(bytes) {
             Ok(m) => m,
             Err(_) => {
@@ -470,7 +513,8 @@ impl Analyzer {
                     Some(&i) => i,
                     None => {
                         let i = self.calls.len();
-                        self.calls.push(CallState::new_mgcp(now, call_id, verb, mgcp.endpoint));
+                        self.calls
+                            .push(CallState::new_mgcp(now, call_id, verb, mgcp.endpoint));
                         self.call_index.insert(key, i);
                         i
                     }
@@ -489,7 +533,11 @@ impl Analyzer {
         };
         self.calls[call].sip_messages += 1;
         if let Some(sdp) = mgcp.sdp {
-            let party = if mgcp.verb.is_some() { Party::Callee } else { Party::Caller };
+            let party = if mgcp.verb.is_some() {
+                Party::Callee
+            } else {
+                Party::Caller
+            };
             match wire::sdp::SessionDescription::parse_bytes_lenient(sdp) {
                 Ok(sdp) => self.learn_sdp(call, party, &sdp),
                 Err(_) => self.counters.sdp_malformed += 1,
@@ -509,7 +557,9 @@ impl Analyzer {
             if media.kind() != "audio" && media.kind() != "video" {
                 continue;
             }
-            let Some(ip) = media.connection().and_then(|c| c.ip()) else { continue };
+            let Some(ip) = media.connection().and_then(|c| c.ip()) else {
+                continue;
+            };
             let port = media.port();
             if port == 0 {
                 continue;
@@ -517,19 +567,42 @@ impl Analyzer {
             let mut codecs = Vec::new();
             for pt in media.payload_types() {
                 if let Some(codec) = media.codec(pt) {
-                    codecs.push(CodecInfo { pt, name: codec.name.to_string(), clock: codec.clock_rate.0 });
+                    codecs.push(CodecInfo {
+                        pt,
+                        name: codec.name.to_string(),
+                        clock: codec.clock_rate.0,
+                    });
                 }
             }
             let rtp = SocketAddr::new(ip, port);
-            let rtcp_port = if media.rtcp_mux() { port } else { media.rtcp().map_or(port.wrapping_add(1), |r| r.port) };
-            let ep = Endpoint { call, party, codecs, rtcp: false };
+            let rtcp_port = if media.rtcp_mux() {
+                port
+            } else {
+                media.rtcp().map_or(port.wrapping_add(1), |r| r.port)
+            };
+            let ep = Endpoint {
+                call,
+                party,
+                codecs,
+                rtcp: false,
+            };
             state.media.push(MediaEndpoint {
                 party,
                 addr: rtp.to_string(),
-                codecs: ep.codecs.iter().map(|c| format!("{} {}/{}", c.pt.0, c.name, c.clock)).collect(),
+                codecs: ep
+                    .codecs
+                    .iter()
+                    .map(|c| format!("{} {}/{}", c.pt.0, c.name, c.clock))
+                    .collect(),
             });
             if rtcp_port != port {
-                self.endpoints.insert(SocketAddr::new(ip, rtcp_port), Endpoint { rtcp: true, ..ep.clone() });
+                self.endpoints.insert(
+                    SocketAddr::new(ip, rtcp_port),
+                    Endpoint {
+                        rtcp: true,
+                        ..ep.clone()
+                    },
+                );
             }
             self.endpoints.insert(rtp, ep);
         }
@@ -569,8 +642,13 @@ impl Analyzer {
                 // endpoint's SDP; for symmetric RTP seen only by its source,
                 // the source's SDP is the best we have.
                 let direction = endpoint.as_ref().map(|e| {
-                    let receiver_is_dst = self.endpoints.get(&dst).is_some_and(|d| d.call == e.call);
-                    if receiver_is_dst { e.party } else { other(e.party) }
+                    let receiver_is_dst =
+                        self.endpoints.get(&dst).is_some_and(|d| d.call == e.call);
+                    if receiver_is_dst {
+                        e.party
+                    } else {
+                        other(e.party)
+                    }
                 });
                 let codecs = endpoint.map(|e| e.codecs).unwrap_or_default();
                 let audio = self.config.keep_audio.then(Vec::new);
@@ -611,7 +689,8 @@ impl Analyzer {
             audio.push((info.timestamp, pt, rtp.payload().to_vec()));
         }
         while let Some(sample) = stream.stats.poll_interval() {
-            self.events.push_back(AnalyzerEvent::Interval { stream: id, sample });
+            self.events
+                .push_back(AnalyzerEvent::Interval { stream: id, sample });
         }
         PacketClass::Rtp { stream: id, call }
     }
@@ -647,8 +726,10 @@ impl Analyzer {
                 _ => {}
             }
             for (ssrc, report) in reports {
-                if let Some(stream) =
-                    self.streams.iter_mut().find(|s| s.key.2 == ssrc && s.key.1.ip() == src.ip())
+                if let Some(stream) = self
+                    .streams
+                    .iter_mut()
+                    .find(|s| s.key.2 == ssrc && s.key.1.ip() == src.ip())
                 {
                     stream.stats.handle_rtcp_report(now, report);
                 }
@@ -697,7 +778,9 @@ impl StreamState {
             Some((name, clock)) if name.eq_ignore_ascii_case("telephone-event") => {
                 PayloadKind::TelephoneEvent(wire::ClockRate(clock))
             }
-            Some((name, clock)) if name.eq_ignore_ascii_case("CN") => PayloadKind::ComfortNoise(wire::ClockRate(clock)),
+            Some((name, clock)) if name.eq_ignore_ascii_case("CN") => {
+                PayloadKind::ComfortNoise(wire::ClockRate(clock))
+            }
             Some((_, clock)) if clock > 0 => PayloadKind::Audio(wire::ClockRate(clock)),
             _ => PayloadKind::Unknown,
         }
@@ -710,10 +793,9 @@ impl StreamState {
             if let Some((name, _)) = self.codec_info(pt)
                 && !name.eq_ignore_ascii_case("telephone-event")
                 && !name.eq_ignore_ascii_case("CN")
+                && let Some(codec) = Codec::from_encoding_name(name)
             {
-                if let Some(codec) = Codec::from_encoding_name(name) {
-                    return codec;
-                }
+                return codec;
             }
         }
         Codec::G711Plc
@@ -759,7 +841,10 @@ impl CallState {
         // The caller is the party that sent the first request we see; if
         // the first message is a response, its From is still the caller.
         let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
-        let method = msg.cseq().map(|c| c.method.as_str().to_string()).unwrap_or_default();
+        let method = msg
+            .cseq()
+            .map(|c| c.method.as_str().to_string())
+            .unwrap_or_default();
         Self {
             call_id: call_id.to_string(),
             from,
@@ -783,12 +868,17 @@ impl CallState {
     fn on_message(&mut self, now: Timestamp, msg: &wire::sip::Message<'_>) -> Party {
         self.sip_messages += 1;
         let cseq = msg.cseq();
-        let from_is_caller = match (&self.from_tag, msg.from().and_then(|f| f.tag().map(str::to_string))) {
+        let from_is_caller = match (
+            &self.from_tag,
+            msg.from().and_then(|f| f.tag().map(str::to_string)),
+        ) {
             (Some(a), Some(b)) => *a == b,
             _ => true,
         };
         if let Some(status) = msg.status() {
-            let first_tx = cseq.as_ref().is_some_and(|c| Some(c.seq) == self.first_cseq && c.method.as_str() == self.method);
+            let first_tx = cseq.as_ref().is_some_and(|c| {
+                Some(c.seq) == self.first_cseq && c.method.as_str() == self.method
+            });
             if first_tx && status >= 200 && self.final_status.is_none() {
                 self.final_status = Some(status);
                 if status < 300 {
@@ -798,12 +888,20 @@ impl CallState {
                 }
             }
             // A response is sent by the request's recipient.
-            if from_is_caller { Party::Callee } else { Party::Caller }
+            if from_is_caller {
+                Party::Callee
+            } else {
+                Party::Caller
+            }
         } else {
             if msg.method().is_some_and(|m| m.as_str() == "BYE") && self.end.is_none() {
                 self.end = Some(now);
             }
-            if from_is_caller { Party::Caller } else { Party::Callee }
+            if from_is_caller {
+                Party::Caller
+            } else {
+                Party::Callee
+            }
         }
     }
 
@@ -867,9 +965,13 @@ impl<'a> Mgcp<'a> {
     //#   transaction identifier, the endpoint towards which the action is
     //#   requested, and the MGCP protocol version,
     fn parse(payload: &'a [u8]) -> Option<Self> {
-        const VERBS: [&str; 10] = ["EPCF", "CRCX", "MDCX", "DLCX", "RQNT", "NTFY", "AUEP", "AUCX", "RSIP", "MESG"];
+        const VERBS: [&str; 10] = [
+            "EPCF", "CRCX", "MDCX", "DLCX", "RQNT", "NTFY", "AUEP", "AUCX", "RSIP", "MESG",
+        ];
         let head_end = find_blank_line(payload);
-        let head = core::str::from_utf8(&payload[..head_end.map_or(payload.len(), |(start, _)| start)]).ok()?;
+        let head =
+            core::str::from_utf8(&payload[..head_end.map_or(payload.len(), |(start, _)| start)])
+                .ok()?;
         let mut lines = head.lines();
         let first = lines.next()?;
         let mut words = first.split_ascii_whitespace();
@@ -889,15 +991,29 @@ impl<'a> Mgcp<'a> {
             let (name, value) = l.split_once(':')?;
             name.trim().eq_ignore_ascii_case("C").then(|| value.trim())
         });
-        let sdp = head_end.map(|(_, body)| &payload[body..]).filter(|b| b.starts_with(b"v="));
-        Some(Mgcp { verb, transaction, endpoint, call_id, sdp })
+        let sdp = head_end
+            .map(|(_, body)| &payload[body..])
+            .filter(|b| b.starts_with(b"v="));
+        Some(Mgcp {
+            verb,
+            transaction,
+            endpoint,
+            call_id,
+            sdp,
+        })
     }
 }
 
 /// Position of the first empty line: (end of the header, start of the body).
 fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    let lf = buf
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -920,8 +1036,12 @@ fn looks_like_sip(payload: &[u8]) -> bool {
     let line_end = payload.iter().take(1024).position(|&b| b == b'\n');
     match line_end {
         Some(end) => {
-            let line = payload[..end].strip_suffix(b"\r").unwrap_or(&payload[..end]);
-            line.len() > 8 && line[..line.len() - 3].ends_with(b"SIP/") && payload[0].is_ascii_uppercase()
+            let line = payload[..end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&payload[..end]);
+            line.len() > 8
+                && line[..line.len() - 3].ends_with(b"SIP/")
+                && payload[0].is_ascii_uppercase()
         }
         None => false,
     }

@@ -115,7 +115,9 @@ pub fn parse_tshark_streams(text: &str, section: usize) -> Vec<TsharkStream> {
         let packets: u64 = tok[end - 9].parse().unwrap_or(u64::MAX);
         let payload = tok[7..end - 9].join(" ");
         let addr = |ip: &str, port: &str| format!("{ip}:{port}").parse::<SocketAddr>().ok();
-        let (Some(src), Some(dst)) = (addr(tok[2], tok[3]), addr(tok[4], tok[5])) else { continue };
+        let (Some(src), Some(dst)) = (addr(tok[2], tok[3]), addr(tok[4], tok[5])) else {
+            continue;
+        };
         let ssrc = u32::from_str_radix(tok[6].trim_start_matches("0x"), 16).unwrap_or(0);
         out.push(TsharkStream {
             src,

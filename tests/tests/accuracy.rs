@@ -58,7 +58,9 @@ fn reference_path(fx: &Path, file: &str) -> std::path::PathBuf {
 
 fn find<'r>(report: &'r Report, r: &TsharkStream) -> Option<&'r StreamSummary> {
     report.streams.iter().find(|s| {
-        s.src == r.src.to_string() && s.dst == r.dst.to_string() && s.ssrc == format!("0x{:08X}", r.ssrc)
+        s.src == r.src.to_string()
+            && s.dst == r.dst.to_string()
+            && s.ssrc == format!("0x{:08X}", r.ssrc)
     })
 }
 
@@ -74,7 +76,10 @@ fn check_file(fx: &Path, file: &str) -> Vec<String> {
     assert!(!sdp_rows.is_empty(), "{file}: no reference rows parsed");
     for r in &sdp_rows {
         let Some(s) = find(&report, r) else {
-            failures.push(format!("{file}: tshark stream {} -> {} 0x{:08X} not found", r.src, r.dst, r.ssrc));
+            failures.push(format!(
+                "{file}: tshark stream {} -> {} 0x{:08X} not found",
+                r.src, r.dst, r.ssrc
+            ));
             continue;
         };
         let m = &s.metrics;
@@ -83,7 +88,10 @@ fn check_file(fx: &Path, file: &str) -> Vec<String> {
             failures.push(format!("{id}: announced by SDP in tshark, orphan here"));
         }
         if m.packets != r.packets {
-            failures.push(format!("{id}: packets {} vs tshark {}", m.packets, r.packets));
+            failures.push(format!(
+                "{id}: packets {} vs tshark {}",
+                m.packets, r.packets
+            ));
         }
         if m.ws_lost != r.lost {
             failures.push(format!("{id}: lost {} vs tshark {}", m.ws_lost, r.lost));
@@ -91,33 +99,58 @@ fn check_file(fx: &Path, file: &str) -> Vec<String> {
         // RFC 3550 lost equals Wireshark's on every fixture stream: none ends
         // on a reordered packet or restarts its sequence.
         if s.lost != r.lost {
-            failures.push(format!("{id}: RFC 3550 lost {} vs tshark {}", s.lost, r.lost));
+            failures.push(format!(
+                "{id}: RFC 3550 lost {} vs tshark {}",
+                s.lost, r.lost
+            ));
         }
         let close = |ours: f64, theirs: f64, tol: f64| (ours - theirs).abs() <= tol;
         if !close(s.max_delta_ms, r.max_delta_ms, 0.0015) {
-            failures.push(format!("{id}: max delta {:.4} vs tshark {:.3}", s.max_delta_ms, r.max_delta_ms));
+            failures.push(format!(
+                "{id}: max delta {:.4} vs tshark {:.3}",
+                s.max_delta_ms, r.max_delta_ms
+            ));
         }
         if !close(s.max_jitter_ms, r.max_jitter_ms, 0.01) {
-            failures.push(format!("{id}: max jitter {:.4} vs tshark {:.3}", s.max_jitter_ms, r.max_jitter_ms));
+            failures.push(format!(
+                "{id}: max jitter {:.4} vs tshark {:.3}",
+                s.max_jitter_ms, r.max_jitter_ms
+            ));
         }
         if !close(s.mean_jitter_ms, r.mean_jitter_ms, 0.01) {
-            failures.push(format!("{id}: mean jitter {:.4} vs tshark {:.3}", s.mean_jitter_ms, r.mean_jitter_ms));
+            failures.push(format!(
+                "{id}: mean jitter {:.4} vs tshark {:.3}",
+                s.mean_jitter_ms, r.mean_jitter_ms
+            ));
         }
         if s.payload != r.payload {
-            failures.push(format!("{id}: payload {:?} vs tshark {:?}", s.payload, r.payload));
+            failures.push(format!(
+                "{id}: payload {:?} vs tshark {:?}",
+                s.payload, r.payload
+            ));
         }
     }
     for s in &report.streams {
-        let known = sdp_rows.iter().any(|r| find(&report, r).is_some_and(|f| f.id == s.id));
+        let known = sdp_rows
+            .iter()
+            .any(|r| find(&report, r).is_some_and(|f| f.id == s.id));
         if known {
             continue;
         }
         if s.call_id.is_some() {
-            failures.push(format!("{file}: stream {} -> {} {} correlated but not in tshark", s.src, s.dst, s.ssrc));
+            failures.push(format!(
+                "{file}: stream {} -> {} {} correlated but not in tshark",
+                s.src, s.dst, s.ssrc
+            ));
         }
-        let in_heuristic = heuristic_rows.iter().any(|r| find(&report, r).is_some_and(|f| f.id == s.id));
+        let in_heuristic = heuristic_rows
+            .iter()
+            .any(|r| find(&report, r).is_some_and(|f| f.id == s.id));
         if !heuristic_rows.is_empty() && !in_heuristic {
-            failures.push(format!("{file}: orphan {} -> {} {} not in tshark's heuristic table", s.src, s.dst, s.ssrc));
+            failures.push(format!(
+                "{file}: orphan {} -> {} {} not in tshark's heuristic table",
+                s.src, s.dst, s.ssrc
+            ));
         }
     }
     failures
@@ -130,7 +163,12 @@ fn every_stream_matches_wireshark() {
     for file in SDP_FILES {
         failures.extend(check_file(&fx, file));
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -139,7 +177,11 @@ fn captures_without_rtp_report_no_streams() {
     for file in NO_RTP_FILES {
         let (report, error) = analyze_file(&fx.join(file));
         assert!(error.is_none(), "{file}: {error:?}");
-        assert!(report.streams.is_empty(), "{file}: {:?}", report.streams.iter().map(|s| &s.src).collect::<Vec<_>>());
+        assert!(
+            report.streams.is_empty(),
+            "{file}: {:?}",
+            report.streams.iter().map(|s| &s.src).collect::<Vec<_>>()
+        );
         assert!(!report.calls.is_empty(), "{file}: SIP calls expected");
     }
 }
@@ -157,9 +199,10 @@ fn sip_load_capture_has_every_call() {
 #[test]
 fn rfc3550_vectors_are_exact() {
     let Some(fx) = fixtures() else { return };
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("quality/vectors/expected_rfc3550.json")).unwrap())
-            .unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.join("quality/vectors/expected_rfc3550.json")).unwrap(),
+    )
+    .unwrap();
     for v in expected.as_array().unwrap() {
         let name = v["name"].as_str().unwrap();
         let (report, _) = analyze_file(&fx.join(format!("quality/vectors/{name}.pcap")));
@@ -170,9 +213,17 @@ fn rfc3550_vectors_are_exact() {
         assert_eq!(s.expected, v["expected"].as_u64().unwrap(), "{name}");
         assert_eq!(s.lost, v["lost"].as_i64().unwrap(), "{name}");
         let j = v["final_jitter_ts"].as_f64().unwrap();
-        assert!((s.metrics.rfc_jitter_ts - j).abs() < 1e-3, "{name}: {} vs {j}", s.metrics.rfc_jitter_ts);
+        assert!(
+            (s.metrics.rfc_jitter_ts - j).abs() < 1e-3,
+            "{name}: {} vs {j}",
+            s.metrics.rfc_jitter_ts
+        );
         let jm = v["final_jitter_ms"].as_f64().unwrap();
-        assert!((s.jitter_ms - jm).abs() < 1e-3, "{name}: {} vs {jm}", s.jitter_ms);
+        assert!(
+            (s.jitter_ms - jm).abs() < 1e-3,
+            "{name}: {} vs {jm}",
+            s.jitter_ms
+        );
     }
 }
 
@@ -180,13 +231,32 @@ fn rfc3550_vectors_are_exact() {
 fn calls_know_their_parties_and_codecs() {
     let Some(fx) = fixtures() else { return };
     let (report, _) = analyze_file(&fx.join("pcaps/sipnab_codec-reinvite.pcap"));
-    let call = report.calls.iter().find(|c| !c.streams.is_empty()).expect("a call with media");
+    let call = report
+        .calls
+        .iter()
+        .find(|c| !c.streams.is_empty())
+        .expect("a call with media");
     assert_eq!(call.method, "INVITE");
     assert_eq!(call.final_status, Some(200));
-    assert!(call.sdp_updates >= 1, "the re-INVITE to G.722 is an SDP update");
-    let streams: Vec<&StreamSummary> =
-        call.streams.iter().map(|&i| report.streams.iter().find(|s| s.id == i).expect("listed stream")).collect();
+    assert!(
+        call.sdp_updates >= 1,
+        "the re-INVITE to G.722 is an SDP update"
+    );
+    let streams: Vec<&StreamSummary> = call
+        .streams
+        .iter()
+        .map(|&i| {
+            report
+                .streams
+                .iter()
+                .find(|s| s.id == i)
+                .expect("listed stream")
+        })
+        .collect();
     let payloads: Vec<&str> = streams.iter().map(|s| s.payload.as_str()).collect();
-    assert!(payloads.contains(&"g722") && payloads.contains(&"g711U"), "{payloads:?}");
+    assert!(
+        payloads.contains(&"g722") && payloads.contains(&"g711U"),
+        "{payloads:?}"
+    );
     assert!(streams.iter().all(|s| s.direction.is_some()));
 }
