@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass, Report};
+use nqs::stream::StreamConfig;
 use wire::capture::{Decoder, FileReader, LinkType, PcapWriter, TsResolution};
 
 use crate::config::{Config, OutputFormat};
@@ -33,7 +34,10 @@ pub fn run(config: &Config, args: &AnalyzeArgs) -> anyhow::Result<()> {
             wav_dir: args.wav_dir.clone(),
             split_dir: args.split_dir.clone(),
             progress: !args.no_progress,
-            orphans: !args.no_orphans,
+            analyzer: AnalyzerConfig {
+                orphan_streams: !args.no_orphans,
+                ..analyzer_config(config)
+            },
         },
     )?;
     let stdout = io::stdout();
@@ -51,8 +55,27 @@ pub struct Options {
     pub split_dir: Option<PathBuf>,
     /// Show a progress bar on large inputs.
     pub progress: bool,
-    /// Report orphan streams.
-    pub orphans: bool,
+    /// The analyser's settings (`keep_audio` is set from `wav_dir`).
+    pub analyzer: AnalyzerConfig,
+}
+
+/// The analyser settings the configuration file asks for.
+pub fn analyzer_config(config: &Config) -> AnalyzerConfig {
+    let a = &config.analyze;
+    AnalyzerConfig {
+        stream: StreamConfig {
+            interval_ns: a.interval_secs.saturating_mul(1_000_000_000),
+            jb_f1_ms: a.jitter_buffer.fixed_ms[0],
+            jb_f2_ms: a.jitter_buffer.fixed_ms[1],
+            jb_adaptive_max_ms: a.jitter_buffer.adaptive_max_ms,
+        },
+        codec_overrides: a
+            .codec_overrides
+            .iter()
+            .map(|(pt, name)| (*pt, name.clone()))
+            .collect(),
+        ..AnalyzerConfig::default()
+    }
 }
 
 /// The result of [`analyze_files`].
@@ -70,9 +93,8 @@ pub struct Outcome {
 /// nothing at all could be analysed.
 pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcome> {
     let mut analyzer = Analyzer::new(AnalyzerConfig {
-        orphan_streams: opts.orphans,
         keep_audio: opts.wav_dir.is_some(),
-        ..AnalyzerConfig::default()
+        ..opts.analyzer.clone()
     });
     let mut split = match &opts.split_dir {
         Some(dir) => Some(SplitWriter::new(dir)?),
@@ -95,7 +117,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
             Ok(f) => f,
             Err(e) => {
                 problems.push(format!("{}: {e}", path.display()));
-                eprintln!("voxplane: {}: {e}", path.display());
+                tracing::warn!("{}: {e}", path.display());
                 continue;
             }
         };
@@ -106,8 +128,8 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
         let mut reader = match FileReader::new(counting) {
             Ok(r) => r,
             Err(e) => {
-                problems.push(format!("{}: {e}", path.display()));
-                eprintln!("voxplane: {}: not a readable capture: {e}", path.display());
+                problems.push(format!("{}: not a readable capture: {e}", path.display()));
+                tracing::warn!("{}: not a readable capture: {e}", path.display());
                 continue;
             }
         };
@@ -123,7 +145,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
                         path.display(),
                         read.load(Ordering::Relaxed)
                     );
-                    eprintln!("voxplane: {msg}");
+                    tracing::warn!("{msg}");
                     problems.push(msg);
                     break;
                 }
@@ -143,6 +165,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
             }
         }
         frames_total += frames;
+        tracing::debug!(file = %path.display(), frames, stats = ?decoder.stats(), "decoded");
         done_bytes += read.load(Ordering::Relaxed);
     }
     if let Some(bar) = progress {

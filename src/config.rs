@@ -75,8 +75,9 @@ pub enum OutputFormat {
 /// `[analyze.jitter_buffer]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JitterBufferConfig {
-    /// `fixed_ms`: fixed jitter buffer depths to evaluate (ms, each 1–10,000).
-    pub fixed_ms: Vec<u32>,
+    /// `fixed_ms`: depths of the two fixed jitter buffers (F1, F2) the MOS
+    /// estimate is computed for (ms, each 1–10,000).
+    pub fixed_ms: [u32; 2],
     /// `adaptive_max_ms`: ceiling of the adaptive jitter buffer (ms, 1–10,000).
     pub adaptive_max_ms: u32,
 }
@@ -84,7 +85,7 @@ pub struct JitterBufferConfig {
 impl Default for JitterBufferConfig {
     fn default() -> Self {
         Self {
-            fixed_ms: vec![50, 200],
+            fixed_ms: [50, 200],
             adaptive_max_ms: 500,
         }
     }
@@ -376,12 +377,17 @@ impl Walker<'_> {
                 let arr = item
                     .as_array()
                     .ok_or_else(|| self.wrong_type(item, key, "an array of integers"))?;
-                let mut out = Vec::with_capacity(arr.len());
+                if arr.len() != 2 {
+                    return Err(ConfigError::InvalidValue {
+                        at: self.at(item.span()),
+                        key: key.to_owned(),
+                        reason: format!("expected exactly 2 depths (F1, F2), found {}", arr.len()),
+                    });
+                }
                 for (i, v) in arr.iter().enumerate() {
                     let key = format!("{key}[{i}]");
-                    out.push(self.int_value(v, &key, 1, 10_000)? as u32);
+                    a.jitter_buffer.fixed_ms[i] = self.int_value(v, &key, 1, 10_000)? as u32;
                 }
-                a.jitter_buffer.fixed_ms = out;
             }
             if let Some(item) = jb.get("adaptive_max_ms") {
                 a.jitter_buffer.adaptive_max_ms =
@@ -604,7 +610,7 @@ interval_secs = 30
 codec_overrides = { "96" = "opus", "97" = "AMR-WB" }
 
 [analyze.jitter_buffer]
-fixed_ms = [20, 60, 120]
+fixed_ms = [20, 60]
 adaptive_max_ms = 300
 
 [demo]
@@ -618,7 +624,7 @@ level = "debug"
         let c = Config::from_str(text, "voxplane.toml").unwrap();
         assert_eq!(c.analyze.format, OutputFormat::Json);
         assert_eq!(c.analyze.interval_secs, 30);
-        assert_eq!(c.analyze.jitter_buffer.fixed_ms, vec![20, 60, 120]);
+        assert_eq!(c.analyze.jitter_buffer.fixed_ms, [20, 60]);
         assert_eq!(c.analyze.jitter_buffer.adaptive_max_ms, 300);
         assert_eq!(
             c.analyze
@@ -647,7 +653,7 @@ level = "debug"
         assert_eq!(c.demo, DemoConfig::default());
         let c = Config::from_str("analyze.jitter_buffer.adaptive_max_ms = 80\n", "x").unwrap();
         assert_eq!(c.analyze.jitter_buffer.adaptive_max_ms, 80);
-        assert_eq!(c.analyze.jitter_buffer.fixed_ms, vec![50, 200]);
+        assert_eq!(c.analyze.jitter_buffer.fixed_ms, [50, 200]);
     }
 
     #[test]
@@ -677,6 +683,18 @@ level = "debug"
         assert_eq!(
             err("[log]\nlevel = true\n"),
             "voxplane.toml:2:9: log.level: expected a string, found a boolean"
+        );
+    }
+
+    #[test]
+    fn fixed_jitter_buffers_are_f1_and_f2() {
+        assert_eq!(
+            err("[analyze.jitter_buffer]\nfixed_ms = [50]\n"),
+            "voxplane.toml:2:12: analyze.jitter_buffer.fixed_ms: expected exactly 2 depths (F1, F2), found 1"
+        );
+        assert_eq!(
+            err("[analyze.jitter_buffer]\nfixed_ms = [50, 0]\n"),
+            "voxplane.toml:2:17: analyze.jitter_buffer.fixed_ms[1]: must be between 1 and 10000, found 0"
         );
     }
 

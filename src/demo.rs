@@ -44,7 +44,7 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             wav_dir: Some(args.out.join("wav")),
             split_dir: Some(args.out.join("calls")),
             progress: false,
-            orphans: true,
+            analyzer: crate::analyze::analyzer_config(config),
         },
     )?;
 

@@ -81,6 +81,25 @@ pub struct DemoArgs {
     seed: Option<u64>,
 }
 
+/// Diagnostics go to stderr through `tracing`, at the configured level.
+fn init_logging(level: config::LogLevel) {
+    use tracing::Level;
+    let level = match level {
+        config::LogLevel::Error => Level::ERROR,
+        config::LogLevel::Warn => Level::WARN,
+        config::LogLevel::Info => Level::INFO,
+        config::LogLevel::Debug => Level::DEBUG,
+        config::LogLevel::Trace => Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match &cli.config {
@@ -93,6 +112,7 @@ fn main() -> ExitCode {
         },
         None => config::Config::default(),
     };
+    init_logging(config.log.level);
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&config, &args),
         Command::Demo(args) => demo::run(&config, &args),

@@ -40,8 +40,8 @@ use wire::{PayloadType, Ssrc, Timestamp};
 
 use crate::emodel::Codec;
 use crate::stream::{
-    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, StreamReport,
-    StreamStats,
+    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, StreamConfig,
+    StreamReport, StreamStats,
 };
 
 /// Tunables of the analyser. `Default` gives the embedded defaults.
@@ -57,6 +57,11 @@ pub struct AnalyzerConfig {
     /// Largest SIP-over-TCP backlog kept per flow before it is dropped and
     /// counted (bytes).
     pub max_tcp_backlog: usize,
+    /// Interval length and jitter-buffer depths of every stream.
+    pub stream: StreamConfig,
+    /// Encoding names for payload types whose SDP was not captured
+    /// (consulted after the SDP, before the static table), e.g. 96 → opus.
+    pub codec_overrides: Vec<(PayloadType, String)>,
 }
 
 impl Default for AnalyzerConfig {
@@ -66,6 +71,8 @@ impl Default for AnalyzerConfig {
             min_orphan_packets: 10,
             keep_audio: false,
             max_tcp_backlog: 256 * 1024,
+            stream: StreamConfig::default(),
+            codec_overrides: Vec::new(),
         }
     }
 }
@@ -294,7 +301,14 @@ impl Analyzer {
         self.counters.packets += 1;
         match packet.transport {
             Transport::Udp => self.handle_udp(packet.ts, packet.src, packet.dst, packet.payload),
-            Transport::Tcp => self.handle_tcp(packet.ts, packet.src, packet.dst, packet.payload),
+            Transport::Tcp => {
+                if packet.stream_gap {
+                    // Bytes were lost before this piece: whatever was half
+                    // framed can never complete.
+                    self.tcp_backlog.remove(&(packet.src, packet.dst));
+                }
+                self.handle_tcp(packet.ts, packet.src, packet.dst, packet.payload)
+            }
             #[allow(unreachable_patterns)]
             _ => {
                 self.counters.other += 1;
@@ -549,10 +563,11 @@ impl Analyzer {
     /// Registers the receive endpoints an SDP announces for `party`.
     fn learn_sdp(&mut self, call: usize, party: Party, sdp: &wire::sdp::SessionDescription<'_>) {
         let state = &mut self.calls[call];
-        if state.offers > 0 {
-            state.sdp_updates += 1;
-        }
-        state.offers += 1;
+        // An update is an SDP that changes media a party had already
+        // announced (re-INVITE, UPDATE, codec change); retransmissions and
+        // the first answer are not.
+        let party_known = state.media.iter().any(|m| m.party == party);
+        let mut changed = false;
         for media in sdp.media_sections() {
             if media.kind() != "audio" && media.kind() != "video" {
                 continue;
@@ -586,7 +601,7 @@ impl Analyzer {
                 codecs,
                 rtcp: false,
             };
-            state.media.push(MediaEndpoint {
+            let entry = MediaEndpoint {
                 party,
                 addr: rtp.to_string(),
                 codecs: ep
@@ -594,7 +609,15 @@ impl Analyzer {
                     .iter()
                     .map(|c| format!("{} {}/{}", c.pt.0, c.name, c.clock))
                     .collect(),
-            });
+            };
+            if !state
+                .media
+                .iter()
+                .any(|m| m.party == entry.party && m.addr == entry.addr && m.codecs == entry.codecs)
+            {
+                state.media.push(entry);
+                changed = true;
+            }
             if rtcp_port != port {
                 self.endpoints.insert(
                     SocketAddr::new(ip, rtcp_port),
@@ -605,6 +628,9 @@ impl Analyzer {
                 );
             }
             self.endpoints.insert(rtp, ep);
+        }
+        if changed && party_known {
+            state.sdp_updates += 1;
         }
     }
 
@@ -650,14 +676,24 @@ impl Analyzer {
                         other(e.party)
                     }
                 });
-                let codecs = endpoint.map(|e| e.codecs).unwrap_or_default();
+                let mut codecs = endpoint.map(|e| e.codecs).unwrap_or_default();
+                for (pt, name) in &self.config.codec_overrides {
+                    if !codecs.iter().any(|c| c.pt == *pt) {
+                        let clock = override_clock_rate(name);
+                        codecs.push(CodecInfo {
+                            pt: *pt,
+                            name: name.clone(),
+                            clock,
+                        });
+                    }
+                }
                 let audio = self.config.keep_audio.then(Vec::new);
                 self.streams.push(StreamState {
                     key,
                     call,
                     direction,
                     codecs,
-                    stats: StreamStats::new(),
+                    stats: StreamStats::with_config(self.config.stream),
                     pts: Vec::new(),
                     audio,
                 });
@@ -829,7 +865,6 @@ struct CallState {
     final_status: Option<u16>,
     first_cseq: Option<u32>,
     sip_messages: u64,
-    offers: u32,
     sdp_updates: u32,
     media: Vec<MediaEndpoint>,
 }
@@ -857,7 +892,6 @@ impl CallState {
             final_status: None,
             first_cseq: msg.cseq().map(|c| c.seq),
             sip_messages: 0,
-            offers: 0,
             sdp_updates: 0,
             media: Vec::new(),
         }
@@ -918,7 +952,6 @@ impl CallState {
             final_status: None,
             first_cseq: None,
             sip_messages: 0,
-            offers: 0,
             sdp_updates: 0,
             media: Vec::new(),
         }
@@ -940,6 +973,21 @@ impl CallState {
             media: self.media.clone(),
             streams: Vec::new(),
         }
+    }
+}
+
+/// Clock rate for a codec named in `codec_overrides`: the static table's
+/// rate for its name, 48 kHz for Opus (RFC 7587), 16 kHz for the wideband
+/// AMR-WB, else 8 kHz.
+fn override_clock_rate(name: &str) -> u32 {
+    let upper = name.to_ascii_uppercase();
+    match upper.as_str() {
+        "OPUS" => 48_000,
+        "AMR-WB" | "G7221" | "SPEEX-WB" => 16_000,
+        _ => (0..=34u8)
+            .filter_map(|pt| PayloadType(pt).static_info())
+            .find(|(n, _)| n.eq_ignore_ascii_case(&upper))
+            .map_or(8_000, |(_, rate)| rate.0),
     }
 }
 
@@ -1106,6 +1154,99 @@ mod tests {
         assert!(!looks_like_sip(b"\x80\x00\x01\x02abcdefgh"));
         assert!(!looks_like_sip(b"GET / HTTP/1.1\r\n"));
         assert_eq!(trim_keepalive(b"\r\n\r\nINVITE"), b"INVITE");
+    }
+
+    fn rtp(seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[0xFF; 160]);
+        p
+    }
+
+    fn udp(ts_ms: u64, payload: &[u8]) -> Packet<'_> {
+        Packet {
+            ts: Timestamp(1_700_000_000_000_000_000 + ts_ms * 1_000_000),
+            src: "192.0.2.1:4000".parse().unwrap(),
+            dst: "192.0.2.2:5000".parse().unwrap(),
+            transport: Transport::Udp,
+            payload,
+            ip: None,
+            stream_gap: false,
+            truncated: false,
+        }
+    }
+
+    fn run_orphan_stream(config: AnalyzerConfig) -> (Report, usize) {
+        let mut a = Analyzer::new(config);
+        let mut intervals = 0;
+        // 6 s of 20 ms PCMU, with packet 100 lost.
+        for i in 0..300u16 {
+            if i == 100 {
+                continue;
+            }
+            let p = rtp(i, u32::from(i) * 160);
+            assert!(matches!(
+                a.handle_packet(&udp(u64::from(i) * 20, &p)),
+                PacketClass::Rtp { call: None, .. }
+            ));
+            while let Some(AnalyzerEvent::Interval { .. }) = a.poll_event() {
+                intervals += 1;
+            }
+        }
+        (a.report(), intervals)
+    }
+
+    #[test]
+    fn orphan_stream_and_configured_intervals() {
+        let (report, intervals) = run_orphan_stream(AnalyzerConfig::default());
+        assert_eq!(intervals, 0, "6 s of media completes no 10 s interval");
+        assert_eq!(report.streams.len(), 1);
+        let s = &report.streams[0];
+        assert_eq!((s.packets, s.lost, s.call_id.as_deref()), (299, 1, None));
+        assert_eq!(s.payload, "g711U");
+        let config = AnalyzerConfig {
+            stream: StreamConfig {
+                interval_ns: 1_000_000_000,
+                ..StreamConfig::default()
+            },
+            ..AnalyzerConfig::default()
+        };
+        let (_, intervals) = run_orphan_stream(config);
+        assert_eq!(intervals, 5, "1 s intervals: 5 complete within 6 s");
+        let config = AnalyzerConfig {
+            min_orphan_packets: 1000,
+            ..AnalyzerConfig::default()
+        };
+        assert!(run_orphan_stream(config).0.streams.is_empty());
+    }
+
+    #[test]
+    fn sip_over_tcp_is_framed_across_segments() {
+        let invite = b"INVITE sip:b@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:a@192.0.2.1>;tag=1\r\nTo: <sip:b@192.0.2.2>\r\nCall-ID: tcp-call\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 51\r\n\r\nv=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        // Put the real body length in Content-Length.
+        let text = String::from_utf8_lossy(invite).into_owned();
+        let body_len = text.split("\r\n\r\n").nth(1).unwrap().len();
+        let text = text.replace("Content-Length: 51", &format!("Content-Length: {body_len}"));
+        let bytes = format!("\r\n{text}{text}").into_bytes();
+        let mut a = Analyzer::new(AnalyzerConfig::default());
+        for (i, chunk) in bytes.chunks(37).enumerate() {
+            let p = Packet {
+                transport: Transport::Tcp,
+                ..udp(i as u64, chunk)
+            };
+            let _ = a.handle_packet(&p);
+        }
+        let report = a.report();
+        assert_eq!(report.counters.sip_messages, 2);
+        assert_eq!(report.calls.len(), 1);
+        assert_eq!(report.calls[0].call_id, "tcp-call");
+        assert_eq!(
+            report.calls[0].media.len(),
+            1,
+            "SDP learnt: {:?}",
+            report.calls[0].media
+        );
     }
 
     #[test]

@@ -83,8 +83,34 @@ use crate::emodel::{self, Codec};
 use crate::histogram::{DelayHistogram, LossRunHistogram};
 use crate::jitter_buffer::{ADAPTIVE_MAX_MS, F1_MS, F2_MS, JitterBuffer, Playout};
 
-/// Length of an interval sample, ns.
+/// Default length of an interval sample, ns (10 s).
 pub const INTERVAL_NS: u64 = 10_000_000_000;
+
+/// Per-stream tunables. `Default` gives the documented defaults: 10 s
+/// intervals, fixed jitter buffers of 50 and 200 ms (VoIPmonitor's F1/F2)
+/// and an adaptive buffer of at most 500 ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Length of an interval sample, ns (at least 1 ms).
+    pub interval_ns: u64,
+    /// Depth of the first fixed jitter buffer (F1), ms.
+    pub jb_f1_ms: u32,
+    /// Depth of the second fixed jitter buffer (F2), ms.
+    pub jb_f2_ms: u32,
+    /// Ceiling of the adaptive jitter buffer, ms.
+    pub jb_adaptive_max_ms: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            interval_ns: INTERVAL_NS,
+            jb_f1_ms: F1_MS,
+            jb_f2_ms: F2_MS,
+            jb_adaptive_max_ms: ADAPTIVE_MAX_MS,
+        }
+    }
+}
 
 /// The per-packet fields the analyser needs, taken from the RTP header and
 /// the capture record.
@@ -339,6 +365,7 @@ pub struct StreamStats {
     seq: SeqTracker,
     ws: WiresharkState,
     rfc: RfcJitter,
+    interval_ns: u64,
     audio_rate: Option<ClockRate>,
     loss_runs: LossRunHistogram,
     delay_hist: DelayHistogram,
@@ -361,7 +388,14 @@ impl StreamStats {
     /// from the first audio packet's static payload type unless set with
     /// [`StreamStats::set_codec`]; G.711 with PLC if neither.
     pub fn new() -> Self {
+        Self::with_config(StreamConfig::default())
+    }
+
+    /// A stream with no packet yet, with the given interval length and
+    /// jitter-buffer depths.
+    pub fn with_config(config: StreamConfig) -> Self {
         Self {
+            interval_ns: config.interval_ns.max(1_000_000),
             started: false,
             ssrc: Ssrc(0),
             codec: None,
@@ -386,9 +420,9 @@ impl StreamStats {
             delay_hist: DelayHistogram::default(),
             markov: Markov::default(),
             jb: [
-                JitterBuffer::fixed(F1_MS),
-                JitterBuffer::fixed(F2_MS),
-                JitterBuffer::adaptive(ADAPTIVE_MAX_MS),
+                JitterBuffer::fixed(config.jb_f1_ms),
+                JitterBuffer::fixed(config.jb_f2_ms),
+                JitterBuffer::adaptive(config.jb_adaptive_max_ms),
             ],
             interval: IntervalState::default(),
             pending: None,
@@ -511,7 +545,7 @@ impl StreamStats {
     /// the first packet.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.started
-            .then(|| Timestamp(self.interval.start_ns.saturating_add(INTERVAL_NS)))
+            .then(|| Timestamp(self.interval.start_ns.saturating_add(self.interval_ns)))
     }
 
     /// Closes the running interval if `now` is at or past its end, so an
@@ -681,7 +715,7 @@ impl StreamStats {
     /// Closes the running interval if `now` lies past its end and opens the
     /// one containing `now`.
     fn roll_interval(&mut self, now: u64) {
-        let end = self.interval.start_ns.saturating_add(INTERVAL_NS);
+        let end = self.interval.start_ns.saturating_add(self.interval_ns);
         if now < end {
             return;
         }
@@ -714,10 +748,10 @@ impl StreamStats {
                 self.dropped_samples += 1;
             }
         }
-        let index = now.saturating_sub(self.first_ns) / INTERVAL_NS;
+        let index = now.saturating_sub(self.first_ns) / self.interval_ns;
         let start = self
             .first_ns
-            .saturating_add(index.saturating_mul(INTERVAL_NS));
+            .saturating_add(index.saturating_mul(self.interval_ns));
         self.interval.reset(index, start, ext_max);
         self.interval.seq_received_at_start = self.seq.received;
     }
