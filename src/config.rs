@@ -106,7 +106,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         Self {
-            calls: 20,
+            calls: 6,
             seed: 1,
             loss: DemoLoss::Lossy,
         }
@@ -156,7 +156,7 @@ jitter_buffer = { fixed_ms = [50, 200], adaptive_max_ms = 500 }
 codec_overrides = {}
 
 [demo]
-calls = 20
+calls = 6
 seed = 1
 loss = "lossy"
 

@@ -74,7 +74,7 @@ fn csv_field(v: Option<&serde_json::Value>) -> String {
 
 fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<()> {
     let header = format!(
-        "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9} {:>8} {:>8} {:>6} {:>5}",
+        "  {:>4} {:<45} {:<10} {:<22} {:>7} {:>12} {:>9} {:>8} {:>8} {:>6} {:>5}",
         "id",
         "src -> dst",
         "ssrc",
@@ -128,7 +128,7 @@ fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<
     let c = &report.counters;
     writeln!(
         out,
-        "{} calls with media, {} streams; {} packets, {} SIP messages ({} malformed), {} RTP, {} RTCP",
+        "calls with media: {}, streams: {}; packets: {}, SIP messages: {} ({} malformed), RTP: {}, RTCP: {}",
         report
             .calls
             .iter()
@@ -153,7 +153,7 @@ fn write_stream_row(out: &mut dyn Write, s: &StreamSummary, color: bool) -> io::
     };
     writeln!(
         out,
-        "  {:>4} {:<45} {:<10} {:<16} {:>7} {:>12} {:>9.3} {:>8.3} {:>8.3} {:>6.1} {}",
+        "  {:>4} {:<45} {:<10} {:<22} {:>7} {:>12} {:>9.3} {:>8.3} {:>8.3} {:>6.1} {}",
         s.id,
         flow,
         s.ssrc,

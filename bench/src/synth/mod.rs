@@ -293,18 +293,23 @@ pub struct StreamTruth {
     pub min_ext_seq: Option<u64>,
     /// Highest extended sequence number captured.
     pub max_ext_seq: Option<u64>,
+    /// Extended sequence number of the first packet captured (RFC 3550
+    /// A.1's `base_seq`: a receiver counts from the first packet it sees,
+    /// even if an earlier one arrives later).
+    pub first_ext_seq: Option<u64>,
     /// RFC 3550 §6.4.1 interarrival jitter at the end of the stream (ms),
-    /// computed in arrival order over audio packets (not telephone-events,
-    /// not duplicates).
+    /// computed in arrival order over audio packets (duplicates included,
+    /// telephone-events not).
     pub jitter_ms: f64,
 }
 
 impl StreamTruth {
-    /// Packets a receiver expects from what it saw: highest minus lowest
-    /// captured extended sequence number, plus one (RFC 3550 A.3).
+    /// Packets a receiver expects from what it saw: highest captured
+    /// extended sequence number minus the first captured one, plus one
+    /// (RFC 3550 A.1/A.3).
     pub fn expected(&self) -> u64 {
-        match (self.min_ext_seq, self.max_ext_seq) {
-            (Some(lo), Some(hi)) => hi - lo + 1,
+        match (self.first_ext_seq, self.max_ext_seq) {
+            (Some(base), Some(hi)) => hi - base + 1,
             _ => 0,
         }
     }
@@ -679,6 +684,7 @@ impl Synth {
                 let at = Timestamp(p.at);
                 s.received += 1;
                 s.first_arrival.get_or_insert(at);
+                s.first_ext_seq.get_or_insert(ext_seq);
                 s.last_arrival = Some(at);
                 s.min_ext_seq = Some(s.min_ext_seq.map_or(ext_seq, |m| m.min(ext_seq)));
                 s.max_ext_seq = Some(s.max_ext_seq.map_or(ext_seq, |m| m.max(ext_seq)));
@@ -689,6 +695,10 @@ impl Synth {
                         s.reordered += 1;
                     }
                     rx.max_ext = Some(rx.max_ext.map_or(ext_seq, |m| m.max(ext_seq)));
+                }
+                {
+                    // RFC 3550 A.8 runs on every data packet received,
+                    // duplicates included.
                     if audio {
                         //= https://www.rfc-editor.org/rfc/rfc3550#section-6.4.1
                         //# J(i) = J(i-1) + (|D(i-1,i)| - J(i-1))/16
@@ -720,8 +730,12 @@ impl Synth {
         };
         match source {
             Source::Slot(slot) => {
-                let idx = self.start_call(slot, now);
-                self.reschedule(idx, now);
+                // Several slots may have been re-armed while the last calls
+                // were still to start: only as many calls as configured.
+                if self.next_call < self.cfg.calls {
+                    let idx = self.start_call(slot, now);
+                    self.reschedule(idx, now);
+                }
             }
             Source::Call(idx) => {
                 self.call_event(idx, now);
@@ -961,6 +975,7 @@ impl Synth {
             first_arrival: None,
             last_arrival: None,
             min_ext_seq: None,
+            first_ext_seq: None,
             max_ext_seq: None,
             jitter_ms: 0.0,
         });

@@ -504,6 +504,25 @@ fn thousand_concurrent_calls_stream() {
 }
 
 #[test]
+fn exactly_the_configured_number_of_calls() {
+    for (calls, concurrent) in [(1, 1), (6, 4), (7, 3), (10, 10), (10, 20), (25, 4)] {
+        let cfg = SynthConfig {
+            calls,
+            concurrent,
+            duration_ms: (500, 3_000),
+            ..small(u64::from(calls * 100 + concurrent))
+        };
+        let (_, truth) = to_bytes(&cfg);
+        assert_eq!(
+            truth.calls.len(),
+            calls as usize,
+            "calls {calls}, concurrent {concurrent}"
+        );
+        assert!(truth.max_concurrent_calls <= concurrent);
+    }
+}
+
+#[test]
 fn zero_calls_give_an_empty_capture() {
     let (bytes, truth) = to_bytes(&SynthConfig {
         calls: 0,
