@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
-use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass, Report};
+use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass};
 use nqs::stream::StreamConfig;
 use wire::capture::{Decoder, FileReader, LinkType, PcapWriter, TsResolution};
 
@@ -40,9 +40,8 @@ pub fn run(config: &Config, args: &AnalyzeArgs) -> anyhow::Result<()> {
             },
         },
     )?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    output::write(&mut out, format, &outcome.report, stdout_is_color())?;
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    output::write(&mut out, format, &outcome.analyzer, stdout_is_color())?;
     out.flush()?;
     Ok(())
 }
@@ -80,8 +79,8 @@ pub fn analyzer_config(config: &Config) -> AnalyzerConfig {
 
 /// The result of [`analyze_files`].
 pub struct Outcome {
-    /// Calls and streams.
-    pub report: Report,
+    /// The analyser, holding calls and streams (see [`Analyzer::view`]).
+    pub analyzer: Analyzer,
     /// WAV files written.
     pub wavs: Vec<PathBuf>,
     /// Per-call pcaps written.
@@ -122,7 +121,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
             }
         };
         let counting = CountingReader {
-            inner: BufReader::with_capacity(1 << 20, file),
+            inner: file,
             count: read.clone(),
         };
         let mut reader = match FileReader::new(counting) {
@@ -177,29 +176,28 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
             None => bail!("nothing analysed: the capture holds no packets"),
         }
     }
-    let report = analyzer.report();
     let mut wavs = Vec::new();
     if let Some(dir) = &opts.wav_dir {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for stream in &report.streams {
-            let Some(audio) = analyzer.kept_audio(stream.id) else {
+        for id in analyzer.stream_ids() {
+            let Some(audio) = analyzer.kept_audio(id).filter(|a| !a.is_empty()) else {
                 continue;
             };
-            if audio.is_empty() {
+            let Some(stream) = analyzer.stream_summary(id) else {
                 continue;
-            }
+            };
             let pcm = nqs::render::render_g711(audio);
-            let path = dir.join(wav_name(stream));
+            let path = dir.join(wav_name(&stream));
             write_wav(&path, &pcm)?;
             wavs.push(path);
         }
     }
     let splits = match split {
-        Some(s) => s.finish(&report)?,
+        Some(s) => s.finish(&analyzer)?,
         None => 0,
     };
     Ok(Outcome {
-        report,
+        analyzer,
         wavs,
         splits,
     })
@@ -337,7 +335,7 @@ impl SplitWriter {
     }
 
     /// Flushes every file and writes `index.tsv`: call index, Call-ID, file.
-    fn finish(self, report: &Report) -> anyhow::Result<usize> {
+    fn finish(self, analyzer: &Analyzer) -> anyhow::Result<usize> {
         let mut names = HashMap::new();
         for (call, w) in self.writers {
             let mut sink = w.into_inner();
@@ -351,7 +349,7 @@ impl SplitWriter {
             names.insert(call, name);
         }
         let mut index = String::from("call\tcall_id\tfile\tstreams\n");
-        for call in &report.calls {
+        for call in analyzer.calls() {
             if let Some(name) = names.get(&call.index) {
                 index.push_str(&format!(
                     "{}\t{}\t{}\t{}\n",

@@ -62,7 +62,7 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     output::write(
         &mut out,
         Format::Table,
-        &outcome.report,
+        &outcome.analyzer,
         crate::analyze::stdout_is_color(),
     )?;
 
@@ -70,7 +70,12 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     // capture. Show both so the demo proves the numbers.
     let lost_truth: u64 = truth.streams.iter().map(|s| s.lost_in_network).sum();
     let visible: i64 = truth.streams.iter().map(|s| s.apparent_lost()).sum();
-    let lost_seen: i64 = outcome.report.streams.iter().map(|s| s.lost).sum();
+    let analyzer = &outcome.analyzer;
+    let lost_seen: i64 = analyzer
+        .stream_ids()
+        .filter_map(|id| analyzer.stream_summary(id))
+        .map(|s| s.lost)
+        .sum();
     writeln!(
         out,
         "\nGround truth: the network lost {lost_truth} packets, {visible} of them between each stream's first \

@@ -2,19 +2,26 @@
 
 use std::io::{self, Write};
 
-use nqs::analyzer::{Report, StreamSummary};
+use nqs::analyzer::{Analyzer, StreamSummary};
 
 use crate::Format;
 
-/// Writes `report` in `format`. `color` enables ANSI colours on MOS.
-pub fn write(out: &mut dyn Write, format: Format, report: &Report, color: bool) -> io::Result<()> {
+/// Writes the analyser's report in `format`, one stream at a time (no
+/// summary is kept in memory longer than it takes to write it). `color`
+/// enables ANSI colours on MOS.
+pub fn write(
+    out: &mut dyn Write,
+    format: Format,
+    analyzer: &Analyzer,
+    color: bool,
+) -> io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, report)?;
+            serde_json::to_writer_pretty(&mut *out, &analyzer.view())?;
             writeln!(out)
         }
-        Format::Csv => write_csv(out, report),
-        Format::Table => write_table(out, report, color),
+        Format::Csv => write_csv(out, analyzer),
+        Format::Table => write_table(out, analyzer, color),
     }
 }
 
@@ -44,10 +51,13 @@ const CSV_COLUMNS: &[&str] = &[
     "mos_adapt",
 ];
 
-fn write_csv(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+fn write_csv(out: &mut dyn Write, analyzer: &Analyzer) -> io::Result<()> {
     writeln!(out, "{}", CSV_COLUMNS.join(","))?;
-    for s in &report.streams {
-        let v = serde_json::to_value(s).map_err(io::Error::other)?;
+    for s in analyzer
+        .stream_ids()
+        .filter_map(|id| analyzer.stream_summary(id))
+    {
+        let v = serde_json::to_value(&s).map_err(io::Error::other)?;
         let row: Vec<String> = CSV_COLUMNS.iter().map(|c| csv_field(v.get(*c))).collect();
         writeln!(out, "{}", row.join(","))?;
     }
@@ -72,7 +82,7 @@ fn csv_field(v: Option<&serde_json::Value>) -> String {
     }
 }
 
-fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<()> {
+fn write_table(out: &mut dyn Write, analyzer: &Analyzer, color: bool) -> io::Result<()> {
     let header = format!(
         "  {:>4} {:<45} {:<10} {:<22} {:>7} {:>12} {:>9} {:>8} {:>8} {:>6} {:>5}",
         "id",
@@ -87,7 +97,9 @@ fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<
         "R",
         "MOS"
     );
-    for call in &report.calls {
+    let mut calls_with_media = 0;
+    let mut streams = 0;
+    for call in analyzer.calls() {
         if call.streams.is_empty() && call.method != "INVITE" {
             continue;
         }
@@ -108,33 +120,35 @@ fn write_table(out: &mut dyn Write, report: &Report, color: bool) -> io::Result<
             writeln!(out, "  (no RTP)")?;
         } else {
             writeln!(out, "{header}")?;
+            calls_with_media += 1;
             for &id in &call.streams {
-                if let Some(s) = report.streams.iter().find(|s| s.id == id) {
-                    write_stream_row(out, s, color)?;
+                if let Some(s) = analyzer.stream_summary(id) {
+                    streams += 1;
+                    write_stream_row(out, &s, color)?;
                 }
             }
         }
         writeln!(out)?;
     }
-    let orphans: Vec<&StreamSummary> = report.streams.iter().filter(|s| s.call.is_none()).collect();
-    if !orphans.is_empty() {
+    let mut orphans = analyzer
+        .stream_ids()
+        .filter_map(|id| analyzer.stream_summary(id))
+        .filter(|s| s.call.is_none());
+    if let Some(first) = orphans.next() {
         writeln!(out, "Streams without signalling (found by RTP heuristics)")?;
         writeln!(out, "{header}")?;
-        for s in orphans {
-            write_stream_row(out, s, color)?;
+        for s in std::iter::once(first).chain(orphans) {
+            streams += 1;
+            write_stream_row(out, &s, color)?;
         }
         writeln!(out)?;
     }
-    let c = &report.counters;
+    let c = analyzer.counters();
     writeln!(
         out,
         "calls with media: {}, streams: {}; packets: {}, SIP messages: {} ({} malformed), RTP: {}, RTCP: {}",
-        report
-            .calls
-            .iter()
-            .filter(|c| !c.streams.is_empty())
-            .count(),
-        report.streams.len(),
+        calls_with_media,
+        streams,
         c.packets,
         c.sip_messages,
         c.sip_malformed,

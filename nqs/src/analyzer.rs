@@ -32,6 +32,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -259,6 +260,38 @@ pub struct StreamSummary {
     pub metrics: StreamReport,
 }
 
+/// A lazily serialised [`Report`] (see [`Analyzer::view`]).
+pub struct ReportView<'a> {
+    analyzer: &'a Analyzer,
+}
+
+impl Serialize for ReportView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Calls<'a>(&'a Analyzer);
+        impl Serialize for Calls<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.calls())
+            }
+        }
+        struct Streams<'a>(&'a Analyzer);
+        impl Serialize for Streams<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(
+                    self.0
+                        .stream_ids()
+                        .filter_map(|id| self.0.stream_summary(id)),
+                )
+            }
+        }
+        let mut st = serializer.serialize_struct("Report", 3)?;
+        st.serialize_field("calls", &Calls(self.analyzer))?;
+        st.serialize_field("streams", &Streams(self.analyzer))?;
+        st.serialize_field("counters", &self.analyzer.counters)?;
+        st.end()
+    }
+}
+
 /// Audio kept for WAV rendering: (RTP timestamp, payload type, payload).
 pub type KeptAudio = Vec<(u32, PayloadType, Vec<u8>)>;
 
@@ -269,8 +302,12 @@ pub struct Analyzer {
     call_index: FxHashMap<String, usize>,
     /// SDP-announced receive endpoints (RTP and RTCP ports) → media info.
     endpoints: FxHashMap<SocketAddr, Endpoint>,
-    streams: Vec<StreamState>,
-    stream_index: FxHashMap<(SocketAddr, SocketAddr, Ssrc), usize>,
+    /// Boxed so that growing the table copies pointers, not ~1 KiB states
+    /// (the old and new buffers would otherwise both be resident).
+    streams: Vec<Box<StreamState>>,
+    stream_index: FxHashMap<FlowKey, usize>,
+    /// SSRC → streams with it, to attach RTCP report blocks.
+    ssrc_index: FxHashMap<Ssrc, Vec<usize>>,
     /// MGCP transaction id → call, so responses find their call.
     mgcp_transactions: FxHashMap<u32, usize>,
     /// SIP over TCP: bytes of each direction not yet framed into messages.
@@ -289,6 +326,7 @@ impl Analyzer {
             endpoints: FxHashMap::default(),
             streams: Vec::new(),
             stream_index: FxHashMap::default(),
+            ssrc_index: FxHashMap::default(),
             mgcp_transactions: FxHashMap::default(),
             tcp_backlog: FxHashMap::default(),
             events: VecDeque::new(),
@@ -334,55 +372,91 @@ impl Analyzer {
 
     /// A report of everything seen so far. Orphan streams with fewer than
     /// [`AnalyzerConfig::min_orphan_packets`] packets are left out, but
-    /// stream indexes stay those of [`PacketClass`].
+    /// stream indexes stay those of [`PacketClass`]. This materialises every
+    /// summary; [`Analyzer::view`] serialises the same document one stream
+    /// at a time.
     pub fn report(&self) -> Report {
-        let mut calls: Vec<CallReport> = self
-            .calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.report(i))
-            .collect();
-        let mut streams = Vec::with_capacity(self.streams.len());
-        for (id, s) in self.streams.iter().enumerate() {
-            let call = s.call;
-            if call.is_none() && s.stats.packets() < self.config.min_orphan_packets {
-                continue;
-            }
-            if let Some(c) = call {
-                calls[c].streams.push(id);
-            }
-            let metrics = s.stats.report(s.codec());
-            streams.push(StreamSummary {
-                id,
-                src: s.key.0.to_string(),
-                dst: s.key.1.to_string(),
-                ssrc: s.key.2.to_string(),
-                payload: s.payload_names(),
-                call_id: call.map(|c| self.calls[c].call_id.clone()),
-                call,
-                direction: s.direction.map(|p| match p {
-                    Party::Caller => "callee->caller".to_string(),
-                    Party::Callee => "caller->callee".to_string(),
-                }),
-                packets: metrics.packets,
-                expected: metrics.rfc_expected,
-                lost: metrics.rfc_lost,
-                lost_percent: metrics.rfc_lost_pct,
-                out_of_order: metrics.late,
-                max_delta_ms: metrics.ws_max_delta_ms,
-                max_jitter_ms: metrics.ws_max_jitter_ms,
-                mean_jitter_ms: metrics.ws_mean_jitter_ms,
-                jitter_ms: metrics.rfc_jitter_ms,
-                mos: metrics.mos,
-                r_factor: metrics.r_factor,
-                metrics,
-            });
-        }
         Report {
-            calls,
-            streams,
+            calls: self.calls().collect(),
+            streams: self
+                .stream_ids()
+                .filter_map(|id| self.stream_summary(id))
+                .collect(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// The same JSON document as [`Report`], produced lazily: each stream's
+    /// summary is built only while it is written, so output needs no memory
+    /// per stream beyond the analysis state.
+    pub fn view(&self) -> ReportView<'_> {
+        ReportView { analyzer: self }
+    }
+
+    /// Counters of what was seen and dropped.
+    pub fn counters(&self) -> &AnalyzerCounters {
+        &self.counters
+    }
+
+    /// Every call, with the indexes of its reported streams.
+    pub fn calls(&self) -> impl Iterator<Item = CallReport> + '_ {
+        self.calls.iter().enumerate().map(|(i, c)| {
+            let mut report = c.report(i);
+            report.streams = c
+                .streams
+                .iter()
+                .copied()
+                .filter(|&id| self.is_reported(id))
+                .collect();
+            report
+        })
+    }
+
+    /// Indexes of the streams a report includes, in order of first packet.
+    pub fn stream_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.streams.len()).filter(|&id| self.is_reported(id))
+    }
+
+    /// The summary of one stream, or `None` if it is unknown or an orphan
+    /// below [`AnalyzerConfig::min_orphan_packets`].
+    pub fn stream_summary(&self, id: usize) -> Option<StreamSummary> {
+        if !self.is_reported(id) {
+            return None;
+        }
+        let s = &self.streams[id];
+        let call = s.call;
+        let metrics = s.stats.report(s.codec());
+        Some(StreamSummary {
+            id,
+            src: s.key.0.to_string(),
+            dst: s.key.1.to_string(),
+            ssrc: s.key.2.to_string(),
+            payload: s.payload_names(),
+            call_id: call.map(|c| self.calls[c].call_id.clone()),
+            call,
+            direction: s.direction.map(|p| match p {
+                Party::Caller => "callee->caller".to_string(),
+                Party::Callee => "caller->callee".to_string(),
+            }),
+            packets: metrics.packets,
+            expected: metrics.rfc_expected,
+            lost: metrics.rfc_lost,
+            lost_percent: metrics.rfc_lost_pct,
+            out_of_order: metrics.late,
+            max_delta_ms: metrics.ws_max_delta_ms,
+            max_jitter_ms: metrics.ws_max_jitter_ms,
+            mean_jitter_ms: metrics.ws_mean_jitter_ms,
+            jitter_ms: metrics.rfc_jitter_ms,
+            mos: metrics.mos,
+            r_factor: metrics.r_factor,
+            metrics,
+        })
+    }
+
+    fn is_reported(&self, id: usize) -> bool {
+        self.streams.get(id).is_some_and(|s| {
+            s.call.is_some() || s.stats.packets() >= self.config.min_orphan_packets
+        })
     }
 
     fn handle_udp(
@@ -392,13 +466,22 @@ impl Analyzer {
         dst: SocketAddr,
         payload: &[u8],
     ) -> PacketClass {
+        // Fast path: RTP of a stream already known. SIP and MGCP start with
+        // ASCII letters or digits, never with an RTP version-2 first byte.
+        if let Ok(rtp) = wire::rtp::RtpPacket::new_checked(payload)
+            && let Some(&id) = self.stream_index.get(&FlowKey::new(src, dst, rtp.ssrc()))
+            && wire::rtp::classify(payload) == Some(wire::rtp::Kind::Rtp)
+        {
+            self.counters.rtp_packets += 1;
+            return self.handle_rtp(now, id, &rtp);
+        }
         let endpoint = self
             .endpoints
             .get(&dst)
             .or_else(|| self.endpoints.get(&src))
-            .cloned();
-        if let Some(ep) = endpoint {
-            return self.handle_media(now, src, dst, payload, Some(ep));
+            .map(|e| e.call);
+        if endpoint.is_some() {
+            return self.handle_media(now, src, dst, payload, endpoint);
         }
         if looks_like_sip(payload) {
             return self.handle_sip_datagram(now, src, dst, payload);
@@ -584,7 +667,7 @@ impl Analyzer {
                 if let Some(codec) = media.codec(pt) {
                     codecs.push(CodecInfo {
                         pt,
-                        name: codec.name.to_string(),
+                        name: codec.name.into(),
                         clock: codec.clock_rate.0,
                     });
                 }
@@ -598,34 +681,23 @@ impl Analyzer {
             let ep = Endpoint {
                 call,
                 party,
-                codecs,
-                rtcp: false,
+                codecs: codecs.into(),
             };
-            let entry = MediaEndpoint {
-                party,
-                addr: rtp.to_string(),
-                codecs: ep
-                    .codecs
-                    .iter()
-                    .map(|c| format!("{} {}/{}", c.pt.0, c.name, c.clock))
-                    .collect(),
-            };
-            if !state
+            let known = state
                 .media
                 .iter()
-                .any(|m| m.party == entry.party && m.addr == entry.addr && m.codecs == entry.codecs)
-            {
-                state.media.push(entry);
+                .any(|m| m.party == party && m.addr == rtp && m.codecs[..] == ep.codecs[..]);
+            if !known {
+                state.media.push(MediaState {
+                    party,
+                    addr: rtp,
+                    codecs: ep.codecs.clone(),
+                });
                 changed = true;
             }
             if rtcp_port != port {
-                self.endpoints.insert(
-                    SocketAddr::new(ip, rtcp_port),
-                    Endpoint {
-                        rtcp: true,
-                        ..ep.clone()
-                    },
-                );
+                self.endpoints
+                    .insert(SocketAddr::new(ip, rtcp_port), ep.clone());
             }
             self.endpoints.insert(rtp, ep);
         }
@@ -640,9 +712,8 @@ impl Analyzer {
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
-        endpoint: Option<Endpoint>,
+        call: Option<usize>,
     ) -> PacketClass {
-        let call = endpoint.as_ref().map(|e| e.call);
         match wire::rtp::classify(payload) {
             Some(wire::rtp::Kind::Rtp) => {}
             Some(wire::rtp::Kind::Rtcp) => {
@@ -659,56 +730,90 @@ impl Analyzer {
             return PacketClass::Other;
         };
         self.counters.rtp_packets += 1;
-        let key = (src, dst, rtp.ssrc());
+        let key = FlowKey::new(src, dst, rtp.ssrc());
         let id = match self.stream_index.get(&key) {
             Some(&id) => id,
-            None => {
-                let id = self.streams.len();
-                // The PT numbers in RTP sent *to* an endpoint follow that
-                // endpoint's SDP; for symmetric RTP seen only by its source,
-                // the source's SDP is the best we have.
-                let direction = endpoint.as_ref().map(|e| {
-                    let receiver_is_dst =
-                        self.endpoints.get(&dst).is_some_and(|d| d.call == e.call);
-                    if receiver_is_dst {
-                        e.party
-                    } else {
-                        other(e.party)
-                    }
-                });
-                let mut codecs = endpoint.map(|e| e.codecs).unwrap_or_default();
-                for (pt, name) in &self.config.codec_overrides {
-                    if !codecs.iter().any(|c| c.pt == *pt) {
-                        let clock = override_clock_rate(name);
-                        codecs.push(CodecInfo {
-                            pt: *pt,
-                            name: name.clone(),
-                            clock,
-                        });
-                    }
-                }
-                let audio = self.config.keep_audio.then(Vec::new);
-                self.streams.push(StreamState {
-                    key,
-                    call,
-                    direction,
-                    codecs,
-                    stats: StreamStats::with_config(self.config.stream),
-                    pts: Vec::new(),
-                    audio,
-                });
-                self.stream_index.insert(key, id);
-                id
-            }
+            None => self.new_stream(key, (src, dst, rtp.ssrc()), call),
         };
+        self.handle_rtp(now, id, &rtp)
+    }
+
+    /// A stream seen for the first time. The PT numbers in RTP sent *to*
+    /// an endpoint follow that endpoint's SDP; for symmetric RTP seen only
+    /// from its source's SDP, the source's SDP is the best there is.
+    fn new_stream(
+        &mut self,
+        key: FlowKey,
+        addrs: (SocketAddr, SocketAddr, Ssrc),
+        call: Option<usize>,
+    ) -> usize {
+        let (src, dst, _) = addrs;
+        let receiver = self.endpoints.get(&dst).filter(|e| Some(e.call) == call);
+        let sender = self.endpoints.get(&src).filter(|e| Some(e.call) == call);
+        let direction = receiver
+            .map(|e| e.party)
+            .or_else(|| sender.map(|e| other(e.party)));
+        let mut codecs = receiver
+            .or(sender)
+            .map(|e| e.codecs.clone())
+            .unwrap_or_else(|| Arc::from([]));
+        if !self.config.codec_overrides.is_empty() {
+            let mut list = codecs.to_vec();
+            for (pt, name) in &self.config.codec_overrides {
+                if !list.iter().any(|c| c.pt == *pt) {
+                    list.push(CodecInfo {
+                        pt: *pt,
+                        name: name.as_str().into(),
+                        clock: override_clock_rate(name),
+                    });
+                }
+            }
+            codecs = list.into();
+        }
+        let id = self.streams.len();
+        self.streams.push(Box::new(StreamState {
+            key: addrs,
+            call,
+            direction,
+            codecs,
+            stats: StreamStats::with_config(self.config.stream),
+            pts: [PayloadType(0); MAX_PTS],
+            kinds: [PayloadKind::Unknown; MAX_PTS],
+            pt_count: 0,
+            audio: self.config.keep_audio.then(Vec::new),
+        }));
+        self.stream_index.insert(key, id);
+        self.ssrc_index.entry(addrs.2).or_default().push(id);
+        if let Some(c) = call {
+            self.calls[c].streams.push(id);
+        }
+        id
+    }
+
+    /// One RTP packet of a known stream.
+    fn handle_rtp(
+        &mut self,
+        now: Timestamp,
+        id: usize,
+        rtp: &wire::rtp::RtpPacket<&[u8]>,
+    ) -> PacketClass {
         let stream = &mut self.streams[id];
         let pt = rtp.payload_type();
-        let kind = stream.kind(pt);
-        if !stream.pts.contains(&pt) && stream.pts.len() < 8 {
-            stream.pts.push(pt);
-            let codec = stream.codec();
-            stream.stats.set_codec(codec);
-        }
+        let count = usize::from(stream.pt_count);
+        let kind = match stream.pts[..count].iter().position(|&p| p == pt) {
+            Some(i) => stream.kinds[i],
+            None => {
+                let kind = stream.kind(pt);
+                if count < MAX_PTS {
+                    stream.pts[count] = pt;
+                    stream.kinds[count] = kind;
+                    stream.pt_count += 1;
+                    let codec = stream.codec();
+                    stream.stats.set_codec(codec);
+                }
+                kind
+            }
+        };
         let info = RtpPacketInfo {
             arrival: now,
             seq: rtp.sequence_number(),
@@ -728,7 +833,10 @@ impl Analyzer {
             self.events
                 .push_back(AnalyzerEvent::Interval { stream: id, sample });
         }
-        PacketClass::Rtp { stream: id, call }
+        PacketClass::Rtp {
+            stream: id,
+            call: stream.call,
+        }
     }
 
     /// Attaches RTCP report blocks to the streams they describe: a block
@@ -762,22 +870,29 @@ impl Analyzer {
                 _ => {}
             }
             for (ssrc, report) in reports {
-                if let Some(stream) = self
-                    .streams
-                    .iter_mut()
-                    .find(|s| s.key.2 == ssrc && s.key.1.ip() == src.ip())
+                let ids = self.ssrc_index.get(&ssrc).map_or(&[][..], Vec::as_slice);
+                if let Some(&id) = ids
+                    .iter()
+                    .find(|&&id| self.streams[id].key.1.ip() == src.ip())
                 {
-                    stream.stats.handle_rtcp_report(now, report);
+                    self.streams[id].stats.handle_rtcp_report(now, report);
                 }
             }
         }
     }
 }
 
-#[derive(Clone, Debug)]
+/// A media endpoint as a call keeps it (rendered as [`MediaEndpoint`]).
+struct MediaState {
+    party: Party,
+    addr: SocketAddr,
+    codecs: Arc<[CodecInfo]>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 struct CodecInfo {
     pt: PayloadType,
-    name: String,
+    name: Arc<str>,
     clock: u32,
 }
 
@@ -785,26 +900,58 @@ struct CodecInfo {
 struct Endpoint {
     call: usize,
     party: Party,
-    codecs: Vec<CodecInfo>,
-    #[allow(dead_code)]
-    rtcp: bool,
+    /// Shared by every stream to or from this endpoint.
+    codecs: Arc<[CodecInfo]>,
 }
+
+/// Payload types remembered per stream (for its payload names).
+const MAX_PTS: usize = 6;
 
 struct StreamState {
     key: (SocketAddr, SocketAddr, Ssrc),
     call: Option<usize>,
     /// Who receives this stream.
     direction: Option<Party>,
-    codecs: Vec<CodecInfo>,
+    codecs: Arc<[CodecInfo]>,
     stats: StreamStats,
-    pts: Vec<PayloadType>,
+    pts: [PayloadType; MAX_PTS],
+    /// How each of `pts` is analysed (resolved once, when first seen).
+    kinds: [PayloadKind; MAX_PTS],
+    pt_count: u8,
     audio: Option<KeptAudio>,
+}
+
+/// The stream table's key: (source, destination, SSRC) packed into
+/// integers (IPv4 as IPv4-mapped IPv6) so hashing and comparing are cheap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    src: u128,
+    dst: u128,
+    ports: u32,
+    ssrc: u32,
+}
+
+impl FlowKey {
+    fn new(src: SocketAddr, dst: SocketAddr, ssrc: Ssrc) -> Self {
+        fn ip(a: &SocketAddr) -> u128 {
+            match a.ip() {
+                std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+                std::net::IpAddr::V6(v6) => u128::from(v6),
+            }
+        }
+        Self {
+            src: ip(&src),
+            dst: ip(&dst),
+            ports: u32::from(src.port()) << 16 | u32::from(dst.port()),
+            ssrc: ssrc.0,
+        }
+    }
 }
 
 impl StreamState {
     fn codec_info(&self, pt: PayloadType) -> Option<(&str, u32)> {
         if let Some(c) = self.codecs.iter().find(|c| c.pt == pt) {
-            return Some((c.name.as_str(), c.clock));
+            return Some((&*c.name, c.clock));
         }
         pt.static_info().map(|(name, rate)| (name, rate.0))
     }
@@ -825,7 +972,7 @@ impl StreamState {
     /// The codec used for MOS: the first audio payload type seen with a
     /// known E-model entry (G.711 with PLC when none is known).
     fn codec(&self) -> Codec {
-        for &pt in &self.pts {
+        for &pt in &self.pts[..usize::from(self.pt_count)] {
             if let Some((name, _)) = self.codec_info(pt)
                 && !name.eq_ignore_ascii_case("telephone-event")
                 && !name.eq_ignore_ascii_case("CN")
@@ -840,7 +987,7 @@ impl StreamState {
     /// Payload names as Wireshark prints them (`g711U`, `g711A`, `g729`…).
     fn payload_names(&self) -> String {
         let mut names: Vec<String> = Vec::new();
-        for &pt in &self.pts {
+        for &pt in &self.pts[..usize::from(self.pt_count)] {
             let name = match self.codec_info(pt) {
                 Some((name, _)) => wireshark_payload_name(name),
                 None => pt.0.to_string(),
@@ -866,7 +1013,9 @@ struct CallState {
     first_cseq: Option<u32>,
     sip_messages: u64,
     sdp_updates: u32,
-    media: Vec<MediaEndpoint>,
+    media: Vec<MediaState>,
+    /// Streams of this call (reported or not).
+    streams: Vec<usize>,
 }
 
 impl CallState {
@@ -894,6 +1043,7 @@ impl CallState {
             sip_messages: 0,
             sdp_updates: 0,
             media: Vec::new(),
+            streams: Vec::new(),
         }
     }
 
@@ -954,6 +1104,7 @@ impl CallState {
             sip_messages: 0,
             sdp_updates: 0,
             media: Vec::new(),
+            streams: Vec::new(),
         }
     }
 
@@ -970,7 +1121,19 @@ impl CallState {
             final_status: self.final_status,
             sip_messages: self.sip_messages,
             sdp_updates: self.sdp_updates,
-            media: self.media.clone(),
+            media: self
+                .media
+                .iter()
+                .map(|m| MediaEndpoint {
+                    party: m.party,
+                    addr: m.addr.to_string(),
+                    codecs: m
+                        .codecs
+                        .iter()
+                        .map(|c| format!("{} {}/{}", c.pt.0, c.name, c.clock))
+                        .collect(),
+                })
+                .collect(),
             streams: Vec::new(),
         }
     }

@@ -374,7 +374,9 @@ pub struct StreamStats {
     interval: IntervalState,
     pending: Option<IntervalSample>,
     dropped_samples: u64,
-    remote: RemoteState,
+    /// Boxed: most streams never get an RTCP report, and the state is the
+    /// largest part of a stream otherwise (memory per stream is a goal).
+    remote: Option<Box<RemoteState>>,
 }
 
 impl Default for StreamStats {
@@ -427,7 +429,7 @@ impl StreamStats {
             interval: IntervalState::default(),
             pending: None,
             dropped_samples: 0,
-            remote: RemoteState::default(),
+            remote: None,
         }
     }
 
@@ -560,7 +562,7 @@ impl StreamStats {
     /// the far end sent about this stream. Its figures are reported beside
     /// ours as `remote_*`, never in their place.
     pub fn handle_rtcp_report(&mut self, now: Timestamp, report: RemoteReport) {
-        let r = &mut self.remote;
+        let r = self.remote.get_or_insert_with(Box::default);
         r.count += 1;
         r.last_ns = now.0;
         r.max_jitter = r.max_jitter.max(report.jitter);
@@ -644,7 +646,8 @@ impl StreamStats {
                 ts * 1000.0 / f64::from(rate.0)
             }
         };
-        let remote = &self.remote;
+        let none = RemoteState::default();
+        let remote = self.remote.as_deref().unwrap_or(&none);
         let xr = remote.last_xr;
         StreamReport {
             ssrc: self.ssrc.0,

@@ -114,7 +114,11 @@ fn many_seeds_of_a_rough_network() {
             calls: 4,
             concurrent: 4,
             duration_ms: (2_000, 5_000),
-            loss: if seed % 2 == 0 { LossPreset::Bursty } else { LossPreset::LOSSY },
+            loss: if seed % 2 == 0 {
+                LossPreset::Bursty
+            } else {
+                LossPreset::LOSSY
+            },
             jitter: JitterModel::ROUGH,
             ipv6_share: 0.3,
             wrap_share: 0.5,
