@@ -302,9 +302,7 @@ pub struct Analyzer {
     call_index: FxHashMap<String, usize>,
     /// SDP-announced receive endpoints (RTP and RTCP ports) → media info.
     endpoints: FxHashMap<SocketAddr, Endpoint>,
-    /// Boxed so that growing the table copies pointers, not ~1 KiB states
-    /// (the old and new buffers would otherwise both be resident).
-    streams: Vec<Box<StreamState>>,
+    streams: Vec<StreamState>,
     stream_index: FxHashMap<FlowKey, usize>,
     /// SSRC → streams with it, to attach RTCP report blocks.
     ssrc_index: FxHashMap<Ssrc, Vec<usize>>,
@@ -771,7 +769,7 @@ impl Analyzer {
             codecs = list.into();
         }
         let id = self.streams.len();
-        self.streams.push(Box::new(StreamState {
+        self.streams.push(StreamState {
             key: addrs,
             call,
             direction,
@@ -781,7 +779,7 @@ impl Analyzer {
             kinds: [PayloadKind::Unknown; MAX_PTS],
             pt_count: 0,
             audio: self.config.keep_audio.then(Vec::new),
-        }));
+        });
         self.stream_index.insert(key, id);
         self.ssrc_index.entry(addrs.2).or_default().push(id);
         if let Some(c) = call {
