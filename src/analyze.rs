@@ -36,6 +36,7 @@ pub fn run(config: &Config, args: &AnalyzeArgs) -> anyhow::Result<()> {
             progress: !args.no_progress,
             analyzer: AnalyzerConfig {
                 orphan_streams: !args.no_orphans,
+                keep_intervals: args.intervals,
                 ..analyzer_config(config)
             },
         },

@@ -62,6 +62,10 @@ pub struct AnalyzeArgs {
     /// Leave out RTP streams that no SDP announced.
     #[arg(long)]
     no_orphans: bool,
+    /// Include each stream's interval samples (every `analyze.interval_secs`,
+    /// 10 s by default) in the JSON output.
+    #[arg(long)]
+    intervals: bool,
     /// Capture files (pcap or pcapng).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,

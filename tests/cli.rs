@@ -94,6 +94,51 @@ fn analyze_json_has_the_documented_shape() {
 }
 
 #[test]
+fn intervals_only_when_asked() {
+    let Some(fx) = fixtures() else { return };
+    let file = fx.join("pcaps/ws_SIP_DTMF2.pcap");
+    let o = voxplane(&["analyze", "--format", "json", file.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["streams"][0].get("intervals").is_none());
+    let o = voxplane(&[
+        "analyze",
+        "--format",
+        "json",
+        "--intervals",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for s in v["streams"].as_array().unwrap() {
+        // ~20 s of media: one complete 10 s interval at least.
+        let intervals = s["intervals"].as_array().expect("intervals");
+        assert!(!intervals.is_empty(), "{s:#}");
+        let in_intervals: u64 = intervals
+            .iter()
+            .map(|i| i["packets"].as_u64().unwrap())
+            .sum();
+        assert!(in_intervals <= s["packets"].as_u64().unwrap());
+        assert!(intervals.iter().all(|i| i["mos"].as_f64().unwrap() > 4.0));
+    }
+    // A configured interval length changes the count.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("v.toml");
+    std::fs::write(&cfg, "[analyze]\ninterval_secs = 2\n").unwrap();
+    let o = voxplane(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "analyze",
+        "--format",
+        "json",
+        "--intervals",
+        file.to_str().unwrap(),
+    ]);
+    let v2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = |v: &serde_json::Value| v["streams"][0]["intervals"].as_array().unwrap().len();
+    assert!(n(&v2) >= 4 * n(&v), "{} vs {}", n(&v2), n(&v));
+}
+
+#[test]
 fn analyze_csv_has_one_row_per_stream() {
     let Some(fx) = fixtures() else { return };
     let file = fx.join("pcaps/ws_SIP_CALL_RTP_G711.pcap");

@@ -41,8 +41,8 @@ use wire::{PayloadType, Ssrc, Timestamp};
 
 use crate::emodel::Codec;
 use crate::stream::{
-    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, StreamConfig,
-    StreamReport, StreamStats,
+    IntervalSample, PayloadKind, RemoteReport, RemoteVoipMetrics, RtpPacketInfo, SsrcChangeCounter,
+    StreamConfig, StreamReport, StreamStats,
 };
 
 /// Tunables of the analyser. `Default` gives the embedded defaults.
@@ -60,6 +60,9 @@ pub struct AnalyzerConfig {
     pub max_tcp_backlog: usize,
     /// Interval length and jitter-buffer depths of every stream.
     pub stream: StreamConfig,
+    /// Keep every stream's interval samples for its summary instead of
+    /// handing them out through [`Analyzer::poll_event`].
+    pub keep_intervals: bool,
     /// Encoding names for payload types whose SDP was not captured
     /// (consulted after the SDP, before the static table), e.g. 96 → opus.
     pub codec_overrides: Vec<(PayloadType, String)>,
@@ -73,6 +76,7 @@ impl Default for AnalyzerConfig {
             keep_audio: false,
             max_tcp_backlog: 256 * 1024,
             stream: StreamConfig::default(),
+            keep_intervals: false,
             codec_overrides: Vec::new(),
         }
     }
@@ -242,6 +246,10 @@ pub struct StreamSummary {
     pub lost_percent: f64,
     /// Packets that arrived after a higher sequence number (RFC 3550 "late").
     pub out_of_order: u64,
+    /// SSRC changes on this stream's (source, destination) pair, counted
+    /// over all its SSRCs in arrival order (a restarted sender, a B2BUA
+    /// switching legs).
+    pub ssrc_changes: u64,
     /// Largest gap between consecutive packets, ms (Wireshark's Max Delta).
     pub max_delta_ms: f64,
     /// Largest interarrival jitter, ms (Wireshark's Max Jitter).
@@ -254,6 +262,10 @@ pub struct StreamSummary {
     pub mos: f64,
     /// E-model R-factor.
     pub r_factor: f64,
+    /// Completed interval samples, oldest first (only with
+    /// [`AnalyzerConfig::keep_intervals`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Vec<IntervalSample>>,
     /// Every metric, including RFC 3550 and Wireshark variants, jitter
     /// buffer simulations, histograms and remote (RTCP) figures.
     #[serde(flatten)]
@@ -306,6 +318,10 @@ pub struct Analyzer {
     stream_index: FxHashMap<FlowKey, usize>,
     /// SSRC → streams with it, to attach RTCP report blocks.
     ssrc_index: FxHashMap<Ssrc, Vec<usize>>,
+    /// (source, destination) → index into `ssrc_changes`: streams that
+    /// share a 5-tuple share one counter.
+    flows: FxHashMap<(SocketAddr, SocketAddr), usize>,
+    ssrc_changes: Vec<SsrcChangeCounter>,
     /// MGCP transaction id → call, so responses find their call.
     mgcp_transactions: FxHashMap<u32, usize>,
     /// SIP over TCP: bytes of each direction not yet framed into messages.
@@ -325,6 +341,8 @@ impl Analyzer {
             streams: Vec::new(),
             stream_index: FxHashMap::default(),
             ssrc_index: FxHashMap::default(),
+            flows: FxHashMap::default(),
+            ssrc_changes: Vec::new(),
             mgcp_transactions: FxHashMap::default(),
             tcp_backlog: FxHashMap::default(),
             events: VecDeque::new(),
@@ -441,12 +459,17 @@ impl Analyzer {
             lost: metrics.rfc_lost,
             lost_percent: metrics.rfc_lost_pct,
             out_of_order: metrics.late,
+            ssrc_changes: self
+                .ssrc_changes
+                .get(s.flow as usize)
+                .map_or(0, SsrcChangeCounter::changes),
             max_delta_ms: metrics.ws_max_delta_ms,
             max_jitter_ms: metrics.ws_max_jitter_ms,
             mean_jitter_ms: metrics.ws_mean_jitter_ms,
             jitter_ms: metrics.rfc_jitter_ms,
             mos: metrics.mos,
             r_factor: metrics.r_factor,
+            intervals: s.intervals.clone(),
             metrics,
         })
     }
@@ -769,7 +792,13 @@ impl Analyzer {
             codecs = list.into();
         }
         let id = self.streams.len();
+        let next_flow = self.ssrc_changes.len();
+        let flow = *self.flows.entry((src, dst)).or_insert(next_flow);
+        if flow == next_flow {
+            self.ssrc_changes.push(SsrcChangeCounter::default());
+        }
         self.streams.push(StreamState {
+            flow: u32::try_from(flow).unwrap_or(u32::MAX),
             key: addrs,
             call,
             direction,
@@ -779,6 +808,7 @@ impl Analyzer {
             kinds: [PayloadKind::Unknown; MAX_PTS],
             pt_count: 0,
             audio: self.config.keep_audio.then(Vec::new),
+            intervals: self.config.keep_intervals.then(Vec::new),
         });
         self.stream_index.insert(key, id);
         self.ssrc_index.entry(addrs.2).or_default().push(id);
@@ -796,6 +826,9 @@ impl Analyzer {
         rtp: &wire::rtp::RtpPacket<&[u8]>,
     ) -> PacketClass {
         let stream = &mut self.streams[id];
+        if let Some(counter) = self.ssrc_changes.get_mut(stream.flow as usize) {
+            let _ = counter.handle_ssrc(rtp.ssrc());
+        }
         let pt = rtp.payload_type();
         let count = usize::from(stream.pt_count);
         let kind = match stream.pts[..count].iter().position(|&p| p == pt) {
@@ -828,8 +861,12 @@ impl Analyzer {
             audio.push((info.timestamp, pt, rtp.payload().to_vec()));
         }
         while let Some(sample) = stream.stats.poll_interval() {
-            self.events
-                .push_back(AnalyzerEvent::Interval { stream: id, sample });
+            match stream.intervals.as_mut() {
+                Some(kept) => kept.push(sample),
+                None => self
+                    .events
+                    .push_back(AnalyzerEvent::Interval { stream: id, sample }),
+            }
         }
         PacketClass::Rtp {
             stream: id,
@@ -906,6 +943,8 @@ struct Endpoint {
 const MAX_PTS: usize = 6;
 
 struct StreamState {
+    /// Index of this stream's 5-tuple in `Analyzer::ssrc_changes`.
+    flow: u32,
     key: (SocketAddr, SocketAddr, Ssrc),
     call: Option<usize>,
     /// Who receives this stream.
@@ -917,6 +956,7 @@ struct StreamState {
     kinds: [PayloadKind; MAX_PTS],
     pt_count: u8,
     audio: Option<KeptAudio>,
+    intervals: Option<Vec<IntervalSample>>,
 }
 
 /// The stream table's key: (source, destination, SSRC) packed into

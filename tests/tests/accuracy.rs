@@ -259,4 +259,12 @@ fn calls_know_their_parties_and_codecs() {
         "{payloads:?}"
     );
     assert!(streams.iter().all(|s| s.direction.is_some()));
+    // The re-INVITE switched codec and SSRC on the same 5-tuple.
+    assert!(
+        streams.iter().all(|s| s.ssrc_changes >= 1),
+        "{:?}",
+        streams.iter().map(|s| s.ssrc_changes).collect::<Vec<_>>()
+    );
+    let (report, _) = analyze_file(&fx.join("pcaps/ws_SIP_DTMF2.pcap"));
+    assert!(report.streams.iter().all(|s| s.ssrc_changes == 0));
 }
