@@ -363,11 +363,6 @@ impl Analyzer {
                 }
                 self.handle_tcp(packet.ts, packet.src, packet.dst, packet.payload)
             }
-            #[allow(unreachable_patterns)]
-            _ => {
-                self.counters.other += 1;
-                PacketClass::Other
-            }
         }
     }
 

@@ -182,7 +182,6 @@ impl<R: Read> FileReader<R> {
     /// [`Error::Truncated`] if the file ends inside a record,
     /// [`Error::Corrupt`] for malformed records, [`Error::Io`] for read
     /// errors; each names the byte offset and the 1-based frame number.
-    #[allow(clippy::should_implement_trait)]
     pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, Error>> {
         if self.done {
             return None;
