@@ -62,10 +62,6 @@ impl TcpTable {
     }
 
     /// Handles one segment; returns the bytes that became contiguous.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one TCP segment's header fields, passed flat on the hot path"
-    )]
     pub fn segment(
         &mut self,
         key: (SocketAddr, SocketAddr),
