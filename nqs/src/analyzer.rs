@@ -316,11 +316,12 @@ pub struct Analyzer {
     endpoints: FxHashMap<SocketAddr, Endpoint>,
     streams: Vec<StreamState>,
     stream_index: FxHashMap<FlowKey, usize>,
-    /// SSRC → streams with it, to attach RTCP report blocks.
-    ssrc_index: FxHashMap<Ssrc, Vec<usize>>,
+    /// SSRC → the latest stream with it (older ones chained through
+    /// `StreamState::next_same_ssrc`), to attach RTCP report blocks.
+    ssrc_index: FxHashMap<Ssrc, u32>,
     /// (source, destination) → index into `ssrc_changes`: streams that
     /// share a 5-tuple share one counter.
-    flows: FxHashMap<(SocketAddr, SocketAddr), usize>,
+    flows: FxHashMap<FlowKey, u32>,
     ssrc_changes: Vec<SsrcChangeCounter>,
     /// MGCP transaction id → call, so responses find their call.
     mgcp_transactions: FxHashMap<u32, usize>,
@@ -469,6 +470,17 @@ impl Analyzer {
         })
     }
 
+    /// The SDP endpoint an address belongs to: its RTP address, or the
+    /// RTCP address next to it (odd port = RTP port + 1).
+    fn endpoint(&self, addr: &SocketAddr) -> Option<&Endpoint> {
+        self.endpoints.get(addr).or_else(|| {
+            let port = addr.port();
+            (port % 2 == 1)
+                .then(|| self.endpoints.get(&SocketAddr::new(addr.ip(), port - 1)))
+                .flatten()
+        })
+    }
+
     fn is_reported(&self, id: usize) -> bool {
         self.streams.get(id).is_some_and(|s| {
             s.call.is_some() || s.stats.packets() >= self.config.min_orphan_packets
@@ -492,11 +504,12 @@ impl Analyzer {
             return self.handle_rtp(now, id, &rtp);
         }
         let endpoint = self
-            .endpoints
-            .get(&dst)
-            .or_else(|| self.endpoints.get(&src))
+            .endpoint(&dst)
+            .or_else(|| self.endpoint(&src))
             .map(|e| e.call);
-        if endpoint.is_some() {
+        // Only RTP or RTCP counts as media on an announced endpoint; anything
+        // else there (SIP from a neighbouring port, STUN…) is classified below.
+        if endpoint.is_some() && wire::rtp::classify(payload).is_some() {
             return self.handle_media(now, src, dst, payload, endpoint);
         }
         if looks_like_sip(payload) {
@@ -711,7 +724,9 @@ impl Analyzer {
                 });
                 changed = true;
             }
-            if rtcp_port != port {
+            // RTCP on port + 1 is found by `endpoint()`; only other ports
+            // (RFC 3605 `a=rtcp`) need their own entry.
+            if rtcp_port != port && rtcp_port != port.wrapping_add(1) {
                 self.endpoints
                     .insert(SocketAddr::new(ip, rtcp_port), ep.clone());
             }
@@ -764,8 +779,8 @@ impl Analyzer {
         call: Option<usize>,
     ) -> usize {
         let (src, dst, _) = addrs;
-        let receiver = self.endpoints.get(&dst).filter(|e| Some(e.call) == call);
-        let sender = self.endpoints.get(&src).filter(|e| Some(e.call) == call);
+        let receiver = self.endpoint(&dst).filter(|e| Some(e.call) == call);
+        let sender = self.endpoint(&src).filter(|e| Some(e.call) == call);
         let direction = receiver
             .map(|e| e.party)
             .or_else(|| sender.map(|e| other(e.party)));
@@ -787,13 +802,21 @@ impl Analyzer {
             codecs = list.into();
         }
         let id = self.streams.len();
-        let next_flow = self.ssrc_changes.len();
-        let flow = *self.flows.entry((src, dst)).or_insert(next_flow);
+        let next_flow = u32::try_from(self.ssrc_changes.len()).unwrap_or(u32::MAX);
+        let flow = *self
+            .flows
+            .entry(FlowKey::new(src, dst, Ssrc(0)))
+            .or_insert(next_flow);
         if flow == next_flow {
             self.ssrc_changes.push(SsrcChangeCounter::default());
         }
+        let next_same_ssrc = self
+            .ssrc_index
+            .insert(addrs.2, u32::try_from(id).unwrap_or(u32::MAX))
+            .unwrap_or(u32::MAX);
         self.streams.push(StreamState {
-            flow: u32::try_from(flow).unwrap_or(u32::MAX),
+            flow,
+            next_same_ssrc,
             key: addrs,
             call,
             direction,
@@ -806,7 +829,6 @@ impl Analyzer {
             intervals: self.config.keep_intervals.then(Vec::new),
         });
         self.stream_index.insert(key, id);
-        self.ssrc_index.entry(addrs.2).or_default().push(id);
         if let Some(c) = call {
             self.calls[c].streams.push(id);
         }
@@ -900,12 +922,13 @@ impl Analyzer {
                 _ => {}
             }
             for (ssrc, report) in reports {
-                let ids = self.ssrc_index.get(&ssrc).map_or(&[][..], Vec::as_slice);
-                if let Some(&id) = ids
-                    .iter()
-                    .find(|&&id| self.streams[id].key.1.ip() == src.ip())
-                {
-                    self.streams[id].stats.handle_rtcp_report(now, report);
+                let mut next = self.ssrc_index.get(&ssrc).copied().unwrap_or(u32::MAX);
+                while let Some(stream) = self.streams.get_mut(next as usize) {
+                    if stream.key.1.ip() == src.ip() {
+                        stream.stats.handle_rtcp_report(now, report);
+                        break;
+                    }
+                    next = stream.next_same_ssrc;
                 }
             }
         }
@@ -940,6 +963,9 @@ const MAX_PTS: usize = 6;
 struct StreamState {
     /// Index of this stream's 5-tuple in `Analyzer::ssrc_changes`.
     flow: u32,
+    /// The previous stream with the same SSRC (`u32::MAX`: none), chained
+    /// from `Analyzer::ssrc_index`.
+    next_same_ssrc: u32,
     key: (SocketAddr, SocketAddr, Ssrc),
     call: Option<usize>,
     /// Who receives this stream.

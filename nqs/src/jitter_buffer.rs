@@ -50,15 +50,15 @@ pub const RESYNC_MS: u32 = 5_000;
 /// in arrival order with [`JitterBuffer::handle_packet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JitterBuffer {
-    /// Current depth, µs.
-    depth_us: i64,
+    /// Current depth, µs (at most 10^7: depths are capped at 10 s).
+    depth_us: i32,
     /// Maximum depth, µs (equal to `depth_us` for a fixed buffer).
-    max_us: i64,
+    max_us: i32,
+    /// Smallest transit seen, µs ([`i64::MAX`] before the first packet).
+    min_transit_us: i64,
+    played: u32,
+    discarded: u32,
     adaptive: bool,
-    /// Smallest transit seen, µs (`None` before the first packet).
-    min_transit_us: Option<i64>,
-    played: u64,
-    discarded: u64,
 }
 
 /// Whether a packet made it to playout.
@@ -74,12 +74,12 @@ pub enum Playout {
 impl JitterBuffer {
     /// A fixed buffer of `depth_ms`.
     pub fn fixed(depth_ms: u32) -> Self {
-        let us = i64::from(depth_ms) * 1000;
+        let us = ms_to_us(depth_ms);
         Self {
             depth_us: us,
             max_us: us,
             adaptive: false,
-            min_transit_us: None,
+            min_transit_us: i64::MAX,
             played: 0,
             discarded: 0,
         }
@@ -87,14 +87,12 @@ impl JitterBuffer {
 
     /// An adaptive buffer growing up to `max_ms` (see the module docs).
     pub fn adaptive(max_ms: u32) -> Self {
-        let max_us = i64::from(max_ms) * 1000;
+        let max_us = ms_to_us(max_ms);
         Self {
-            depth_us: i64::from(ADAPTIVE_START_MS)
-                .saturating_mul(1000)
-                .min(max_us),
+            depth_us: ms_to_us(ADAPTIVE_START_MS).min(max_us),
             max_us,
             adaptive: true,
-            min_transit_us: None,
+            min_transit_us: i64::MAX,
             played: 0,
             discarded: 0,
         }
@@ -103,33 +101,32 @@ impl JitterBuffer {
     /// Feeds one packet whose transit time (arrival − media time, µs, any
     /// fixed origin) is `transit_us`.
     pub fn handle_packet(&mut self, transit_us: i64) -> Playout {
-        let min = match self.min_transit_us {
-            Some(m) if m <= transit_us => m,
-            _ => {
-                self.min_transit_us = Some(transit_us);
-                transit_us
-            }
-        };
-        let mut delay = transit_us.saturating_sub(min);
+        if transit_us < self.min_transit_us {
+            self.min_transit_us = transit_us;
+        }
+        let mut delay = transit_us.saturating_sub(self.min_transit_us);
         if delay > i64::from(RESYNC_MS) * 1000 {
-            self.min_transit_us = Some(transit_us);
+            self.min_transit_us = transit_us;
             delay = 0;
         }
         let headroom = i64::from(ADAPTIVE_HEADROOM_MS) * 1000;
-        if delay > self.depth_us {
-            self.discarded += 1;
+        let depth = i64::from(self.depth_us);
+        let max = i64::from(self.max_us);
+        if delay > depth {
+            self.discarded = self.discarded.saturating_add(1);
             if self.adaptive {
-                self.depth_us = delay.saturating_add(headroom).min(self.max_us);
+                // Bounded by `max_us`, so it fits the i32 again.
+                self.depth_us = delay.saturating_add(headroom).min(max) as i32;
             }
             Playout::Late
         } else {
-            self.played += 1;
+            self.played = self.played.saturating_add(1);
             if self.adaptive {
-                let floor = (i64::from(ADAPTIVE_START_MS) * 1000).min(self.max_us);
+                let floor = i64::from(ms_to_us(ADAPTIVE_START_MS)).min(max);
                 let target = delay.saturating_add(headroom).max(floor);
-                if target < self.depth_us {
+                if target < depth {
                     // Shrink by 1/4096 of the distance, at least 1 µs.
-                    self.depth_us -= ((self.depth_us - target) >> 12).max(1);
+                    self.depth_us -= ((depth - target) >> 12).max(1) as i32;
                 }
             }
             Playout::Played
@@ -138,18 +135,24 @@ impl JitterBuffer {
 
     /// Packets dropped as late so far.
     pub fn discarded(&self) -> u64 {
-        self.discarded
+        u64::from(self.discarded)
     }
 
     /// Packets played in time so far.
     pub fn played(&self) -> u64 {
-        self.played
+        u64::from(self.played)
     }
 
     /// Current depth in ms.
     pub fn depth_ms(&self) -> f64 {
-        self.depth_us as f64 / 1000.0
+        f64::from(self.depth_us) / 1000.0
     }
+}
+
+/// Depths are capped at 10 s (the configuration allows 1–10,000 ms), so
+/// the µs value always fits an `i32`.
+fn ms_to_us(ms: u32) -> i32 {
+    (ms.min(10_000) * 1000) as i32
 }
 
 #[cfg(test)]
