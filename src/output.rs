@@ -1,4 +1,4 @@
-//! Rendering an analysis [`Report`] as a table, JSON or CSV.
+//! Rendering an analysis ([`nqs::analyzer::Analyzer`]) as a table, JSON or CSV.
 
 use std::io::{self, Write};
 
