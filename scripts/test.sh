@@ -26,7 +26,7 @@ if [ -z "${VOXPLANE_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
     export VOXPLANE_FIXTURES
 fi
 if [ "${CI:-}" = "true" ]; then
-    export VOXPLANE_REQUIRE_FIXTURES=1
+    export VOXPLANE_REQUIRE_FIXTURES=1 VOXPLANE_REQUIRE_TOOLS=1
 fi
 
 log "cargo fmt --check"

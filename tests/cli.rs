@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testkit::fixtures;
 
 fn voxplane(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_voxplane"))
@@ -11,20 +12,6 @@ fn voxplane(args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .expect("running voxplane")
-}
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures not found at {}", dir.display());
-    } else {
-        eprintln!("SKIP: fixtures not found at {}", dir.display());
-        None
-    }
 }
 
 fn stdout(o: &Output) -> String {

@@ -2,28 +2,8 @@
 //! (G.107 formulas evaluated by tools/emodel_table.py; computed values, not
 //! an ITU test vector): Ie,eff, Idd and R within 0.01, MOS within 0.01.
 
-use std::path::PathBuf;
-
 use nqs::emodel::{self, Codec};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures required but {} is absent", dir.display());
-    }
-    println!("SKIP: fixtures not found at {}", dir.display());
-    None
-}
+use testkit::fixtures;
 
 #[test]
 fn every_row_of_the_computed_table() {

@@ -9,28 +9,8 @@ use std::path::PathBuf;
 
 use nqs::emodel::Codec;
 use nqs::stream::{IntervalSample, PayloadKind, RtpPacketInfo, StreamReport, StreamStats};
+use testkit::fixtures;
 use wire::types::{ClockRate, PayloadType, Ssrc, Timestamp};
-
-/// The fixture directory, or `None` (after printing SKIP) when absent and
-/// not required.
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures required but {} is absent", dir.display());
-    }
-    println!("SKIP: fixtures not found at {}", dir.display());
-    None
-}
 
 /// Runs one stream (selected by src, dst, SSRC) of a capture through
 /// `StreamStats`; returns the report and every interval sample (the last

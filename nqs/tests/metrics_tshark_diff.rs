@@ -146,8 +146,7 @@ fn tshark(path: &std::path::Path) -> Option<(f64, f64, f64, f64, f64)> {
 
 #[test]
 fn agrees_with_local_tshark() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        println!("SKIP: tshark is not installed");
+    if !testkit::tool("tshark") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("nqs-tshark-diff-{}", std::process::id()));

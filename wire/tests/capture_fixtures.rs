@@ -2,28 +2,9 @@
 //! datagrams as tshark does.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
+use testkit::fixtures;
 use wire::capture::{Decoder, FileFormat, FileReader, PcapWriter, Transport, TsResolution};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures directory {} is missing", dir.display());
-    } else {
-        println!("SKIP: fixtures directory {} is missing", dir.display());
-        None
-    }
-}
 
 /// (path, frames, UDP datagrams, TCP segments with data).
 ///

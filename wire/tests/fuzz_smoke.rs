@@ -5,29 +5,10 @@
 //! exists; this run keeps the harnesses honest in CI.
 #![cfg(feature = "fuzzing")]
 
-use std::path::PathBuf;
+use testkit::fixtures;
 
 /// Mutations per corpus entry (more on small corpora).
 const MUTATIONS: usize = 400;
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures not found at {}", dir.display());
-    } else {
-        eprintln!("SKIP: fixtures not found at {}", dir.display());
-        None
-    }
-}
 
 /// xorshift64*: small, seeded, good enough to pick mutations.
 struct Rng(u64);

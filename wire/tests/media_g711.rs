@@ -2,30 +2,8 @@
 //! sweep vectors in `shared/fixtures/g711/` (provenance in
 //! `shared/fixtures/SOURCES.md`, github.com/openitu/STL @139db497).
 
-use std::path::PathBuf;
-
+use testkit::fixtures;
 use wire::g711;
-
-/// The fixture directory, or `None` (after printing `SKIP`) when it is
-/// absent and `VOXPLANE_REQUIRE_FIXTURES` is not set.
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures required but {} is absent", dir.display());
-    } else {
-        println!("SKIP: fixtures directory {} absent", dir.display());
-        None
-    }
-}
 
 /// Reads a file of little-endian 16-bit words.
 fn words(dir: &std::path::Path, name: &str) -> Vec<i16> {

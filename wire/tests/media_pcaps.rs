@@ -10,34 +10,14 @@
 //! carries a minimal Ethernet/Linux-SLL/IPv4/UDP walk of its own.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pcap_file::pcap::PcapReader;
+use testkit::fixtures;
 use wire::dtmf::TelephoneEvent;
 use wire::rtcp::{Compound, RtcpRepr};
 use wire::rtp::{self, Kind, RtpPacket, RtpRepr};
 use wire::{PayloadType, Ssrc};
-
-/// The fixture directory, or `None` (after printing `SKIP`) when it is
-/// absent and `VOXPLANE_REQUIRE_FIXTURES` is not set.
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures required but {} is absent", dir.display());
-    } else {
-        println!("SKIP: fixtures directory {} absent", dir.display());
-        None
-    }
-}
 
 /// UDP payloads of every IPv4 datagram in a classic pcap file.
 fn udp_payloads(path: &Path) -> Vec<Vec<u8>> {

@@ -1,29 +1,9 @@
 //! SDP bodies from the fixture captures, extracted through our own capture
 //! decoder, parse and re-emit byte for byte.
 
-use std::path::PathBuf;
-
+use testkit::fixtures;
 use wire::capture::{Decoder, FileReader};
 use wire::sdp::SessionDescription;
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures directory {} is missing", dir.display());
-    } else {
-        println!("SKIP: fixtures directory {} is missing", dir.display());
-        None
-    }
-}
 
 /// SIP message bodies starting with `v=` in one capture (UDP only; a body
 /// is what follows the first blank line, cut to the datagram).

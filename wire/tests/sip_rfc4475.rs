@@ -9,28 +9,8 @@
 
 use std::path::PathBuf;
 
+use testkit::fixtures;
 use wire::sip::{Error, Message, Method, Scheme, SemanticIssue, UriError, multipart};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXPLANE_FIXTURES").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        },
-        PathBuf::from,
-    );
-    let dir = dir.join("rfc4475");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("VOXPLANE_REQUIRE_FIXTURES").is_some() {
-        panic!("fixtures not found at {}", dir.display());
-    }
-    println!("SKIP: RFC 4475 fixtures not found at {}", dir.display());
-    None
-}
 
 struct Row {
     name: String,

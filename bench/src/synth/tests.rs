@@ -567,11 +567,10 @@ fn invalid_configs_rejected() {
 /// and loss counts. Skipped (with a message) when tshark is absent.
 #[test]
 fn tshark_rtp_streams_agree() {
-    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "/usr/bin/tshark".into());
-    if !Path::new(&tshark).exists() {
-        eprintln!("SKIP: tshark not found at {tshark}");
+    if !testkit::tool("tshark") {
         return;
     }
+    let tshark = "tshark";
     let cfg = SynthConfig {
         calls: 4,
         concurrent: 2,
@@ -594,7 +593,7 @@ fn tshark_rtp_streams_agree() {
     assert!(truth.streams.iter().any(|s| s.dtmf_events > 0));
     assert!(truth.streams.iter().any(|s| s.max_ext_seq > Some(65_535)));
     assert!(truth.streams.iter().any(|s| s.lost_in_network > 0));
-    let out = Command::new(&tshark)
+    let out = Command::new(tshark)
         .args(["-n", "-q", "-z", "rtp,streams", "-r"])
         .arg(&path)
         .output()
