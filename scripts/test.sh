@@ -43,3 +43,6 @@ cargo test --workspace
 
 log "fuzz smoke (stable: every harness over the fixture corpus and random inputs)"
 cargo test -p wire --features fuzzing --test fuzz_smoke
+
+log "cargo-fuzz targets compile (running them needs the fuzz toolchain; see wire/fuzz/README.md)"
+cargo check --manifest-path wire/fuzz/Cargo.toml --quiet
