@@ -315,14 +315,13 @@ pub struct Analyzer {
     /// SDP-announced receive endpoints (RTP and RTCP ports) → media info.
     endpoints: FxHashMap<SocketAddr, Endpoint>,
     streams: Vec<StreamState>,
-    stream_index: FxHashMap<FlowKey, usize>,
+    stream_index: StreamIndex,
     /// SSRC → the latest stream with it (older ones chained through
     /// `StreamState::next_same_ssrc`), to attach RTCP report blocks.
     ssrc_index: FxHashMap<Ssrc, u32>,
-    /// (source, destination) → index into `ssrc_changes`: streams that
-    /// share a 5-tuple share one counter.
-    flows: FxHashMap<FlowKey, u32>,
-    ssrc_changes: Vec<SsrcChangeCounter>,
+    /// (source, destination) → the first stream of that 5-tuple, which
+    /// holds the 5-tuple's SSRC-change counter.
+    flows: StreamIndex,
     /// MGCP transaction id → call, so responses find their call.
     mgcp_transactions: FxHashMap<u32, usize>,
     /// SIP over TCP: bytes of each direction not yet framed into messages.
@@ -340,10 +339,9 @@ impl Analyzer {
             call_index: FxHashMap::default(),
             endpoints: FxHashMap::default(),
             streams: Vec::new(),
-            stream_index: FxHashMap::default(),
+            stream_index: StreamIndex::default(),
             ssrc_index: FxHashMap::default(),
-            flows: FxHashMap::default(),
-            ssrc_changes: Vec::new(),
+            flows: StreamIndex::default(),
             mgcp_transactions: FxHashMap::default(),
             tcp_backlog: FxHashMap::default(),
             events: VecDeque::new(),
@@ -379,7 +377,9 @@ impl Analyzer {
 
     /// The audio kept for a stream (only with [`AnalyzerConfig::keep_audio`]).
     pub fn kept_audio(&self, stream: usize) -> Option<&KeptAudio> {
-        self.streams.get(stream).and_then(|s| s.audio.as_ref())
+        self.streams
+            .get(stream)
+            .and_then(|s| s.extras.as_ref()?.audio.as_ref())
     }
 
     /// A report of everything seen so far. Orphan streams with fewer than
@@ -440,9 +440,9 @@ impl Analyzer {
         let metrics = s.stats.report(s.codec());
         Some(StreamSummary {
             id,
-            src: s.key.0.to_string(),
-            dst: s.key.1.to_string(),
-            ssrc: s.key.2.to_string(),
+            src: s.key.src().to_string(),
+            dst: s.key.dst().to_string(),
+            ssrc: Ssrc(s.key.ssrc).to_string(),
             payload: s.payload_names(),
             call_id: call.map(|c| self.calls[c].call_id.clone()),
             call,
@@ -456,16 +456,16 @@ impl Analyzer {
             lost_percent: metrics.rfc_lost_pct,
             out_of_order: metrics.late,
             ssrc_changes: self
-                .ssrc_changes
+                .streams
                 .get(s.flow as usize)
-                .map_or(0, SsrcChangeCounter::changes),
+                .map_or(0, |first| first.ssrc_counter.changes()),
             max_delta_ms: metrics.ws_max_delta_ms,
             max_jitter_ms: metrics.ws_max_jitter_ms,
             mean_jitter_ms: metrics.ws_mean_jitter_ms,
             jitter_ms: metrics.rfc_jitter_ms,
             mos: metrics.mos,
             r_factor: metrics.r_factor,
-            intervals: s.intervals.clone(),
+            intervals: s.extras.as_ref().and_then(|e| e.intervals.clone()),
             metrics,
         })
     }
@@ -497,7 +497,9 @@ impl Analyzer {
         // Fast path: RTP of a stream already known. SIP and MGCP start with
         // ASCII letters or digits, never with an RTP version-2 first byte.
         if let Ok(rtp) = wire::rtp::RtpPacket::new_checked(payload)
-            && let Some(&id) = self.stream_index.get(&FlowKey::new(src, dst, rtp.ssrc()))
+            && let Some(id) =
+                self.stream_index
+                    .get(&FlowKey::new(src, dst, rtp.ssrc()), &self.streams, |k| *k)
             && wire::rtp::classify(payload) == Some(wire::rtp::Kind::Rtp)
         {
             self.counters.rtp_packets += 1;
@@ -762,8 +764,8 @@ impl Analyzer {
         };
         self.counters.rtp_packets += 1;
         let key = FlowKey::new(src, dst, rtp.ssrc());
-        let id = match self.stream_index.get(&key) {
-            Some(&id) => id,
+        let id = match self.stream_index.get(&key, &self.streams, |k| *k) {
+            Some(id) => id,
             None => self.new_stream(key, (src, dst, rtp.ssrc()), call),
         };
         self.handle_rtp(now, id, &rtp)
@@ -802,22 +804,24 @@ impl Analyzer {
             codecs = list.into();
         }
         let id = self.streams.len();
-        let next_flow = u32::try_from(self.ssrc_changes.len()).unwrap_or(u32::MAX);
-        let flow = *self
-            .flows
-            .entry(FlowKey::new(src, dst, Ssrc(0)))
-            .or_insert(next_flow);
-        if flow == next_flow {
-            self.ssrc_changes.push(SsrcChangeCounter::default());
-        }
+        let id32 = u32::try_from(id).unwrap_or(u32::MAX);
+        let tuple = FlowKey::new(src, dst, Ssrc(0));
+        let flow = match self.flows.get(&tuple, &self.streams, FlowKey::without_ssrc) {
+            Some(first) => first as u32,
+            None => {
+                self.flows.insert(tuple, id32);
+                id32
+            }
+        };
         let next_same_ssrc = self
             .ssrc_index
             .insert(addrs.2, u32::try_from(id).unwrap_or(u32::MAX))
             .unwrap_or(u32::MAX);
         self.streams.push(StreamState {
             flow,
+            ssrc_counter: SsrcChangeCounter::default(),
             next_same_ssrc,
-            key: addrs,
+            key,
             call,
             direction,
             codecs,
@@ -825,10 +829,14 @@ impl Analyzer {
             pts: [PayloadType(0); MAX_PTS],
             kinds: [PayloadKind::Unknown; MAX_PTS],
             pt_count: 0,
-            audio: self.config.keep_audio.then(Vec::new),
-            intervals: self.config.keep_intervals.then(Vec::new),
+            extras: (self.config.keep_audio || self.config.keep_intervals).then(|| {
+                Box::new(Extras {
+                    audio: self.config.keep_audio.then(Vec::new),
+                    intervals: self.config.keep_intervals.then(Vec::new),
+                })
+            }),
         });
-        self.stream_index.insert(key, id);
+        self.stream_index.insert(key, id32);
         if let Some(c) = call {
             self.calls[c].streams.push(id);
         }
@@ -842,10 +850,11 @@ impl Analyzer {
         id: usize,
         rtp: &wire::rtp::RtpPacket<&[u8]>,
     ) -> PacketClass {
-        let stream = &mut self.streams[id];
-        if let Some(counter) = self.ssrc_changes.get_mut(stream.flow as usize) {
-            let _ = counter.handle_ssrc(rtp.ssrc());
+        let flow = self.streams[id].flow as usize;
+        if let Some(first) = self.streams.get_mut(flow) {
+            let _ = first.ssrc_counter.handle_ssrc(rtp.ssrc());
         }
+        let stream = &mut self.streams[id];
         let pt = rtp.payload_type();
         let count = usize::from(stream.pt_count);
         let kind = match stream.pts[..count].iter().position(|&p| p == pt) {
@@ -872,13 +881,13 @@ impl Analyzer {
             payload_len: u16::try_from(rtp.payload().len()).unwrap_or(u16::MAX),
         };
         stream.stats.handle_packet(&info, kind);
-        if let Some(audio) = stream.audio.as_mut()
+        if let Some(audio) = stream.extras.as_mut().and_then(|e| e.audio.as_mut())
             && (pt == PayloadType::PCMU || pt == PayloadType::PCMA)
         {
             audio.push((info.timestamp, pt, rtp.payload().to_vec()));
         }
         while let Some(sample) = stream.stats.poll_interval() {
-            match stream.intervals.as_mut() {
+            match stream.extras.as_mut().and_then(|e| e.intervals.as_mut()) {
                 Some(kept) => kept.push(sample),
                 None => self
                     .events
@@ -924,7 +933,7 @@ impl Analyzer {
             for (ssrc, report) in reports {
                 let mut next = self.ssrc_index.get(&ssrc).copied().unwrap_or(u32::MAX);
                 while let Some(stream) = self.streams.get_mut(next as usize) {
-                    if stream.key.1.ip() == src.ip() {
+                    if stream.key.dst().ip() == src.ip() {
                         stream.stats.handle_rtcp_report(now, report);
                         break;
                     }
@@ -961,12 +970,15 @@ struct Endpoint {
 const MAX_PTS: usize = 6;
 
 struct StreamState {
-    /// Index of this stream's 5-tuple in `Analyzer::ssrc_changes`.
+    /// The first stream of this stream's 5-tuple (maybe itself), whose
+    /// `ssrc_counter` counts the 5-tuple's SSRC changes.
     flow: u32,
+    /// SSRC changes of the 5-tuple (used on the first stream only).
+    ssrc_counter: SsrcChangeCounter,
     /// The previous stream with the same SSRC (`u32::MAX`: none), chained
     /// from `Analyzer::ssrc_index`.
     next_same_ssrc: u32,
-    key: (SocketAddr, SocketAddr, Ssrc),
+    key: FlowKey,
     call: Option<usize>,
     /// Who receives this stream.
     direction: Option<Party>,
@@ -976,6 +988,12 @@ struct StreamState {
     /// How each of `pts` is analysed (resolved once, when first seen).
     kinds: [PayloadKind; MAX_PTS],
     pt_count: u8,
+    /// What only some runs keep (WAV audio, interval samples), boxed so a
+    /// stream pays one pointer for it.
+    extras: Option<Box<Extras>>,
+}
+
+struct Extras {
     audio: Option<KeptAudio>,
     intervals: Option<Vec<IntervalSample>>,
 }
@@ -991,6 +1009,18 @@ struct FlowKey {
 }
 
 impl FlowKey {
+    fn without_ssrc(&self) -> Self {
+        Self { ssrc: 0, ..*self }
+    }
+
+    fn src(&self) -> SocketAddr {
+        SocketAddr::new(unpack_ip(self.src), (self.ports >> 16) as u16)
+    }
+
+    fn dst(&self) -> SocketAddr {
+        SocketAddr::new(unpack_ip(self.dst), self.ports as u16)
+    }
+
     fn new(src: SocketAddr, dst: SocketAddr, ssrc: Ssrc) -> Self {
         fn ip(a: &SocketAddr) -> u128 {
             match a.ip() {
@@ -1195,6 +1225,57 @@ impl CallState {
                 .collect(),
             streams: Vec::new(),
         }
+    }
+}
+
+/// Streams by key, storing a 64-bit hash of the key (16 bytes an entry
+/// instead of 56): a hit is verified against the stream's own key, and a
+/// key whose hash is already taken by another goes to an exact overflow map.
+#[derive(Default)]
+struct StreamIndex {
+    by_hash: FxHashMap<u64, u32>,
+    overflow: FxHashMap<FlowKey, u32>,
+}
+
+impl StreamIndex {
+    /// The stream whose `project(key)` equals `key`.
+    fn get(
+        &self,
+        key: &FlowKey,
+        streams: &[StreamState],
+        project: fn(&FlowKey) -> FlowKey,
+    ) -> Option<usize> {
+        let id = *self.by_hash.get(&hash_key(key))? as usize;
+        if streams.get(id).is_some_and(|s| project(&s.key) == *key) {
+            Some(id)
+        } else {
+            self.overflow.get(key).map(|&id| id as usize)
+        }
+    }
+
+    fn insert(&mut self, key: FlowKey, id: u32) {
+        match self.by_hash.entry(hash_key(&key)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(key, id);
+            }
+        }
+    }
+}
+
+fn hash_key(key: &FlowKey) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(key)
+}
+
+/// The inverse of `FlowKey`'s packing: IPv4-mapped addresses are IPv4.
+fn unpack_ip(ip: u128) -> std::net::IpAddr {
+    let v6 = std::net::Ipv6Addr::from(ip);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => std::net::IpAddr::V4(v4),
+        None => std::net::IpAddr::V6(v6),
     }
 }
 
@@ -1469,6 +1550,54 @@ mod tests {
             "SDP learnt: {:?}",
             report.calls[0].media
         );
+    }
+
+    #[test]
+    fn stream_index_survives_hash_collisions() {
+        let mut a = Analyzer::new(AnalyzerConfig {
+            min_orphan_packets: 1,
+            ..AnalyzerConfig::default()
+        });
+        let mut p = rtp(1, 160);
+        let _ = a.handle_packet(&udp(0, &p));
+        // Make the next stream's key hash to stream 0's slot.
+        let src: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let dst: SocketAddr = "192.0.2.2:5000".parse().unwrap();
+        let other = FlowKey::new(src, dst, Ssrc(0x9999_9999));
+        a.stream_index.by_hash.insert(hash_key(&other), 0);
+        p[8..12].copy_from_slice(&0x9999_9999u32.to_be_bytes());
+        for seq in 2..6u16 {
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            let class = a.handle_packet(&udp(u64::from(seq) * 20, &p));
+            assert_eq!(
+                class,
+                PacketClass::Rtp {
+                    stream: 1,
+                    call: None
+                }
+            );
+        }
+        let report = a.report();
+        assert_eq!(report.streams.len(), 2);
+        assert_eq!(
+            (report.streams[0].packets, report.streams[1].packets),
+            (1, 4)
+        );
+        assert_eq!(report.streams[1].ssrc, "0x99999999");
+        // Both SSRCs on one 5-tuple: one change.
+        assert_eq!(report.streams[1].ssrc_changes, 1);
+    }
+
+    #[test]
+    fn flow_keys_round_trip_addresses() {
+        for (src, dst) in [
+            ("192.0.2.1:4000", "198.18.0.2:5002"),
+            ("[2001:db8::1]:4000", "[2001:db8::2]:65535"),
+        ] {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let key = FlowKey::new(src, dst, Ssrc(7));
+            assert_eq!((key.src(), key.dst(), key.ssrc), (src, dst, 7));
+        }
     }
 
     #[test]
