@@ -51,7 +51,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use wire::{ClockRate, PayloadType, Ssrc, Timestamp};
 
-pub use frame::{FrameError, build_udp_frame, internet_checksum};
+pub use frame::build_frame;
 pub use model::{GilbertElliott, JitterModel, LossPreset, LossState, PathState};
 pub use packets::TELEPHONE_EVENT_PT;
 
@@ -654,7 +654,7 @@ impl Synth {
         let mut data = Vec::with_capacity(payload.len() + 62);
         // Every caller pairs addresses of one family (both taken from the
         // same call's plan) and payloads are < 2 KiB, so building cannot fail.
-        build_udp_frame(&mut data, src, dst, ip_id, payload)
+        build_frame(&mut data, src, dst, ip_id, payload)
             .expect("synthesizer frames have one address family and small payloads");
         self.pending.push(Pending {
             at,

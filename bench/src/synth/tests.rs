@@ -38,7 +38,7 @@ fn fnv1a(data: &[u8]) -> u64 {
 }
 
 /// One's-complement sum over 16-bit words, folded; written independently
-/// of `frame::internet_checksum`.
+/// of the frame builder in `wire::capture`.
 fn ones_sum(parts: &[&[u8]]) -> u16 {
     let mut bytes = Vec::new();
     for p in parts {

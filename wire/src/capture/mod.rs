@@ -40,7 +40,7 @@ mod writer;
 
 pub use decode::{DecodeStats, Decoder, DecoderConfig, Packet, Transport};
 pub use reader::{FileFormat, FileReader};
-pub use writer::{PcapWriter, TsResolution, build_udp_frame};
+pub use writer::{FrameSpec, PcapWriter, TsResolution, build_udp_frame, build_udp_frame_with};
 
 use crate::types::Timestamp;
 

@@ -102,11 +102,37 @@ impl<W: Write> PcapWriter<W> {
     }
 }
 
+/// Link-layer and IP header fields of a frame built by
+/// [`build_udp_frame_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSpec {
+    /// Ethernet source address.
+    pub src_mac: [u8; 6],
+    /// Ethernet destination address.
+    pub dst_mac: [u8; 6],
+    /// IPv4 identification (ignored for IPv6).
+    pub ip_id: u16,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub ttl: u8,
+}
+
+impl Default for FrameSpec {
+    /// Locally administered `02:00:00:00:00:01` → `02:00:00:00:00:02`,
+    /// IP id 0, TTL 64.
+    fn default() -> Self {
+        Self {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            ip_id: 0,
+            ttl: 64,
+        }
+    }
+}
+
 /// Builds an Ethernet II frame carrying `payload` in UDP over IPv4 or IPv6
 /// (by the address family of `src`; `dst` must match), with valid IPv4
-/// header and UDP checksums, appending it to `out` (which is cleared first).
-/// MAC addresses are fixed locally administered ones
-/// (`02:00:00:00:00:01` → `02:00:00:00:00:02`).
+/// header and UDP checksums, into `out` (which is cleared first), with the
+/// header fields of [`FrameSpec::default`].
 ///
 /// # Errors
 ///
@@ -118,9 +144,25 @@ pub fn build_udp_frame(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
+    build_udp_frame_with(&FrameSpec::default(), src, dst, payload, out)
+}
+
+/// [`build_udp_frame`] with explicit MAC addresses, IPv4 id and TTL.
+///
+/// # Errors
+///
+/// As [`build_udp_frame`].
+pub fn build_udp_frame_with(
+    spec: &FrameSpec,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
     out.clear();
     let udp_len = payload.len() + 8;
-    out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(&spec.dst_mac);
+    out.extend_from_slice(&spec.src_mac);
     match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let total = u16::try_from(udp_len + 20)
@@ -129,7 +171,8 @@ pub fn build_udp_frame(
             let ip_start = out.len();
             out.extend_from_slice(&[0x45, 0]);
             out.extend_from_slice(&total.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+            out.extend_from_slice(&spec.ip_id.to_be_bytes());
+            out.extend_from_slice(&[0x40, 0, spec.ttl, 17, 0, 0]);
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
             let csum = checksum_finish(checksum_add(0, &out[ip_start..]));
@@ -147,7 +190,7 @@ pub fn build_udp_frame(
             out.extend_from_slice(&0x86ddu16.to_be_bytes());
             out.extend_from_slice(&[0x60, 0, 0, 0]);
             out.extend_from_slice(&plen.to_be_bytes());
-            out.extend_from_slice(&[17, 64]);
+            out.extend_from_slice(&[17, spec.ttl]);
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
             let pseudo = {
