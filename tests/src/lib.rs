@@ -3,6 +3,8 @@
 //! `voxplane` binary.
 #![deny(missing_docs)]
 
+pub mod netns;
+
 use std::path::PathBuf;
 
 /// The shared fixtures directory (`../shared/fixtures` beside the checkout),
