@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dataplane::afxdp::{
-    FrameHandler, MediaConfig, MediaCounter, MediaRedirect, Neighbours, PortId, Verdict, Worker,
-    WorkerConfig, WorkerStats,
+    FrameCensus, FrameHandler, MediaConfig, MediaCounter, MediaRedirect, Neighbours, PortId,
+    Verdict, Worker, WorkerConfig, WorkerStats,
 };
 use tests::netns::{
     CALLEE_IF, CALLEE_IP, CALLER_IP, RELAY_CALLEE_IF, RELAY_CALLEE_SIDE_IP, RELAY_CALLER_IF,
@@ -31,36 +31,25 @@ const PACKETS: usize = 50;
 fn media_flows_caller_to_callee_through_af_xdp() {
     let Some(topo) = Topology::new() else { return };
     let relay_mac = topo.relay.mac(RELAY_CALLEE_IF);
-    let callee_mac = topo.callee.mac(CALLEE_IF);
     let callee = topo
         .callee
         .run(|| UdpSocket::bind((CALLEE_IP, CALLEE_PORT)).expect("callee socket"));
     callee
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let relay = {
-        let stop = stop.clone();
-        topo.relay
-            .spawn(move || relay_thread(relay_mac, callee_mac, &stop, &ready_tx))
+    let make = move |callee_mac| Forwarder {
+        out_src_mac: relay_mac,
+        out_dst_mac: callee_mac,
+        out_src: SocketAddrV4::new(RELAY_CALLEE_SIDE_IP, MEDIA_PORT),
+        out_dst: SocketAddrV4::new(CALLEE_IP, CALLEE_PORT),
+        forwarded: 0,
     };
-    let sip = match ready_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(sip)) => sip,
-        Ok(Err(why)) => {
-            stop.store(true, Ordering::Relaxed);
-            let _ = relay.join();
-            if std::env::var_os("VOXPLANE_REQUIRE_TOOLS").is_some() {
-                panic!("AF_XDP relay could not start: {why}");
-            }
-            eprintln!("SKIP: media_flows_caller_to_callee_through_af_xdp: {why}");
-            return;
-        }
-        Err(_) => panic!("relay thread did not start"),
+    let Some(relay) = Relay::start(&topo, "media_flows_caller_to_callee_through_af_xdp", make)
+    else {
+        return;
     };
 
-    let sent = topo.caller.run(|| {
+    topo.caller.run(|| {
         let sock = UdpSocket::bind((CALLER_IP, 50000)).unwrap();
         for i in 0..PACKETS {
             sock.send_to(
@@ -75,13 +64,12 @@ fn media_flows_caller_to_callee_through_af_xdp() {
             (RELAY_CALLER_SIDE_IP, SIP_PORT),
         )
         .unwrap();
-        PACKETS
     });
 
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs(5);
-    while got.len() < sent && Instant::now() < deadline {
+    while got.len() < PACKETS && Instant::now() < deadline {
         if let Ok((n, from)) = callee.recv_from(&mut buf) {
             assert_eq!(
                 from,
@@ -91,18 +79,22 @@ fn media_flows_caller_to_callee_through_af_xdp() {
         }
     }
     // The SIP datagram went to the relay's kernel socket, not to AF_XDP.
-    sip.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let (n, from) = sip
+    relay
+        .sip
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (n, from) = relay
+        .sip
         .recv_from(&mut buf)
         .expect("SIP reached the kernel socket");
     assert_eq!(&buf[..n], b"OPTIONS sip:relay SIP/2.0");
     assert_eq!(from, SocketAddrV4::new(CALLER_IP, 50000).into());
 
-    stop.store(true, Ordering::Relaxed);
-    let (stats, counters, forwarded) = relay.join().expect("relay thread");
+    let run = relay.stop();
     let expected: Vec<String> = (0..PACKETS).map(|i| format!("rtp-{i}")).collect();
     assert_eq!(got, expected, "callee received every datagram, in order");
-    assert_eq!(forwarded, PACKETS as u64);
+    assert_eq!(run.handled, PACKETS as u64);
+    let stats = run.stats;
     assert!(
         stats.rx >= PACKETS as u64 && stats.tx >= PACKETS as u64,
         "{stats:?}"
@@ -112,33 +104,164 @@ fn media_flows_caller_to_callee_through_af_xdp() {
         "every TX frame completed: {stats:?}"
     );
     assert_eq!(
-        counters[MediaCounter::Redirected.key() as usize],
+        run.counters[MediaCounter::Redirected.key() as usize],
         PACKETS as u64
     );
     assert!(
-        counters[MediaCounter::PassPort.key() as usize] >= 1,
-        "SIP passed: {counters:?}"
+        run.counters[MediaCounter::PassPort.key() as usize] >= 1,
+        "SIP passed: {:?}",
+        run.counters
     );
     assert!(
-        counters[MediaCounter::PassNotIp.key() as usize] >= 1,
-        "ARP passed: {counters:?}"
+        run.counters[MediaCounter::PassNotIp.key() as usize] >= 1,
+        "ARP passed: {:?}",
+        run.counters
+    );
+    assert_eq!(run.census.total(), run.frames, "{:?}", run.census);
+}
+
+#[test]
+fn verdicts_are_counted_and_no_umem_frame_leaks() {
+    let Some(topo) = Topology::new() else { return };
+    let Some(relay) = Relay::start(
+        &topo,
+        "verdicts_are_counted_and_no_umem_frame_leaks",
+        |_| Sorter::default(),
+    ) else {
+        return;
+    };
+    // One letter per datagram: Reflect, Drop, Pass, Bad port.
+    let plan = "RDPBRRDPBRRRDDPPBB";
+    let replies = topo.caller.run(|| {
+        let sock = UdpSocket::bind((CALLER_IP, 50001)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        for (i, verdict) in plan.chars().enumerate() {
+            sock.send_to(
+                format!("{verdict}{i}").as_bytes(),
+                (RELAY_CALLER_SIDE_IP, MEDIA_PORT + 1),
+            )
+            .unwrap();
+        }
+        let mut replies = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            assert_eq!(
+                from,
+                SocketAddrV4::new(RELAY_CALLER_SIDE_IP, MEDIA_PORT + 1).into()
+            );
+            replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        replies
+    });
+    let run = relay.stop();
+    let count = |c: char| plan.chars().filter(|&v| v == c).count() as u64;
+    let expected: Vec<String> = plan
+        .char_indices()
+        .filter(|&(_, v)| v == 'R')
+        .map(|(i, v)| format!("{v}{i}"))
+        .collect();
+    assert_eq!(replies, expected, "only reflected datagrams come back");
+    let s = run.stats;
+    assert_eq!(s.rx, plan.len() as u64, "{s:?}");
+    assert_eq!(
+        (s.tx, s.dropped, s.passed, s.bad_port),
+        (count('R'), count('D'), count('P'), count('B')),
+        "{s:?}"
+    );
+    assert_eq!(s.completed, s.tx);
+    assert_eq!(run.census.tx, 0, "TX drained before stop returned");
+    assert_eq!(
+        run.census.total(),
+        run.frames,
+        "every UMEM frame accounted for: {:?}",
+        run.census
     );
 }
 
-type RelayResult = (WorkerStats, [u64; 7], u64);
+/// What the relay thread reports when stopped.
+struct RelayRun {
+    stats: WorkerStats,
+    counters: [u64; 7],
+    census: FrameCensus,
+    frames: u32,
+    handled: u64,
+}
 
-/// Runs in the relay namespace: loads and attaches the program, learns the
-/// callee's MAC from the neighbour table, then busy-polls until `stop`.
-/// Sends `Ok(sip socket)` when ready, or `Err(why)` when AF_XDP is unusable.
-fn relay_thread(
-    relay_mac: [u8; 6],
+/// A handler that counts what it handled.
+trait Handled: FrameHandler {
+    fn handled(&self) -> u64;
+}
+
+/// An AF_XDP relay running in the relay namespace on `rel0` + `rel1`.
+struct Relay {
+    thread: std::thread::JoinHandle<RelayRun>,
+    stop: Arc<AtomicBool>,
+    /// A kernel UDP socket on the relay's SIP port (caller side).
+    sip: UdpSocket,
+}
+
+impl Relay {
+    /// Starts the relay thread; `make` builds the handler from the callee's
+    /// MAC as the relay's neighbour table has it. `None` after `SKIP:` when
+    /// AF_XDP is unusable here (a failure under `VOXPLANE_REQUIRE_TOOLS`).
+    fn start<H, F>(topo: &Topology, test: &str, make: F) -> Option<Relay>
+    where
+        H: Handled,
+        F: FnOnce([u8; 6]) -> H + Send + 'static,
+    {
+        let callee_mac = topo.callee.mac(CALLEE_IF);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            topo.relay
+                .spawn(move || relay_thread(make, callee_mac, &stop, &ready_tx))
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(sip)) => Some(Relay { thread, stop, sip }),
+            Ok(Err(why)) => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = thread.join();
+                if std::env::var_os("VOXPLANE_REQUIRE_TOOLS").is_some() {
+                    panic!("{test}: AF_XDP relay could not start: {why}");
+                }
+                eprintln!("SKIP: {test}: {why}");
+                None
+            }
+            Err(_) => panic!("{test}: relay thread did not start"),
+        }
+    }
+
+    fn stop(self) -> RelayRun {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("relay thread")
+    }
+}
+
+/// Runs in the relay namespace: learns the callee's MAC from the neighbour
+/// table, loads and attaches the program, opens the sockets, then
+/// busy-polls until `stop`. Sends `Ok(sip socket)` when ready, or
+/// `Err(why)` when AF_XDP is unusable.
+fn relay_thread<H: Handled>(
+    make: impl FnOnce([u8; 6]) -> H,
     callee_mac_seen_by_callee: [u8; 6],
     stop: &AtomicBool,
     ready: &mpsc::Sender<Result<UdpSocket, String>>,
-) -> RelayResult {
+) -> RelayRun {
     let fail = |why: String| {
         let _ = ready.send(Err(why));
-        (WorkerStats::default(), [0; 7], 0)
+        RelayRun {
+            stats: WorkerStats::default(),
+            counters: [0; 7],
+            census: FrameCensus {
+                free: 0,
+                fill: 0,
+                tx: 0,
+            },
+            frames: 0,
+            handled: 0,
+        }
     };
     // Resolve the callee through the kernel first: ARP, as any host would.
     let probe = UdpSocket::bind((RELAY_CALLEE_SIDE_IP, 0)).unwrap();
@@ -175,25 +298,60 @@ fn relay_thread(
             return fail(format!("cannot attach to {iface}: {e}"));
         }
     }
-    let forwarder = Forwarder {
-        out_src_mac: relay_mac,
-        out_dst_mac: callee_mac,
-        out_src: SocketAddrV4::new(RELAY_CALLEE_SIDE_IP, MEDIA_PORT),
-        out_dst: SocketAddrV4::new(CALLEE_IP, CALLEE_PORT),
-        forwarded: 0,
-    };
-    let mut worker = match Worker::new(
-        &WorkerConfig::new(&[RELAY_CALLER_IF, RELAY_CALLEE_IF], 0),
-        forwarder,
-    ) {
+    let wconfig = WorkerConfig::new(&[RELAY_CALLER_IF, RELAY_CALLEE_IF], 0);
+    let mut worker = match Worker::new(&wconfig, make(callee_mac)) {
         Ok(w) => w,
         Err(e) => return fail(format!("cannot open AF_XDP sockets: {e}")),
     };
     worker.register(&mut prog).expect("XSKMAP update");
     let _ = ready.send(Ok(sip));
     worker.run(stop);
-    let counters = prog.counters().expect("counters");
-    (worker.stats(), counters, worker.handler().forwarded)
+    RelayRun {
+        stats: worker.stats(),
+        counters: prog.counters().expect("counters"),
+        census: worker.frames(),
+        frames: wconfig.frames,
+        handled: worker.handler().handled(),
+    }
+}
+
+/// Sorts frames from the caller by the first payload byte: `R` reflected
+/// to the caller, `D` dropped, `P` passed, `B` sent to a port that does not
+/// exist.
+#[derive(Default)]
+struct Sorter {
+    handled: u64,
+}
+
+impl Handled for Sorter {
+    fn handled(&self) -> u64 {
+        self.handled
+    }
+}
+
+impl FrameHandler for Sorter {
+    fn handle(&mut self, _now: Instant, port: PortId, frame: &mut [u8]) -> Verdict {
+        self.handled += 1;
+        if port != PortId(0) || frame.len() < 43 {
+            return Verdict::Drop;
+        }
+        match frame[42] {
+            b'R' => {
+                // Swap MACs, addresses and ports; both checksums are
+                // unchanged by a swap (RFC 1071: the sum is commutative).
+                let (a, b) = frame[..12].split_at_mut(6);
+                a.swap_with_slice(b);
+                let (a, b) = frame[26..34].split_at_mut(4);
+                a.swap_with_slice(b);
+                let (a, b) = frame[34..38].split_at_mut(2);
+                a.swap_with_slice(b);
+                Verdict::Tx(PortId(0))
+            }
+            b'P' => Verdict::Pass,
+            b'B' => Verdict::Tx(PortId(7)),
+            _ => Verdict::Drop,
+        }
+    }
 }
 
 /// Forwards IPv4/UDP from port 0 (caller side) to the callee on port 1,
@@ -204,6 +362,12 @@ struct Forwarder {
     out_src: SocketAddrV4,
     out_dst: SocketAddrV4,
     forwarded: u64,
+}
+
+impl Handled for Forwarder {
+    fn handled(&self) -> u64 {
+        self.forwarded
+    }
 }
 
 impl FrameHandler for Forwarder {

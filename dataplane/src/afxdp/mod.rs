@@ -317,6 +317,24 @@ pub struct WorkerStats {
     pub completed: u64,
 }
 
+/// Where a worker's UMEM frames are (see [`Worker::frames`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameCensus {
+    /// In the pool.
+    pub free: u32,
+    /// On fill rings.
+    pub fill: u32,
+    /// On TX rings, not yet completed.
+    pub tx: u32,
+}
+
+impl FrameCensus {
+    /// All frames.
+    pub fn total(&self) -> u32 {
+        self.free + self.fill + self.tx
+    }
+}
+
 /// One busy-polling AF_XDP worker: a socket per port on one queue, a shared
 /// UMEM, and the handler. Build it on the thread that will run it.
 pub struct Worker<H> {
@@ -479,9 +497,16 @@ impl<H: FrameHandler> Worker<H> {
         &self.handler
     }
 
-    /// Frames currently free in the UMEM pool.
-    pub fn free_frames(&self) -> usize {
-        self.pool.free()
+    /// Where the UMEM's frames are: free in the pool, on fill rings (the
+    /// kernel's until received), on TX rings (the kernel's until completed).
+    /// Between calls to [`Worker::poll`] the three add up to
+    /// [`WorkerConfig::frames`]: no frame is lost or owned twice.
+    pub fn frames(&self) -> FrameCensus {
+        FrameCensus {
+            free: self.pool.free() as u32,
+            fill: self.ports.iter().map(|p| p.in_fill()).sum(),
+            tx: self.ports.iter().map(|p| p.in_flight()).sum(),
+        }
     }
 }
 

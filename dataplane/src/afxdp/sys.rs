@@ -145,6 +145,8 @@ pub struct Xsk {
     tx: RingTx,
     /// Frames on the TX ring not yet completed.
     in_flight: u32,
+    /// Frames on the fill ring not yet received back.
+    in_fill: u32,
 }
 
 impl Xsk {
@@ -200,6 +202,7 @@ impl Xsk {
             rx,
             tx,
             in_flight: 0,
+            in_fill: 0,
         })
     }
 
@@ -217,6 +220,7 @@ impl Xsk {
         }
         writer.commit();
         drop(writer);
+        self.in_fill += n;
         if n > 0 && self.device.needs_wakeup() {
             self.device.wake();
         }
@@ -248,6 +252,7 @@ impl Xsk {
             n += 1;
         }
         reader.release();
+        self.in_fill -= n;
         n
     }
 
@@ -266,6 +271,11 @@ impl Xsk {
         } else {
             Err(frame)
         }
+    }
+
+    /// Frames on the fill ring, owned by the kernel until received.
+    pub fn in_fill(&self) -> u32 {
+        self.in_fill
     }
 
     /// Frames queued for TX and not yet completed.
