@@ -13,7 +13,7 @@
 //!
 //! One [`Worker`] owns one queue on each of its ports (one AF_XDP socket per
 //! port, all sharing one UMEM so a frame received on one interface is sent
-//! on another without a copy), its [`FramePool`](sys::FramePool) and its
+//! on another without a copy), its [`FramePool`] and its
 //! counters: no locks on the packet path. Copy mode is used (veth and most
 //! virtual NICs refuse zero-copy).
 //!

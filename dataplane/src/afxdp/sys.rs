@@ -46,8 +46,8 @@ impl RxFrame {
 }
 
 /// Anonymous page-aligned memory registered as a UMEM, with the free list of
-/// its frames. Dropped after every socket that uses it (see [`Xsk`]'s field
-/// order in `Port`).
+/// its frames. Dropped after every socket that uses it (see the field
+/// order in `Worker`).
 pub struct FramePool {
     // Field order: `umem` (which closes the UMEM socket) drops before `area`.
     umem: Umem,
