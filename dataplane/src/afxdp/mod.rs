@@ -37,7 +37,7 @@
 //! let mut prog = MediaRedirect::load(MediaConfig { port_lo: 30000, port_hi: 39999, flags: 0 })?;
 //! prog.attach("eth0")?;
 //! let mut worker = Worker::new(&WorkerConfig::new(&["eth0"], 0), Reflect)?;
-//! worker.register(&mut prog)?;
+//! worker.register(PortId(0), &mut prog)?;
 //! loop {
 //!     worker.poll(Instant::now());
 //! }
@@ -135,7 +135,8 @@ impl From<u32> for XdpAction {
 }
 
 /// The loaded `media_redirect` program and its maps. Dropping it detaches
-/// the program from every interface it was attached to.
+/// the program from every interface it was attached to. Load one per
+/// interface: its `XSKMAP` is keyed by rx queue (see [`Worker::register`]).
 pub struct MediaRedirect {
     ebpf: Ebpf,
 }
@@ -382,16 +383,21 @@ impl<H: FrameHandler> Worker<H> {
         })
     }
 
-    /// Registers every socket of this worker in `prog`'s `XSKMAP` (the
-    /// program must be attached to the same interfaces).
+    /// Puts `port`'s socket into `prog`'s `XSKMAP`. `prog` must be the
+    /// instance attached to that port's interface: the map is keyed by rx
+    /// queue only, and the kernel drops frames redirected to a socket bound
+    /// to another interface, so each interface gets its own loaded
+    /// [`MediaRedirect`].
     ///
     /// # Errors
-    /// See [`MediaRedirect::register`].
-    pub fn register(&self, prog: &mut MediaRedirect) -> Result<(), AfXdpError> {
-        for port in &self.ports {
-            prog.register(self.config.queue, port.fd())?;
-        }
-        Ok(())
+    /// [`AfXdpError::Interface`] for a port this worker lacks; see
+    /// [`MediaRedirect::register`].
+    pub fn register(&self, port: PortId, prog: &mut MediaRedirect) -> Result<(), AfXdpError> {
+        let xsk = self
+            .ports
+            .get(port.0)
+            .ok_or_else(|| AfXdpError::Interface(format!("port {}", port.0)))?;
+        prog.register(self.config.queue, xsk.fd())
     }
 
     /// One round: reap completions, refill, receive a batch per port, handle,

@@ -172,7 +172,8 @@ impl Xsk {
         info.from_name(&name)
             .map_err(|_| AfXdpError::Interface(ifname.to_owned()))?;
         info.set_queue(queue);
-        let sock = if pool.umem_socket_used {
+        let shared = pool.umem_socket_used;
+        let sock = if shared {
             Socket::new(&info)
         } else {
             Socket::with_shared(&info, &pool.umem)
@@ -187,7 +188,14 @@ impl Xsk {
         let config = SocketConfig {
             rx_size: size,
             tx_size: size,
-            bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP | XDP_COPY,
+            // A socket sharing another's UMEM must not pass flags of its own
+            // (the kernel answers EINVAL): it inherits copy mode and
+            // need_wakeup from the UMEM's socket.
+            bind_flags: if shared {
+                0
+            } else {
+                SocketConfig::XDP_BIND_NEED_WAKEUP | XDP_COPY
+            },
         };
         let user = pool
             .umem

@@ -12,6 +12,8 @@
 //! 0..8 the send time (ns since start, big endian), 8..12 the stream index,
 //! 12..16 the packet index in the stream; the rest is A-law silence (0xd5).
 
+pub mod afxdp;
+
 use std::net::Ipv4Addr;
 
 use hdrhistogram::Histogram;
