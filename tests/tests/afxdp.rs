@@ -219,6 +219,62 @@ fn generator_through_a_reflecting_relay_loses_nothing() {
     assert!(report.send_secs >= 0.98, "{report:?}");
 }
 
+/// Benchmark, not a test: the generator at `VOXPLANE_BENCH_CALLS` calls
+/// (default 2000) for `VOXPLANE_BENCH_SECS` seconds (default 3) through the
+/// reflecting AF_XDP relay; prints loss and round-trip latency. Run with
+/// `cargo test --release -p tests --test afxdp -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: busy-polls both cores for seconds"]
+fn bench_generator_through_reflecting_relay() {
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (calls, secs) = (
+        env("VOXPLANE_BENCH_CALLS", 2000),
+        env("VOXPLANE_BENCH_SECS", 3),
+    );
+    let Some(topo) = Topology::new() else { return };
+    let Some(relay) = Relay::start(&topo, "bench", |_| Reflector::default()) else {
+        return;
+    };
+    let cfg = RunConfig {
+        iface: CALLER_IF.into(),
+        leg: Leg {
+            src_mac: topo.caller.mac(CALLER_IF),
+            dst_mac: topo.relay.mac(RELAY_CALLER_IF),
+            src_ip: CALLER_IP,
+            dst_ip: RELAY_CALLER_SIDE_IP,
+            src_port: 20000,
+            dst_port: MEDIA_PORT,
+        },
+        calls,
+        packets_per_stream: secs * 50,
+        drain: Duration::from_millis(500),
+        ssrc_base: 1,
+    };
+    let report = topo
+        .caller
+        .run(|| bench::relaygen::afxdp::run(&cfg))
+        .expect("generator");
+    let run = relay.stop();
+    let [p50, p99, p999, max] = report.rx.latency_us;
+    println!(
+        "calls {calls} x {secs} s: scheduled {} sent {} in {:.2} s ({:.0} pps), relay handled {}, \
+         received {}, loss {:.4} %, round trip µs p50 {p50} p99 {p99} p99.9 {p999} max {max}; worker {:?}",
+        report.scheduled,
+        report.sent,
+        report.send_secs,
+        report.sent as f64 / report.send_secs,
+        run.handled,
+        report.rx.received,
+        report.loss_pct,
+        report.worker,
+    );
+}
+
 /// What the relay thread reports when stopped.
 struct RelayRun {
     stats: WorkerStats,
@@ -336,7 +392,7 @@ fn relay_thread<H: Handled>(
     // One program instance per interface: each has its own XSKMAP.
     let config = MediaConfig {
         port_lo: MEDIA_PORT,
-        port_hi: MEDIA_PORT + 99,
+        port_hi: MEDIA_PORT + 9999,
         flags: 0,
     };
     let mut progs = Vec::new();
