@@ -355,3 +355,31 @@ fn embedded_object_is_the_committed_one() {
     .unwrap();
     assert_eq!(MEDIA_REDIRECT_OBJECT, on_disk.as_slice());
 }
+
+#[test]
+fn committed_objects_match_their_sources() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../xdp-progs/check.sh");
+    let has_clang = std::process::Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !has_clang {
+        if std::env::var_os("VOXPLANE_REQUIRE_TOOLS").is_some() {
+            panic!("clang not found and VOXPLANE_REQUIRE_TOOLS is set");
+        }
+        eprintln!(
+            "SKIP: committed_objects_match_their_sources: clang not found (apt-get install clang llvm libbpf-dev)"
+        );
+        return;
+    }
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .output()
+        .expect("run check.sh");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
