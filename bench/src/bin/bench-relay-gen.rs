@@ -79,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         packets_per_stream: args.seconds * 50,
         drain: Duration::from_millis(500),
         ssrc_base: args.ssrc,
+        epoch: std::time::Instant::now(),
+        barrier: None,
     };
     let r = run(&cfg).context("AF_XDP generator")?;
     let [p50, p99, p999, max] = r.rx.latency_us;

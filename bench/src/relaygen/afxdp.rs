@@ -3,6 +3,7 @@
 //! back to the [`Receiver`]. A UDP-socket sender tops out near 0.5 Mpps on
 //! this machine; AF_XDP reaches 1.2–1.6 Mpps (design.md).
 
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use dataplane::afxdp::{
@@ -28,6 +29,13 @@ pub struct RunConfig {
     pub drain: Duration,
     /// SSRC of stream 0 (stream i uses base + i).
     pub ssrc_base: u32,
+    /// Time zero of send timestamps and of the schedule. Generators driving
+    /// the two legs of the same calls share one, so the latency each
+    /// measures is one-way on one clock.
+    pub epoch: Instant,
+    /// When set, every generator sharing it waits here after its set-up,
+    /// so the legs start sending together.
+    pub barrier: Option<Arc<Barrier>>,
 }
 
 /// What a run sent and got back.
@@ -54,25 +62,32 @@ pub struct RunReport {
 /// # Errors
 /// When the XDP program or the AF_XDP socket cannot be set up.
 pub fn run(cfg: &RunConfig) -> Result<RunReport, AfXdpError> {
-    let span = 2 * cfg.calls.max(1) as u16;
+    // Replies come back to our source ports: src_port .. src_port + 2 × calls.
+    let last = u32::from(cfg.leg.src_port) + 2 * cfg.calls.max(1) - 1;
     let mut prog = MediaRedirect::load(MediaConfig {
         port_lo: cfg.leg.src_port,
-        port_hi: cfg.leg.src_port.saturating_add(span - 1),
+        port_hi: u16::try_from(last).unwrap_or(u16::MAX),
         flags: 0,
     })?;
     prog.attach(&cfg.iface)?;
-    let start = Instant::now();
+    let start = cfg.epoch;
     let handler = RxHandler {
         start,
         receiver: Receiver::new(cfg.calls, cfg.packets_per_stream),
     };
     let mut worker = Worker::new(&WorkerConfig::new(&[&cfg.iface], 0), handler)?;
     worker.register(PortId(0), &mut prog)?;
-    let mut generator = Generator::new(cfg.leg, cfg.calls, cfg.packets_per_stream, cfg.ssrc_base);
+    if let Some(barrier) = &cfg.barrier {
+        barrier.wait();
+    }
+    // The schedule starts now; send timestamps stay on the shared epoch.
+    let began = Instant::now();
+    let offset = began.saturating_duration_since(start).as_nanos() as u64;
+    let mut generator =
+        Generator::new(cfg.leg, cfg.calls, cfg.packets_per_stream, cfg.ssrc_base).start_at(offset);
     let mut buf = [0u8; FRAME_LEN];
     let mut pending: Option<usize> = None;
     let mut sent = 0u64;
-    let start = worker.handler().start;
     while generator.poll_timeout().is_some() || pending.is_some() {
         let now_ns = start.elapsed().as_nanos() as u64;
         loop {
@@ -93,7 +108,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfXdpError> {
         }
         worker.poll(Instant::now());
     }
-    let send_secs = start.elapsed().as_secs_f64();
+    let send_secs = began.elapsed().as_secs_f64();
     let drain_until = Instant::now() + cfg.drain;
     while Instant::now() < drain_until {
         worker.poll(Instant::now());

@@ -56,6 +56,8 @@ pub struct Generator {
     /// Index of the next packet overall (period × streams + stream).
     next: u64,
     ssrc_base: u32,
+    /// Where the schedule starts on the caller's clock, ns.
+    offset_ns: u64,
 }
 
 impl Generator {
@@ -77,7 +79,15 @@ impl Generator {
             packets_per_stream,
             next: 0,
             ssrc_base,
+            offset_ns: 0,
         }
+    }
+
+    /// Starts the schedule `offset_ns` after time zero (the send
+    /// timestamps stay on the caller's clock).
+    pub fn start_at(mut self, offset_ns: u64) -> Generator {
+        self.offset_ns = offset_ns;
+        self
     }
 
     /// Total packets this generator sends.
@@ -114,7 +124,7 @@ impl Generator {
 
     fn due(&self, n: u64) -> u64 {
         let streams = u64::from(self.streams);
-        (n / streams) * PTIME_NS + (n % streams) * PTIME_NS / streams
+        self.offset_ns + (n / streams) * PTIME_NS + (n % streams) * PTIME_NS / streams
     }
 
     fn emit(&self, stream: u32, index: u32, now_ns: u64, f: &mut [u8]) -> usize {
@@ -332,6 +342,18 @@ mod tests {
         assert_eq!(*times.last().unwrap(), 2 * PTIME_NS + 15_000_000);
         assert_eq!(g.sent(), g.total());
         assert!(g.poll_transmit(u64::MAX, &mut buf).is_none());
+    }
+
+    #[test]
+    fn a_delayed_start_shifts_the_schedule_not_the_timestamps() {
+        let mut g = Generator::new(leg(), 2, 2, 0).start_at(7_000_000);
+        let mut buf = [0u8; FRAME_LEN];
+        assert_eq!(g.poll_timeout(), Some(7_000_000));
+        assert!(g.poll_transmit(6_999_999, &mut buf).is_none());
+        g.poll_transmit(7_000_100, &mut buf).unwrap();
+        // The payload carries the clock reading, not the schedule slot.
+        assert_eq!(parse(&buf).unwrap().0, 7_000_100);
+        assert_eq!(g.poll_timeout(), Some(7_000_000 + PTIME_NS / 2));
     }
 
     #[test]
