@@ -7,6 +7,9 @@
 //!                           rel1 198.19.0.2/24 ──── cle0 198.19.0.1/24
 //! ```
 //!
+//! IPv6 beside each: 2001:db8:18::1/64 ↔ ::2 on the caller link,
+//! 2001:db8:19::2/64 ↔ ::1 on the callee link.
+//!
 //! Every [`Topology`] gets namespaces with unique names (`vxt-<pid>-<n>-…`), so
 //! tests in one process or in several can run in parallel; interface names
 //! and addresses repeat, which is harmless because each namespace is its own
@@ -30,7 +33,7 @@
 //! ```
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -48,6 +51,14 @@ pub const RELAY_CALLER_SIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const RELAY_CALLEE_SIDE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 /// Callee side of the relay↔callee link.
 pub const CALLEE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+/// IPv6 (documentation range) beside [`CALLER_IP`].
+pub const CALLER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 1);
+/// IPv6 beside [`RELAY_CALLER_SIDE_IP`].
+pub const RELAY_CALLER_SIDE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2);
+/// IPv6 beside [`RELAY_CALLEE_SIDE_IP`].
+pub const RELAY_CALLEE_SIDE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 2);
+/// IPv6 beside [`CALLEE_IP`].
+pub const CALLEE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1);
 /// The caller's veth (in the caller namespace).
 pub const CALLER_IF: &str = "cal0";
 /// The relay's veth towards the caller.
@@ -185,6 +196,29 @@ impl Netns {
         ]);
     }
 
+    /// Waits until `iface` is operationally up (`state UP`).
+    ///
+    /// # Panics
+    /// When it is not within `timeout`.
+    pub fn wait_operational(&self, iface: &str, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", &self.name, "-o", "link", "show", iface])
+                .output()
+                .unwrap_or_else(|e| panic!("ip link show: {e}"));
+            if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{iface} in {} not up after {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The MAC address of `iface` in this namespace.
     pub fn mac(&self, iface: &str) -> [u8; 6] {
         let out = self.exec(&["cat", &format!("/sys/class/net/{iface}/address")]);
@@ -248,47 +282,76 @@ impl Topology {
             callee,
         };
         topo.link(
-            &topo.caller,
-            CALLER_IF,
-            CALLER_IP,
-            &topo.relay,
-            RELAY_CALLER_IF,
-            RELAY_CALLER_SIDE_IP,
+            (&topo.caller, CALLER_IF, CALLER_IP, CALLER_IP6),
+            (
+                &topo.relay,
+                RELAY_CALLER_IF,
+                RELAY_CALLER_SIDE_IP,
+                RELAY_CALLER_SIDE_IP6,
+            ),
         );
         topo.link(
-            &topo.callee,
-            CALLEE_IF,
-            CALLEE_IP,
-            &topo.relay,
-            RELAY_CALLEE_IF,
-            RELAY_CALLEE_SIDE_IP,
+            (&topo.callee, CALLEE_IF, CALLEE_IP, CALLEE_IP6),
+            (
+                &topo.relay,
+                RELAY_CALLEE_IF,
+                RELAY_CALLEE_SIDE_IP,
+                RELAY_CALLEE_SIDE_IP6,
+            ),
         );
-        let via = RELAY_CALLER_SIDE_IP.to_string();
-        topo.caller
-            .ip(&["route", "add", "198.19.0.0/24", "via", &via]);
-        let via = RELAY_CALLEE_SIDE_IP.to_string();
-        topo.callee
-            .ip(&["route", "add", "198.18.0.0/24", "via", &via]);
+        for (ns, net4, via4, net6, via6) in [
+            (
+                &topo.caller,
+                "198.19.0.0/24",
+                RELAY_CALLER_SIDE_IP,
+                "2001:db8:19::/64",
+                RELAY_CALLER_SIDE_IP6,
+            ),
+            (
+                &topo.callee,
+                "198.18.0.0/24",
+                RELAY_CALLEE_SIDE_IP,
+                "2001:db8:18::/64",
+                RELAY_CALLEE_SIDE_IP6,
+            ),
+        ] {
+            ns.ip(&["route", "add", net4, "via", &via4.to_string()]);
+            ns.ip(&["-6", "route", "add", net6, "via", &via6.to_string()]);
+        }
+        // A veth sends nothing until the kernel's link watcher has marked it
+        // operational (up to a second after `link set up`): wait for it, so
+        // the first packets of a test are not silently dropped.
+        for (ns, iface) in [
+            (&topo.caller, CALLER_IF),
+            (&topo.relay, RELAY_CALLER_IF),
+            (&topo.relay, RELAY_CALLEE_IF),
+            (&topo.callee, CALLEE_IF),
+        ] {
+            ns.wait_operational(iface, std::time::Duration::from_secs(3));
+        }
         Some(topo)
     }
 
-    /// Creates a veth pair `a_if` (in `a`) ↔ `b_if` (in `b`), addresses both
-    /// ends with /24s, turns TX checksum offload off on both and brings them up.
-    fn link(&self, a: &Netns, a_if: &str, a_ip: Ipv4Addr, b: &Netns, b_if: &str, b_ip: Ipv4Addr) {
-        a.ip(&[
+    /// Creates a veth pair between two (namespace, interface, IPv4, IPv6)
+    /// ends, addresses them (/24, /64 without duplicate address detection so
+    /// they are usable at once), turns TX checksum offload off on both and
+    /// brings them up.
+    fn link(&self, a: End<'_>, b: End<'_>) {
+        a.0.ip(&[
             "link",
             "add",
-            a_if,
+            a.1,
             "type",
             "veth",
             "peer",
             "name",
-            b_if,
+            b.1,
             "netns",
-            b.name(),
+            b.0.name(),
         ]);
-        for (ns, iface, addr) in [(a, a_if, a_ip), (b, b_if, b_ip)] {
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", iface]);
+        for (ns, iface, v4, v6) in [a, b] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", iface]);
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", iface, "nodad"]);
             let out = ns.exec(&["ethtool", "-K", iface, "tx", "off"]);
             assert!(
                 out.status.success(),
@@ -299,6 +362,9 @@ impl Topology {
         }
     }
 }
+
+/// One end of a link: namespace, interface, IPv4 and IPv6 address.
+type End<'a> = (&'a Netns, &'a str, Ipv4Addr, Ipv6Addr);
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
@@ -391,6 +457,19 @@ mod tests {
         listener.recv_from(&mut [0u8; 16]).is_ok()
     }
 
+    fn udp_reaches6(from: &Netns, src: Ipv6Addr, to: &Netns, dst: Ipv6Addr) -> bool {
+        let listener = to.run(|| UdpSocket::bind((dst, 0)).expect("bind listener"));
+        let port = listener.local_addr().unwrap().port();
+        from.run(|| {
+            let sock = UdpSocket::bind((src, 0)).expect("bind sender");
+            let _ = sock.send_to(b"probe", (dst, port));
+        });
+        listener
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        listener.recv_from(&mut [0u8; 16]).is_ok()
+    }
+
     #[test]
     fn links_reach_the_relay_and_not_through_it() {
         let Some(t) = Topology::new() else { return };
@@ -414,6 +493,19 @@ mod tests {
         ));
         // The relay does not forward in the kernel: only our relay carries media.
         assert!(!udp_reaches(&t.caller, CALLER_IP, &t.callee, CALLEE_IP));
+        // IPv6 works on both links at once (no DAD wait).
+        assert!(udp_reaches6(
+            &t.caller,
+            CALLER_IP6,
+            &t.relay,
+            RELAY_CALLER_SIDE_IP6
+        ));
+        assert!(udp_reaches6(
+            &t.relay,
+            RELAY_CALLEE_SIDE_IP6,
+            &t.callee,
+            CALLEE_IP6
+        ));
         // TX checksum offload is off on the veths.
         let out = t.caller.exec(&["ethtool", "-k", CALLER_IF]);
         let text = String::from_utf8_lossy(&out.stdout);
