@@ -348,6 +348,8 @@ pub struct Worker<H> {
     config: WorkerConfig,
     stats: WorkerStats,
     rx: Vec<RxFrame>,
+    /// Frames to transmit at the end of the round, per port.
+    tx_queues: Vec<Vec<RxFrame>>,
 }
 
 impl<H: FrameHandler> Worker<H> {
@@ -382,6 +384,9 @@ impl<H: FrameHandler> Worker<H> {
             config: config.clone(),
             stats: WorkerStats::default(),
             rx: Vec::with_capacity(config.batch as usize),
+            tx_queues: (0..config.interfaces.len())
+                .map(|_| Vec::with_capacity(config.batch as usize * config.interfaces.len()))
+                .collect(),
         })
     }
 
@@ -421,26 +426,25 @@ impl<H: FrameHandler> Worker<H> {
             }
             self.rx = frames;
         }
-        for port in &mut self.ports {
+        // One TX ring update per port per round.
+        for (port, queue) in self.ports.iter_mut().zip(&mut self.tx_queues) {
+            if !queue.is_empty() {
+                let (queued, refused) = port.transmit_batch(queue, &mut self.pool);
+                self.stats.tx += u64::from(queued);
+                self.stats.tx_ring_full += u64::from(refused);
+            }
             port.kick();
         }
         received
     }
 
-    /// Carries out a verdict; returns the frame when it is to be recycled.
+    /// Carries out a verdict (TX frames are queued for the end of the
+    /// round); returns the frame when it is to be recycled.
     fn execute(&mut self, verdict: Verdict, frame: RxFrame) -> Option<RxFrame> {
         match verdict {
             Verdict::Tx(PortId(out)) if out < self.ports.len() => {
-                match self.ports[out].transmit(frame) {
-                    Ok(()) => {
-                        self.stats.tx += 1;
-                        None
-                    }
-                    Err(frame) => {
-                        self.stats.tx_ring_full += 1;
-                        Some(frame)
-                    }
-                }
+                self.tx_queues[out].push(frame);
+                None
             }
             Verdict::Tx(_) => {
                 self.stats.bad_port += 1;

@@ -281,6 +281,34 @@ impl Xsk {
         }
     }
 
+    /// Queues `frames` for transmission with one ring update; frames that
+    /// do not fit go back to `pool`. Returns (queued, refused).
+    pub fn transmit_batch(
+        &mut self,
+        frames: &mut Vec<RxFrame>,
+        pool: &mut FramePool,
+    ) -> (u32, u32) {
+        let mut writer = self.tx.transmit(frames.len() as u32);
+        let mut queued = 0;
+        let mut refused = 0;
+        for frame in frames.drain(..) {
+            let desc = XdpDesc {
+                addr: frame.addr,
+                len: frame.len,
+                options: 0,
+            };
+            if writer.insert_once(desc) {
+                queued += 1;
+            } else {
+                pool.recycle(frame);
+                refused += 1;
+            }
+        }
+        writer.commit();
+        self.in_flight += queued;
+        (queued, refused)
+    }
+
     /// Frames on the fill ring, owned by the kernel until received.
     pub fn in_fill(&self) -> u32 {
         self.in_fill
