@@ -10,6 +10,14 @@ log() { printf '\n== %s\n' "$*"; }
 
 need_apt=()
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
+# XDP programs: rebuilt and compared with the committed objects.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v llc >/dev/null 2>&1 || need_apt+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+[ -f /usr/include/x86_64-linux-gnu/asm/types.h ] || need_apt+=(linux-libc-dev)
+# Network-namespace tests.
+command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -31,6 +39,9 @@ fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+log "XDP objects are up to date (rebuilt and compared)"
+sh xdp-progs/check.sh
 
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings

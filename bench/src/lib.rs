@@ -5,8 +5,11 @@
 //!   truth, for analyser tests and benchmarks.
 //! - [`harness`]: timing and peak-memory measurement of external commands,
 //!   and the markdown report of `bench-analyze`.
+//! - [`relaygen`]: the relay load generator's core (synthetic G.711 calls
+//!   with send timestamps; loss and latency of what comes back).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod harness;
+pub mod relaygen;
 pub mod synth;

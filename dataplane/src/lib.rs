@@ -6,4 +6,9 @@
 //! core and backends are built under the Dataplane issue. Nothing here is
 //! exported yet, on purpose: no placeholder API for others to depend on.
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// Unsafe code lives only in `afxdp::sys` (the AF_XDP backend's edge).
+#![cfg_attr(not(feature = "afxdp"), forbid(unsafe_code))]
+#![cfg_attr(feature = "afxdp", deny(unsafe_code))]
+
+#[cfg(feature = "afxdp")]
+pub mod afxdp;

@@ -3,6 +3,8 @@
 //! `voxplane` binary.
 #![deny(missing_docs)]
 
+pub mod netns;
+
 pub use testkit::fixtures;
 
 use std::net::SocketAddr;
