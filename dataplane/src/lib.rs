@@ -43,4 +43,5 @@
 #![deny(unsafe_code)]
 
 pub mod frame;
+pub mod ng;
 pub mod relay;

@@ -805,6 +805,71 @@ impl Relay {
     }
 }
 
+/// The control API, as used in-process (by `control`) and by the ng
+/// protocol. [`Relay`] implements it for one shard; a multi-worker backend
+/// implements it by routing each call to the shard that owns it
+/// ([`shard_of`]).
+pub trait Control {
+    /// See [`Relay::offer`].
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError`].
+    fn offer(&mut self, now: Instant, offer: &Offer<'_>) -> Result<String, ControlError>;
+    /// See [`Relay::answer`].
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError`].
+    fn answer(&mut self, now: Instant, answer: &Answer<'_>) -> Result<String, ControlError>;
+    /// See [`Relay::delete`].
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::UnknownCall`].
+    fn delete(&mut self, now: Instant, call_id: &str) -> Result<SessionStats, ControlError>;
+    /// See [`Relay::query`].
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::UnknownCall`].
+    fn query(&mut self, now: Instant, call_id: &str) -> Result<SessionStats, ControlError>;
+    /// Up to `limit` Call-IDs.
+    fn list(&mut self, limit: usize) -> Vec<String>;
+    /// See [`Relay::set_recording`].
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::UnknownCall`].
+    fn set_recording(&mut self, call_id: &str, on: bool) -> Result<(), ControlError>;
+}
+
+impl Control for Relay {
+    fn offer(&mut self, now: Instant, offer: &Offer<'_>) -> Result<String, ControlError> {
+        Relay::offer(self, now, offer)
+    }
+
+    fn answer(&mut self, now: Instant, answer: &Answer<'_>) -> Result<String, ControlError> {
+        Relay::answer(self, now, answer)
+    }
+
+    fn delete(&mut self, now: Instant, call_id: &str) -> Result<SessionStats, ControlError> {
+        Relay::delete(self, now, call_id)
+    }
+
+    fn query(&mut self, now: Instant, call_id: &str) -> Result<SessionStats, ControlError> {
+        Relay::query(self, now, call_id)
+    }
+
+    fn list(&mut self, limit: usize) -> Vec<String> {
+        Relay::list(self).take(limit).map(str::to_owned).collect()
+    }
+
+    fn set_recording(&mut self, call_id: &str, on: bool) -> Result<(), ControlError> {
+        Relay::set_recording(self, call_id, on)
+    }
+}
+
 /// One media session. Kept small: see the footprint test.
 #[derive(Debug)]
 struct Session {
