@@ -42,6 +42,8 @@
 // it opts out with an `expect` and a SAFETY comment on every block.
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod frame;
 pub mod ng;
 pub mod relay;
+pub mod udp;

@@ -1,0 +1,533 @@
+//! The UDP backend, the embedded default: works without privileges.
+//!
+//! One worker thread per core, each owning a [`Relay`] shard (its slice of
+//! the port range and of the session limit, see [`RelayConfig::shard`]),
+//! the sockets of its ports, an epoll instance and its counters. Datagrams
+//! move in batches of up to 32 with `recvmmsg`/`sendmmsg`. Sockets are
+//! bound with `SO_REUSEPORT` so a restarted relay can take its ports over
+//! while the old process drains.
+//!
+//! Control commands reach the worker that owns the call ([`shard_of`])
+//! over a channel, read between batches: the packet path takes no lock.
+//! A worker waits at most [`CONTROL_LATENCY`] in `epoll_wait`, which bounds
+//! how long a command waits when no media flows. Media timeouts delete the
+//! session, as rtpengine does.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::ng::NgServer;
+use crate::relay::{
+    Answer, Control, ControlError, Offer, Relay, RelayConfig, RelayCounters, RelayEvent, RxMeta,
+    SessionFlags, SessionStats, Verdict, shard_of,
+};
+
+pub mod sys;
+
+/// Longest a worker sleeps before looking at its control channel.
+pub const CONTROL_LATENCY: Duration = Duration::from_millis(5);
+
+/// Configuration of the UDP backend.
+#[derive(Debug, Clone)]
+pub struct UdpConfig {
+    /// The whole relay; split into one shard per worker.
+    pub relay: RelayConfig,
+    /// Worker threads (one per core is the intent).
+    pub workers: usize,
+}
+
+/// Counters of one worker beyond the relay core's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Datagrams the kernel took.
+    pub tx_packets: u64,
+    /// Forwarded datagrams the kernel refused (full buffer, no socket).
+    pub tx_errors: u64,
+    /// Ports that could not be bound.
+    pub bind_errors: u64,
+    /// Sessions deleted after a media timeout.
+    pub timeout_deletes: u64,
+}
+
+impl IoCounters {
+    fn merge(&mut self, o: &IoCounters) {
+        self.tx_packets += o.tx_packets;
+        self.tx_errors += o.tx_errors;
+        self.bind_errors += o.bind_errors;
+        self.timeout_deletes += o.timeout_deletes;
+    }
+}
+
+/// A running UDP backend. Dropping it stops the workers.
+#[derive(Debug)]
+pub struct UdpBackend {
+    control: UdpControl,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl UdpBackend {
+    /// Starts `config.workers` workers.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::InvalidConfig`] for a range too small to split, or an
+    /// I/O error creating a worker's epoll instance (as `InvalidConfig`).
+    pub fn start(config: UdpConfig) -> Result<Self, ControlError> {
+        let count = config.workers.max(1);
+        let mut senders = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let mut shard = config.relay.shard(index, count)?;
+            shard.max_payload = shard.max_payload.min(sys::BUF_LEN - 1);
+            let relay = Relay::new(shard)?;
+            let epoll = sys::Epoll::new()
+                .map_err(|_| ControlError::InvalidConfig("cannot create an epoll instance"))?;
+            let (tx, rx) = mpsc::channel();
+            let mut worker = Worker::new(relay, epoll, rx);
+            let handle = thread::Builder::new()
+                .name(format!("relay-{index}"))
+                .spawn(move || worker.run())
+                .map_err(|_| ControlError::InvalidConfig("cannot spawn a worker thread"))?;
+            senders.push(tx);
+            threads.push(handle);
+        }
+        Ok(Self {
+            control: UdpControl { workers: senders },
+            threads,
+        })
+    }
+
+    /// A control handle (cheap to clone, usable from any thread).
+    pub fn control(&self) -> UdpControl {
+        self.control.clone()
+    }
+
+    /// The sum of all workers' counters.
+    pub fn counters(&self) -> (RelayCounters, IoCounters) {
+        self.control.counters()
+    }
+}
+
+impl Drop for UdpBackend {
+    fn drop(&mut self) {
+        for tx in &self.control.workers {
+            let _ = tx.send(Cmd::Shutdown);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Routes control commands to the worker that owns each call.
+#[derive(Debug, Clone)]
+pub struct UdpControl {
+    workers: Vec<mpsc::Sender<Cmd>>,
+}
+
+impl UdpControl {
+    fn ask<T>(&self, call_id: &str, make: impl FnOnce(mpsc::Sender<T>) -> Cmd) -> Option<T> {
+        let shard = shard_of(call_id, self.workers.len());
+        let (tx, rx) = mpsc::channel();
+        self.workers[shard].send(make(tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// The sum of all workers' counters.
+    pub fn counters(&self) -> (RelayCounters, IoCounters) {
+        let mut relay = RelayCounters::default();
+        let mut io = IoCounters::default();
+        for w in &self.workers {
+            let (tx, rx) = mpsc::channel();
+            if w.send(Cmd::Counters(tx)).is_ok()
+                && let Ok((r, i)) = rx.recv()
+            {
+                relay.merge(&r);
+                io.merge(&i);
+            }
+        }
+        (relay, io)
+    }
+
+    /// Number of sessions over all workers.
+    pub fn sessions(&mut self) -> usize {
+        self.list(usize::MAX).len()
+    }
+}
+
+const GONE: ControlError = ControlError::InvalidConfig("relay worker stopped");
+
+impl Control for UdpControl {
+    fn offer(&mut self, now: Instant, offer: &Offer<'_>) -> Result<String, ControlError> {
+        let owned = OwnedRequest::new(offer.call_id, offer.from_tag, "", offer.sdp, offer.flags);
+        self.ask(offer.call_id, |reply| Cmd::Offer(now, owned, reply))
+            .unwrap_or(Err(GONE))
+    }
+
+    fn answer(&mut self, now: Instant, answer: &Answer<'_>) -> Result<String, ControlError> {
+        let owned = OwnedRequest::new(
+            answer.call_id,
+            answer.from_tag,
+            answer.to_tag,
+            answer.sdp,
+            answer.flags,
+        );
+        self.ask(answer.call_id, |reply| Cmd::Answer(now, owned, reply))
+            .unwrap_or(Err(GONE))
+    }
+
+    fn delete(&mut self, now: Instant, call_id: &str) -> Result<SessionStats, ControlError> {
+        self.ask(call_id, |reply| Cmd::Delete(now, call_id.to_owned(), reply))
+            .unwrap_or(Err(GONE))
+    }
+
+    fn query(&mut self, now: Instant, call_id: &str) -> Result<SessionStats, ControlError> {
+        self.ask(call_id, |reply| Cmd::Query(now, call_id.to_owned(), reply))
+            .unwrap_or(Err(GONE))
+    }
+
+    fn list(&mut self, limit: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = mpsc::channel();
+            if w.send(Cmd::List(limit - all.len().min(limit), tx)).is_ok()
+                && let Ok(mut calls) = rx.recv()
+            {
+                all.append(&mut calls);
+            }
+        }
+        all.truncate(limit);
+        all
+    }
+
+    fn set_recording(&mut self, call_id: &str, on: bool) -> Result<(), ControlError> {
+        self.ask(call_id, |reply| {
+            Cmd::Recording(call_id.to_owned(), on, reply)
+        })
+        .unwrap_or(Err(GONE))
+    }
+}
+
+/// Serves the ng protocol on `socket` (a bound UDP socket) against
+/// `control` until `stop` returns true; checks `stop` at least every 100 ms.
+///
+/// # Errors
+///
+/// Socket errors other than timeouts.
+#[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
+#[expect(clippy::disallowed_types, reason = "a driver owns its socket")]
+pub fn serve_ng(
+    socket: &std::net::UdpSocket,
+    control: &mut dyn Control,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut ng = NgServer::new();
+    let mut buf = vec![0u8; 65536];
+    while !stop() {
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(resp) = ng.handle_request(Instant::now(), control, &buf[..len]) {
+            socket.send_to(&resp, from)?;
+        }
+    }
+    Ok(())
+}
+
+/// An offer or answer with owned strings, to cross the channel.
+#[derive(Debug)]
+struct OwnedRequest {
+    call_id: String,
+    from_tag: String,
+    to_tag: String,
+    sdp: String,
+    flags: SessionFlags,
+}
+
+impl OwnedRequest {
+    fn new(call_id: &str, from_tag: &str, to_tag: &str, sdp: &str, flags: SessionFlags) -> Self {
+        Self {
+            call_id: call_id.into(),
+            from_tag: from_tag.into(),
+            to_tag: to_tag.into(),
+            sdp: sdp.into(),
+            flags,
+        }
+    }
+}
+
+type Reply<T> = mpsc::Sender<Result<T, ControlError>>;
+
+#[derive(Debug)]
+enum Cmd {
+    Offer(Instant, OwnedRequest, Reply<String>),
+    Answer(Instant, OwnedRequest, Reply<String>),
+    Delete(Instant, String, Reply<SessionStats>),
+    Query(Instant, String, Reply<SessionStats>),
+    List(usize, mpsc::Sender<Vec<String>>),
+    Recording(String, bool, Reply<()>),
+    Counters(mpsc::Sender<(RelayCounters, IoCounters)>),
+    Shutdown,
+}
+
+struct Sock {
+    fd: OwnedFd,
+    local: SocketAddr,
+}
+
+/// One worker: a relay shard, its sockets, its buffers.
+struct Worker {
+    relay: Relay,
+    epoll: sys::Epoll,
+    rx: mpsc::Receiver<Cmd>,
+    socks: Vec<Option<Sock>>,
+    free: Vec<usize>,
+    by_local: HashMap<SocketAddr, usize, rustc_hash::FxBuildHasher>,
+    ips: Vec<IpAddr>,
+    bufs: Vec<[u8; sys::BUF_LEN]>,
+    io: IoCounters,
+}
+
+impl Worker {
+    fn new(relay: Relay, epoll: sys::Epoll, rx: mpsc::Receiver<Cmd>) -> Self {
+        let ips = [relay.config().media_v4, relay.config().media_v6]
+            .into_iter()
+            .flatten()
+            .collect();
+        Self {
+            relay,
+            epoll,
+            rx,
+            socks: Vec::new(),
+            free: Vec::new(),
+            by_local: HashMap::default(),
+            ips,
+            bufs: vec![[0; sys::BUF_LEN]; sys::MAX_BATCH],
+            io: IoCounters::default(),
+        }
+    }
+
+    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
+    fn run(&mut self) {
+        let mut ready = Vec::new();
+        let mut got = Vec::new();
+        let mut out: Vec<(usize, usize, SocketAddr, usize)> = Vec::new();
+        loop {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Cmd::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return,
+                    Ok(cmd) => self.command(cmd),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            let now = Instant::now();
+            let wait = self
+                .relay
+                .poll_timeout()
+                .map_or(CONTROL_LATENCY, |t| t.saturating_duration_since(now))
+                .min(CONTROL_LATENCY);
+            if self
+                .epoll
+                .wait(&mut ready, wait.as_millis() as i32)
+                .is_err()
+            {
+                continue;
+            }
+            let now = Instant::now();
+            for &token in &ready {
+                let Some(Some(sock)) = self.socks.get(token as usize) else {
+                    continue;
+                };
+                let local = sock.local;
+                if sys::recv_batch(sock.fd.as_fd(), &mut self.bufs, &mut got).is_err() {
+                    continue;
+                }
+                out.clear();
+                for (i, &(len, src)) in got.iter().enumerate() {
+                    let meta = RxMeta { src, dst: local };
+                    if let Verdict::Forward(f) =
+                        self.relay
+                            .handle_datagram(now, meta, &mut self.bufs[i][..len])
+                    {
+                        match self.by_local.get(&f.src) {
+                            Some(&s) => out.push((s, i, f.dst, len)),
+                            None => self.io.tx_errors += 1,
+                        }
+                    }
+                }
+                self.flush(&mut out);
+            }
+            self.relay.handle_timeout(now);
+            self.drain_events(now);
+        }
+    }
+
+    /// Sends the batch, one `sendmmsg` per source socket.
+    fn flush(&mut self, out: &mut [(usize, usize, SocketAddr, usize)]) {
+        out.sort_unstable_by_key(|o| o.0);
+        for group in out.chunk_by(|a, b| a.0 == b.0) {
+            let Some(Some(sock)) = self.socks.get(group[0].0) else {
+                continue;
+            };
+            let msgs: Vec<(&[u8], SocketAddr)> = group
+                .iter()
+                .map(|&(_, i, dst, len)| (&self.bufs[i][..len], dst))
+                .collect();
+            let sent = sys::send_batch(sock.fd.as_fd(), &msgs).unwrap_or(0);
+            self.io.tx_packets += sent as u64;
+            self.io.tx_errors += (msgs.len() - sent) as u64;
+        }
+    }
+
+    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Offer(now, r, reply) => {
+                let offer = Offer {
+                    call_id: &r.call_id,
+                    from_tag: &r.from_tag,
+                    sdp: &r.sdp,
+                    flags: r.flags,
+                };
+                let _ = reply.send(self.relay.offer(now, &offer));
+            }
+            Cmd::Answer(now, r, reply) => {
+                let answer = Answer {
+                    call_id: &r.call_id,
+                    from_tag: &r.from_tag,
+                    to_tag: &r.to_tag,
+                    sdp: &r.sdp,
+                    flags: r.flags,
+                };
+                let _ = reply.send(self.relay.answer(now, &answer));
+            }
+            Cmd::Delete(now, id, reply) => {
+                let _ = reply.send(self.relay.delete(now, &id));
+            }
+            Cmd::Query(now, id, reply) => {
+                let _ = reply.send(self.relay.query(now, &id));
+            }
+            Cmd::List(limit, reply) => {
+                let _ = reply.send(self.relay.list().take(limit).map(str::to_owned).collect());
+            }
+            Cmd::Recording(id, on, reply) => {
+                let _ = reply.send(self.relay.set_recording(&id, on));
+            }
+            Cmd::Counters(reply) => {
+                let _ = reply.send((*self.relay.counters(), self.io));
+            }
+            Cmd::Shutdown => {}
+        }
+        // Open the new sessions' ports before replying to the next command.
+        self.drain_events(Instant::now());
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        while let Some(event) = self.relay.poll_event() {
+            match event {
+                RelayEvent::PortsOpened { rtp } => {
+                    for ip in self.ips.clone() {
+                        for port in [rtp, rtp + 1] {
+                            self.open(SocketAddr::new(ip, port));
+                        }
+                    }
+                }
+                RelayEvent::PortsClosed { rtp } => {
+                    for ip in self.ips.clone() {
+                        for port in [rtp, rtp + 1] {
+                            self.close(SocketAddr::new(ip, port));
+                        }
+                    }
+                }
+                RelayEvent::MediaTimeout { call_id } => {
+                    if self.relay.delete(now, &call_id).is_ok() {
+                        self.io.timeout_deletes += 1;
+                    }
+                }
+                RelayEvent::Latched { .. } => {}
+            }
+        }
+    }
+
+    fn open(&mut self, local: SocketAddr) {
+        let Ok(fd) = sys::bind_udp(local) else {
+            self.io.bind_errors += 1;
+            return;
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.socks.push(None);
+            self.socks.len() - 1
+        });
+        if self.epoll.add(fd.as_fd(), slot as u64).is_err() {
+            self.io.bind_errors += 1;
+            self.free.push(slot);
+            return;
+        }
+        self.socks[slot] = Some(Sock { fd, local });
+        self.by_local.insert(local, slot);
+    }
+
+    fn close(&mut self, local: SocketAddr) {
+        if let Some(slot) = self.by_local.remove(&local)
+            && let Some(sock) = self.socks[slot].take()
+        {
+            let _ = self.epoll.delete(sock.fd.as_fd());
+            self.free.push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, conformance};
+
+    impl Backend for UdpBackend {
+        fn control(&self) -> Box<dyn Control + Send> {
+            Box::new(UdpBackend::control(self))
+        }
+
+        fn counters(&self) -> RelayCounters {
+            UdpBackend::counters(self).0
+        }
+    }
+
+    fn start(workers: usize, base: u16) -> UdpBackend {
+        UdpBackend::start(UdpConfig {
+            relay: RelayConfig {
+                media_v4: Some("127.0.0.1".parse().unwrap()),
+                media_v6: None,
+                ports: base..=base + 399,
+                max_sessions: 100,
+                ..RelayConfig::default()
+            },
+            workers,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn conformance_one_worker() {
+        conformance::run_all(&start(1, 41000), &conformance::Loopback);
+    }
+
+    #[test]
+    fn conformance_two_workers() {
+        conformance::run_all(&start(2, 42000), &conformance::Loopback);
+    }
+}
