@@ -1,5 +1,5 @@
 //! What every packet I/O backend provides, and the relay tests they all
-//! run ([`conformance`], in test builds).
+//! run (`conformance`, in test builds).
 //!
 //! A backend runs relay shards on worker threads and offers a [`Control`]
 //! handle that routes each call to its shard. The conformance scenarios
