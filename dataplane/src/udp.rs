@@ -32,6 +32,9 @@ pub mod sys;
 /// Longest a worker sleeps before looking at its control channel.
 pub const CONTROL_LATENCY: Duration = Duration::from_millis(5);
 
+/// Most batches read from one ready socket before the next `epoll_wait`.
+const DRAIN_BATCHES: usize = 8;
+
 /// Configuration of the UDP backend.
 #[derive(Debug, Clone)]
 pub struct UdpConfig {
@@ -354,23 +357,31 @@ impl Worker {
                     continue;
                 };
                 let local = sock.local;
-                if sys::recv_batch(sock.fd.as_fd(), &mut self.bufs, &mut got).is_err() {
-                    continue;
-                }
-                out.clear();
-                for (i, &(len, src)) in got.iter().enumerate() {
-                    let meta = RxMeta { src, dst: local };
-                    if let Verdict::Forward(f) =
-                        self.relay
-                            .handle_datagram(now, meta, &mut self.bufs[i][..len])
-                    {
-                        match self.by_local.get(&f.src) {
-                            Some(&s) => out.push((s, i, f.dst, len)),
-                            None => self.io.tx_errors += 1,
+                // Drain a busy socket for a few batches before the next
+                // epoll_wait, but let other sockets have their turn.
+                for _ in 0..DRAIN_BATCHES {
+                    let Some(Some(sock)) = self.socks.get(token as usize) else {
+                        break;
+                    };
+                    if sys::recv_batch(sock.fd.as_fd(), &mut self.bufs, &mut got).is_err() {
+                        break;
+                    }
+                    out.clear();
+                    for (i, &(len, src)) in got.iter().enumerate() {
+                        let meta = RxMeta { src, dst: local };
+                        let pkt = &mut self.bufs[i][..len];
+                        if let Verdict::Forward(f) = self.relay.handle_datagram(now, meta, pkt) {
+                            match self.by_local.get(&f.src) {
+                                Some(&s) => out.push((s, i, f.dst, len)),
+                                None => self.io.tx_errors += 1,
+                            }
                         }
                     }
+                    self.flush(&mut out);
+                    if got.len() < sys::MAX_BATCH {
+                        break;
+                    }
                 }
-                self.flush(&mut out);
             }
             self.relay.handle_timeout(now);
             self.drain_events(now);
@@ -529,5 +540,92 @@ mod tests {
     #[test]
     fn conformance_two_workers() {
         conformance::run_all(&start(2, 42000), &conformance::Loopback);
+    }
+
+    /// A measurement, not a check of speed: one worker relaying one
+    /// caller's burst over loopback (run with `--release -- --ignored
+    /// --nocapture`). The std-socket sender shares the machine's two cores.
+    #[test]
+    #[ignore = "measurement; run in release"]
+    #[expect(clippy::disallowed_types, reason = "real sockets")]
+    #[expect(clippy::disallowed_methods, reason = "measuring wall time")]
+    fn measure_loopback_pps() {
+        use std::net::UdpSocket;
+        let backend = start(1, 44000);
+        let mut control = backend.control();
+        let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
+        callee
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let sdp = |a: SocketAddr| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+                a.port()
+            )
+        };
+        let now = Instant::now();
+        let flags = SessionFlags::default();
+        let caller_sdp = sdp(caller.local_addr().unwrap());
+        control
+            .offer(
+                now,
+                &Offer {
+                    call_id: "m",
+                    from_tag: "a",
+                    sdp: &caller_sdp,
+                    flags,
+                },
+            )
+            .unwrap();
+        let callee_sdp = sdp(callee.local_addr().unwrap());
+        let ans = control
+            .answer(
+                now,
+                &Answer {
+                    call_id: "m",
+                    from_tag: "a",
+                    to_tag: "b",
+                    sdp: &callee_sdp,
+                    flags,
+                },
+            )
+            .unwrap();
+        let port: u16 = ans
+            .lines()
+            .find(|l| l.starts_with("m="))
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let relay: SocketAddr = ("127.0.0.1".parse::<IpAddr>().unwrap(), port).into();
+        let total = 300_000u32;
+        let sender = thread::spawn(move || {
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            pkt.resize(172, 0xff);
+            for seq in 0..total {
+                pkt[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+                let _ = caller.send_to(&pkt, relay);
+            }
+        });
+        let mut buf = [0u8; 2048];
+        let mut got = 0u32;
+        let begin = Instant::now();
+        while callee.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        let elapsed = begin.elapsed().saturating_sub(Duration::from_millis(500));
+        sender.join().unwrap();
+        let (relay_c, io) = backend.counters();
+        println!(
+            "udp loopback, 1 worker: sent {total}, relayed {got} in {elapsed:?}: {:.3} Mpps (rx {} fwd {} tx_err {})",
+            f64::from(got) / elapsed.as_secs_f64() / 1e6,
+            relay_c.rx_packets,
+            relay_c.forwarded,
+            io.tx_errors
+        );
+        assert!(got > 0);
     }
 }

@@ -983,3 +983,91 @@ proptest::proptest! {
         proptest::prop_assert_eq!(relay.counters().rx_packets, 1);
     }
 }
+
+/// A measurement, not a check of speed: the core's per-packet cost over
+/// 10,000 answered sessions (run with `--release -- --ignored --nocapture`).
+#[test]
+#[ignore = "measurement; run in release"]
+fn measure_core_packet_cost() {
+    let now = t0();
+    let sessions = 10_000u16;
+    let mut relay = Relay::new(RelayConfig {
+        ports: 20000..=(20000 + 4 * sessions + 3),
+        max_sessions: usize::from(sessions),
+        ..config()
+    })
+    .unwrap();
+    let mut targets = Vec::new();
+    for c in 0..sessions {
+        let id = format!("call-{c}");
+        let caller = format!("192.0.2.{}", 1 + c % 250);
+        let a = relay
+            .answer(
+                now,
+                &Answer {
+                    call_id: &id,
+                    from_tag: "a",
+                    to_tag: "b",
+                    sdp: &sdp("198.18.0.1", 6000 + c, ""),
+                    flags: SessionFlags::default(),
+                },
+            )
+            .err();
+        assert_eq!(a, Some(ControlError::UnknownCall));
+        relay
+            .offer(
+                now,
+                &Offer {
+                    call_id: &id,
+                    from_tag: "a",
+                    sdp: &sdp(&caller, 4000 + c, ""),
+                    flags: SessionFlags::default(),
+                },
+            )
+            .unwrap();
+        let ans = relay
+            .answer(
+                now,
+                &Answer {
+                    call_id: &id,
+                    from_tag: "a",
+                    to_tag: "b",
+                    sdp: &sdp("198.18.0.1", 6000 + c, ""),
+                    flags: SessionFlags::default(),
+                },
+            )
+            .unwrap();
+        targets.push((
+            SocketAddr::new(caller.parse().unwrap(), 4000 + c),
+            port_of(&ans),
+        ));
+    }
+    let mut pkt = rtp(1, 0);
+    let rounds = 200u16;
+    let mut forwarded = 0u64;
+    let begin = {
+        #[expect(clippy::disallowed_methods, reason = "measuring wall time")]
+        let t = Instant::now();
+        t
+    };
+    for seq in 0..rounds {
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        for (src, port) in &targets {
+            let meta = RxMeta {
+                src: *src,
+                dst: SocketAddr::new("192.0.2.1".parse().unwrap(), *port),
+            };
+            if let Verdict::Forward(_) = relay.handle_datagram(now, meta, &mut pkt) {
+                forwarded += 1;
+            }
+        }
+    }
+    let elapsed = begin.elapsed();
+    let n = u64::from(rounds) * u64::from(sessions);
+    assert_eq!(forwarded, n);
+    println!(
+        "core: {n} packets over {sessions} sessions in {elapsed:?}: {:.0} ns/packet, {:.2} Mpps",
+        elapsed.as_nanos() as f64 / n as f64,
+        n as f64 / elapsed.as_secs_f64() / 1e6
+    );
+}
