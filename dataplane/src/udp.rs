@@ -238,7 +238,11 @@ pub fn serve_ng(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
                 ) =>
             {
                 continue;
@@ -246,7 +250,8 @@ pub fn serve_ng(
             Err(e) => return Err(e),
         };
         if let Some(resp) = ng.handle_request(Instant::now(), control, &buf[..len]) {
-            socket.send_to(&resp, from)?;
+            // A peer that went away must not stop the listener.
+            let _ = socket.send_to(&resp, from);
         }
     }
     Ok(())
