@@ -202,7 +202,6 @@ fn serve_metrics(listener: &TcpListener, control: &UdpControl) {
 fn render_metrics(control: &UdpControl) -> String {
     use std::fmt::Write as _;
     let (relay, io) = control.counters();
-    let sessions = control.clone().sessions();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -214,7 +213,7 @@ fn render_metrics(control: &UdpControl) -> String {
         "voxplane_relay_sessions",
         "gauge",
         "Sessions in the table.",
-        sessions as u64,
+        io.sessions,
     );
     metric(
         "voxplane_relay_rx_packets_total",

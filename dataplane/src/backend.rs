@@ -70,6 +70,19 @@ pub(crate) mod conformance {
         }
     }
 
+    /// Everything on ::1.
+    pub(crate) struct LoopbackV6;
+
+    impl TestNet for LoopbackV6 {
+        fn endpoint(&self, _: Role) -> UdpSocket {
+            UdpSocket::bind("[::1]:0").expect("bind an IPv6 loopback test socket")
+        }
+
+        fn relay_ip(&self) -> IpAddr {
+            "::1".parse().unwrap()
+        }
+    }
+
     /// Runs every scenario.
     pub(crate) fn run_all(backend: &dyn Backend, net: &dyn TestNet) {
         media_flows_both_ways(backend, net);
@@ -106,8 +119,9 @@ pub(crate) mod conformance {
 
     fn sdp_for(sock: &UdpSocket) -> String {
         let a = sock.local_addr().unwrap();
+        let fam = if a.is_ipv6() { "IP6" } else { "IP4" };
         format!(
-            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtcp-mux\r\n",
+            "v=0\r\no=- 1 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtcp-mux\r\n",
             ip = a.ip(),
             port = a.port()
         )

@@ -21,6 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
 use crate::ng::NgServer;
 use crate::relay::{
     Answer, Control, ControlError, Offer, Relay, RelayConfig, RelayCounters, RelayEvent, RxMeta,
@@ -55,6 +56,8 @@ pub struct IoCounters {
     pub bind_errors: u64,
     /// Sessions deleted after a media timeout.
     pub timeout_deletes: u64,
+    /// Sessions in the table now (a gauge).
+    pub sessions: u64,
 }
 
 impl IoCounters {
@@ -63,6 +66,7 @@ impl IoCounters {
         self.tx_errors += o.tx_errors;
         self.bind_errors += o.bind_errors;
         self.timeout_deletes += o.timeout_deletes;
+        self.sessions += o.sessions;
     }
 }
 
@@ -127,6 +131,16 @@ impl Drop for UdpBackend {
     }
 }
 
+impl Backend for UdpBackend {
+    fn control(&self) -> Box<dyn Control + Send> {
+        Box::new(UdpBackend::control(self))
+    }
+
+    fn counters(&self) -> RelayCounters {
+        UdpBackend::counters(self).0
+    }
+}
+
 /// Routes control commands to the worker that owns each call.
 #[derive(Debug, Clone)]
 pub struct UdpControl {
@@ -155,11 +169,6 @@ impl UdpControl {
             }
         }
         (relay, io)
-    }
-
-    /// Number of sessions over all workers.
-    pub fn sessions(&mut self) -> usize {
-        self.list(usize::MAX).len()
     }
 }
 
@@ -445,7 +454,11 @@ impl Worker {
                 let _ = reply.send(self.relay.set_recording(&id, on));
             }
             Cmd::Counters(reply) => {
-                let _ = reply.send((*self.relay.counters(), self.io));
+                let io = IoCounters {
+                    sessions: self.relay.len() as u64,
+                    ..self.io
+                };
+                let _ = reply.send((*self.relay.counters(), io));
             }
             Cmd::Shutdown => {}
         }
@@ -511,17 +524,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, conformance};
-
-    impl Backend for UdpBackend {
-        fn control(&self) -> Box<dyn Control + Send> {
-            Box::new(UdpBackend::control(self))
-        }
-
-        fn counters(&self) -> RelayCounters {
-            UdpBackend::counters(self).0
-        }
-    }
+    use crate::backend::conformance;
 
     fn start(workers: usize, base: u16) -> UdpBackend {
         UdpBackend::start(UdpConfig {
@@ -540,6 +543,27 @@ mod tests {
     #[test]
     fn conformance_one_worker() {
         conformance::run_all(&start(1, 41000), &conformance::Loopback);
+    }
+
+    #[test]
+    #[expect(clippy::disallowed_types, reason = "probing for IPv6 loopback")]
+    fn conformance_ipv6() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("SKIP: conformance_ipv6: no IPv6 loopback (::1) on this host");
+            return;
+        }
+        let backend = UdpBackend::start(UdpConfig {
+            relay: RelayConfig {
+                media_v4: Some("127.0.0.1".parse().unwrap()),
+                media_v6: Some("::1".parse().unwrap()),
+                ports: 45000..=45399,
+                max_sessions: 100,
+                ..RelayConfig::default()
+            },
+            workers: 2,
+        })
+        .unwrap();
+        conformance::run_all(&backend, &conformance::LoopbackV6);
     }
 
     #[test]
