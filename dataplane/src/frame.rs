@@ -386,6 +386,7 @@ mod tests {
                 src: "198.18.0.1:30002".parse().unwrap(),
                 dst: "198.18.1.20:5004".parse().unwrap(),
                 kind: Kind::Rtp,
+                mirror: false,
             };
             rewrite(&mut f, &fwd, &MACS).unwrap();
             check(&f);
@@ -409,6 +410,7 @@ mod tests {
             src: "[2001:db8::1]:30002".parse().unwrap(),
             dst: "[2001:db8:ffff::20]:5004".parse().unwrap(),
             kind: Kind::Rtp,
+            mirror: false,
         };
         rewrite(&mut f, &fwd, &MACS).unwrap();
         check(&f);
@@ -424,6 +426,7 @@ mod tests {
             src: "[2001:db8::1]:1".parse().unwrap(),
             dst: "[2001:db8::2]:2".parse().unwrap(),
             kind: Kind::Rtp,
+            mirror: false,
         };
         let mut g = f.clone();
         assert_eq!(rewrite(&mut g, &v6, &MACS), Err(FrameError::FamilyMismatch));
@@ -434,6 +437,7 @@ mod tests {
             src,
             dst,
             kind: Kind::Rtp,
+            mirror: false,
         };
         assert_eq!(rewrite(&mut ttl1, &v4, &MACS), Err(FrameError::TtlExpired));
         let mut tcp = f.clone();
@@ -459,11 +463,11 @@ mod tests {
             a6 in any::<[u8; 16]>(), b6 in any::<[u8; 16]>(),
         ) {
             let mut f = build(SocketAddr::new(a.into(), p[0]), SocketAddr::new(b.into(), p[1]), &payload, false);
-            let fwd = Forward { src: SocketAddr::new(c.into(), p[2]), dst: SocketAddr::new(d.into(), p[3]), kind: Kind::Rtp };
+            let fwd = Forward { src: SocketAddr::new(c.into(), p[2]), dst: SocketAddr::new(d.into(), p[3]), kind: Kind::Rtp, mirror: false };
             rewrite(&mut f, &fwd, &MACS).unwrap();
             check(&f);
             let mut f6 = build(SocketAddr::new(a6.into(), p[0]), SocketAddr::new(b6.into(), p[1]), &payload, true);
-            let fwd6 = Forward { src: SocketAddr::new(b6.into(), p[2]), dst: SocketAddr::new(a6.into(), p[3]), kind: Kind::Rtp };
+            let fwd6 = Forward { src: SocketAddr::new(b6.into(), p[2]), dst: SocketAddr::new(a6.into(), p[3]), kind: Kind::Rtp, mirror: false };
             rewrite(&mut f6, &fwd6, &MACS).unwrap();
             check(&f6);
         }

@@ -44,6 +44,7 @@
 
 pub mod backend;
 pub mod frame;
+pub mod mirror;
 pub mod ng;
 pub mod relay;
 pub mod udp;

@@ -227,6 +227,9 @@ pub struct Forward {
     pub dst: SocketAddr,
     /// RTP or RTCP.
     pub kind: Kind,
+    /// The session is mirrored: hand a copy to the mirror sinks
+    /// ([`crate::mirror`]); [`Relay::mirror_info`] names the call.
+    pub mirror: bool,
 }
 
 /// Why a datagram was dropped.
@@ -667,8 +670,10 @@ impl Relay {
         self.by_call.keys().map(|k| &**k)
     }
 
-    /// Marks a session as recorded or not (`start`/`stop recording`). The
-    /// flag is reported by query; feeding a recorder is the mirroring work.
+    /// Marks a session as recorded or not (`start`/`stop recording`): the
+    /// forwarding decisions of a recorded session carry
+    /// [`Forward::mirror`], so the backend copies its packets to the
+    /// mirror sinks.
     ///
     /// # Errors
     ///
@@ -677,6 +682,21 @@ impl Relay {
         let slot = *self.by_call.get(call_id).ok_or(ControlError::UnknownCall)?;
         self.session_mut(slot)?.recording = on;
         Ok(())
+    }
+
+    /// The call and leg that own local port `port`, for labelling a mirrored
+    /// copy.
+    pub fn mirror_info(&self, port: u16) -> Option<(&str, LegId)> {
+        let offset = port.checked_sub(*self.config.ports.start())?;
+        let entry = *self.port_map.get(usize::from(offset))?;
+        let slot = (entry >> 1).checked_sub(1)?;
+        let session = self.slots.get(slot as usize)?.as_ref()?;
+        let leg = if entry & 1 == 0 {
+            LegId::Caller
+        } else {
+            LegId::Callee
+        };
+        Some((&session.call_id, leg))
     }
 
     /// Approximate bytes this shard's table spends on one session: the
@@ -1011,6 +1031,7 @@ impl Session {
             src: SocketAddr::new(local_ip, port),
             dst,
             kind,
+            mirror: self.recording,
         })
     }
 

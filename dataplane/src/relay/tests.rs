@@ -176,7 +176,8 @@ fn forwards_both_ways_and_rtcp() {
         Verdict::Forward(Forward {
             src: sa("192.0.2.1:30002"),
             dst: sa(CALLEE),
-            kind: Kind::Rtp
+            kind: Kind::Rtp,
+            mirror: false,
         })
     );
     let v = send(&mut relay, now, CALLEE, callee_port, rtp(2, 1));
@@ -193,7 +194,8 @@ fn forwards_both_ways_and_rtcp() {
         Verdict::Forward(Forward {
             src: sa("192.0.2.1:30003"),
             dst: sa("192.0.2.20:6001"),
-            kind: Kind::Rtcp
+            kind: Kind::Rtcp,
+            mirror: false,
         })
     );
     let q = relay.query(now, "c1").unwrap();
@@ -1070,4 +1072,48 @@ fn measure_core_packet_cost() {
         elapsed.as_nanos() as f64 / n as f64,
         n as f64 / elapsed.as_secs_f64() / 1e6
     );
+}
+
+#[test]
+fn recording_marks_forwards_for_mirroring() {
+    let now = t0();
+    let (mut relay, caller_port, callee_port) = call(now, SessionFlags::default());
+    let mirrored = |v: Verdict| matches!(v, Verdict::Forward(Forward { mirror: true, .. }));
+    assert!(!mirrored(send(
+        &mut relay,
+        now,
+        CALLER,
+        caller_port,
+        rtp(1, 1)
+    )));
+    relay.set_recording("c1", true).unwrap();
+    assert!(mirrored(send(
+        &mut relay,
+        now,
+        CALLER,
+        caller_port,
+        rtp(1, 2)
+    )));
+    assert!(mirrored(send(
+        &mut relay,
+        now,
+        CALLEE,
+        callee_port,
+        rtp(2, 1)
+    )));
+    assert_eq!(relay.mirror_info(caller_port), Some(("c1", LegId::Caller)));
+    assert_eq!(
+        relay.mirror_info(callee_port + 1),
+        Some(("c1", LegId::Callee))
+    );
+    assert_eq!(relay.mirror_info(30090), None);
+    assert_eq!(relay.mirror_info(1), None);
+    relay.set_recording("c1", false).unwrap();
+    assert!(!mirrored(send(
+        &mut relay,
+        now,
+        CALLER,
+        caller_port,
+        rtp(1, 3)
+    )));
 }
