@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use dataplane::relay::{DropReason, RelayConfig};
-use dataplane::udp::{UdpBackend, UdpConfig, UdpControl, serve_ng};
+use dataplane::udp::{MirrorConfig, UdpBackend, UdpConfig, UdpControl, serve_ng};
 
 /// Packet I/O backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,6 +65,13 @@ pub struct DataplaneArgs {
     /// Seconds without media after which a session is deleted.
     #[arg(long, default_value_t = 60)]
     media_timeout: u64,
+    /// Send copies of recorded sessions' packets (ng `start recording`) as
+    /// HEP3 over UDP to this collector (Homer, heplify-server).
+    #[arg(long, value_name = "ADDR:PORT")]
+    hep_sink: Option<SocketAddr>,
+    /// HEP3 capture agent id.
+    #[arg(long, default_value_t = 2001)]
+    hep_capture_id: u32,
 }
 
 fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -142,8 +149,16 @@ pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
     let workers = args
         .workers
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
-    let backend =
-        UdpBackend::start(UdpConfig { relay, workers }).context("starting the UDP backend")?;
+    let backend = UdpBackend::start(UdpConfig {
+        relay,
+        workers,
+        mirror: MirrorConfig {
+            hep: args.hep_sink,
+            hep_capture_id: args.hep_capture_id,
+            ring_bytes: None,
+        },
+    })
+    .context("starting the UDP backend")?;
     let ng_socket = UdpSocket::bind(args.ng_listen)
         .with_context(|| format!("binding the ng socket {}", args.ng_listen))?;
     let ng_addr = ng_socket.local_addr()?;
@@ -269,6 +284,18 @@ fn render_metrics(control: &UdpControl) -> String {
         "Sessions timed out for lack of media.",
         relay.media_timeouts,
     );
+    metric(
+        "voxplane_relay_hep_packets_total",
+        "counter",
+        "HEP3 copies sent to the collector.",
+        io.hep_packets,
+    );
+    metric(
+        "voxplane_relay_hep_errors_total",
+        "counter",
+        "HEP3 copies not sent.",
+        io.hep_errors,
+    );
     let _ = writeln!(
         out,
         "# HELP voxplane_relay_drops_total Datagrams dropped, by reason.\n# TYPE voxplane_relay_drops_total counter"
@@ -303,6 +330,8 @@ mod tests {
             max_sessions: 10,
             latch_window: 3,
             media_timeout: 60,
+            hep_sink: None,
+            hep_capture_id: 2001,
         }
     }
 

@@ -91,17 +91,20 @@ pub(crate) mod conformance {
         delete_stops_forwarding(backend, net);
     }
 
-    struct Call {
-        id: String,
-        caller: UdpSocket,
-        callee: UdpSocket,
+    pub(crate) struct Call {
+        pub(crate) id: String,
+        pub(crate) caller: UdpSocket,
+        pub(crate) callee: UdpSocket,
         /// The relay address the caller sends to (from the answer).
-        to_relay_from_caller: SocketAddr,
+        pub(crate) to_relay_from_caller: SocketAddr,
         /// The relay address the callee sends to (from the offer).
-        to_relay_from_callee: SocketAddr,
+        pub(crate) to_relay_from_callee: SocketAddr,
     }
 
-    fn ng(backend: &dyn Backend, entries: Vec<(&'static str, Value<'_>)>) -> Vec<u8> {
+    pub(crate) fn ng_request(
+        backend: &dyn Backend,
+        entries: Vec<(&'static str, Value<'_>)>,
+    ) -> Vec<u8> {
         let mut req = b"t1 ".to_vec();
         Value::Dict(
             entries
@@ -141,7 +144,7 @@ pub(crate) mod conformance {
         SocketAddr::new(net.relay_ip(), m.port())
     }
 
-    fn setup(backend: &dyn Backend, net: &dyn TestNet, id: &str) -> Call {
+    pub(crate) fn setup(backend: &dyn Backend, net: &dyn TestNet, id: &str) -> Call {
         let caller = net.endpoint(Role::Caller);
         let callee = net.endpoint(Role::Callee);
         for s in [&caller, &callee] {
@@ -149,7 +152,7 @@ pub(crate) mod conformance {
                 .unwrap();
         }
         let offer_sdp = sdp_for(&caller);
-        let offer = ng(
+        let offer = ng_request(
             backend,
             vec![
                 ("command", Value::str("offer")),
@@ -159,7 +162,7 @@ pub(crate) mod conformance {
             ],
         );
         let answer_sdp = sdp_for(&callee);
-        let answer = ng(
+        let answer = ng_request(
             backend,
             vec![
                 ("command", Value::str("answer")),
@@ -188,7 +191,7 @@ pub(crate) mod conformance {
     }
 
     /// Everything that arrives until a read times out.
-    fn drain(sock: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {
+    pub(crate) fn drain(sock: &UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         while let Ok((n, from)) = sock.recv_from(&mut buf) {
@@ -197,7 +200,7 @@ pub(crate) mod conformance {
         got
     }
 
-    fn exchange(call: &Call, n: u16) {
+    pub(crate) fn exchange(call: &Call, n: u16) {
         for seq in 0..n {
             call.caller
                 .send_to(&rtp(0xA, seq), call.to_relay_from_caller)
@@ -298,7 +301,7 @@ pub(crate) mod conformance {
         let call = setup(backend, net, "del-1");
         exchange(&call, 3);
         assert_eq!(drain(&call.callee).len(), 3);
-        let resp = ng(
+        let resp = ng_request(
             backend,
             vec![
                 ("command", Value::str("delete")),
@@ -311,7 +314,7 @@ pub(crate) mod conformance {
         assert_eq!(rtp_totals.get(b"packets").and_then(Value::as_int), Some(6));
         exchange(&call, 3);
         assert!(drain(&call.callee).is_empty(), "forwarded after delete");
-        let again = ng(
+        let again = ng_request(
             backend,
             vec![
                 ("command", Value::str("delete")),

@@ -19,9 +19,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::backend::Backend;
+use crate::mirror::{self, MirrorConsumer, MirrorPacket, MirrorProducer};
 use crate::ng::NgServer;
 use crate::relay::{
     Answer, Control, ControlError, Offer, Relay, RelayConfig, RelayCounters, RelayEvent, RxMeta,
@@ -37,12 +38,26 @@ pub const CONTROL_LATENCY: Duration = Duration::from_millis(5);
 const DRAIN_BATCHES: usize = 8;
 
 /// Configuration of the UDP backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UdpConfig {
     /// The whole relay; split into one shard per worker.
     pub relay: RelayConfig,
     /// Worker threads (one per core is the intent).
     pub workers: usize,
+    /// Where copies of recorded sessions' packets go.
+    pub mirror: MirrorConfig,
+}
+
+/// Mirror sinks for sessions being recorded (ng `start recording`).
+#[derive(Debug, Clone, Default)]
+pub struct MirrorConfig {
+    /// Send each copy as HEP3 over UDP to this collector.
+    pub hep: Option<SocketAddr>,
+    /// HEP3 capture agent id.
+    pub hep_capture_id: u32,
+    /// Give each worker an in-process ring of this many octets; take the
+    /// consumers with [`UdpBackend::take_mirror_consumers`].
+    pub ring_bytes: Option<usize>,
 }
 
 /// Counters of one worker beyond the relay core's.
@@ -58,6 +73,14 @@ pub struct IoCounters {
     pub timeout_deletes: u64,
     /// Sessions in the table now (a gauge).
     pub sessions: u64,
+    /// Copies put in the mirror ring.
+    pub mirror_ring_packets: u64,
+    /// Copies dropped because the mirror ring was full.
+    pub mirror_ring_drops: u64,
+    /// HEP3 packets sent.
+    pub hep_packets: u64,
+    /// HEP3 packets not sent (encoding too long, socket refused).
+    pub hep_errors: u64,
 }
 
 impl IoCounters {
@@ -67,6 +90,10 @@ impl IoCounters {
         self.bind_errors += o.bind_errors;
         self.timeout_deletes += o.timeout_deletes;
         self.sessions += o.sessions;
+        self.mirror_ring_packets += o.mirror_ring_packets;
+        self.mirror_ring_drops += o.mirror_ring_drops;
+        self.hep_packets += o.hep_packets;
+        self.hep_errors += o.hep_errors;
     }
 }
 
@@ -75,6 +102,7 @@ impl IoCounters {
 pub struct UdpBackend {
     control: UdpControl,
     threads: Vec<thread::JoinHandle<()>>,
+    consumers: Vec<MirrorConsumer>,
 }
 
 impl UdpBackend {
@@ -88,6 +116,7 @@ impl UdpBackend {
         let count = config.workers.max(1);
         let mut senders = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
+        let mut consumers = Vec::new();
         for index in 0..count {
             let mut shard = config.relay.shard(index, count)?;
             shard.max_payload = shard.max_payload.min(sys::BUF_LEN - 1);
@@ -96,6 +125,26 @@ impl UdpBackend {
                 .map_err(|_| ControlError::InvalidConfig("cannot create an epoll instance"))?;
             let (tx, rx) = mpsc::channel();
             let mut worker = Worker::new(relay, epoll, rx);
+            if let Some(bytes) = config.mirror.ring_bytes {
+                let (prod, cons) = mirror::ring(bytes);
+                worker.ring = Some(prod);
+                consumers.push(cons);
+            }
+            if let Some(dst) = config.mirror.hep {
+                let any = match dst {
+                    SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                    SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+                };
+                let fd = sys::bind_udp(any)
+                    .map_err(|_| ControlError::InvalidConfig("cannot open the HEP socket"))?;
+                worker.hep = Some(HepSink {
+                    fd,
+                    dst,
+                    capture_id: config.mirror.hep_capture_id,
+                    out: Vec::new(),
+                    ends: Vec::new(),
+                });
+            }
             let handle = thread::Builder::new()
                 .name(format!("relay-{index}"))
                 .spawn(move || worker.run())
@@ -106,7 +155,14 @@ impl UdpBackend {
         Ok(Self {
             control: UdpControl { workers: senders },
             threads,
+            consumers,
         })
+    }
+
+    /// The consumer ends of the workers' mirror rings (once; empty without
+    /// [`MirrorConfig::ring_bytes`]).
+    pub fn take_mirror_consumers(&mut self) -> Vec<MirrorConsumer> {
+        std::mem::take(&mut self.consumers)
     }
 
     /// A control handle (cheap to clone, usable from any thread).
@@ -318,6 +374,40 @@ struct Worker {
     ips: Vec<IpAddr>,
     bufs: Vec<[u8; sys::BUF_LEN]>,
     io: IoCounters,
+    ring: Option<MirrorProducer>,
+    hep: Option<HepSink>,
+}
+
+/// HEP3 packets of one batch, sent together.
+struct HepSink {
+    fd: OwnedFd,
+    dst: SocketAddr,
+    capture_id: u32,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl HepSink {
+    fn flush(&mut self, io: &mut IoCounters) {
+        if self.ends.is_empty() {
+            return;
+        }
+        let mut start = 0;
+        let msgs: Vec<(&[u8], SocketAddr)> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let m = (&self.out[start..end], self.dst);
+                start = end;
+                m
+            })
+            .collect();
+        let sent = sys::send_batch(self.fd.as_fd(), &msgs).unwrap_or(0);
+        io.hep_packets += sent as u64;
+        io.hep_errors += (msgs.len() - sent) as u64;
+        self.out.clear();
+        self.ends.clear();
+    }
 }
 
 impl Worker {
@@ -336,6 +426,8 @@ impl Worker {
             ips,
             bufs: vec![[0; sys::BUF_LEN]; sys::MAX_BATCH],
             io: IoCounters::default(),
+            ring: None,
+            hep: None,
         }
     }
 
@@ -389,9 +481,15 @@ impl Worker {
                                 Some(&s) => out.push((s, i, f.dst, len)),
                                 None => self.io.tx_errors += 1,
                             }
+                            if f.mirror {
+                                self.mirror(meta, f.kind, i, len);
+                            }
                         }
                     }
                     self.flush(&mut out);
+                    if let Some(hep) = &mut self.hep {
+                        hep.flush(&mut self.io);
+                    }
                     if got.len() < sys::MAX_BATCH {
                         break;
                     }
@@ -399,6 +497,41 @@ impl Worker {
             }
             self.relay.handle_timeout(now);
             self.drain_events(now);
+        }
+    }
+
+    /// Copies a forwarded datagram to the mirror sinks; never waits.
+    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
+    fn mirror(&mut self, meta: RxMeta, kind: wire::rtp::Kind, buf: usize, len: usize) {
+        let Some((call_id, leg)) = self.relay.mirror_info(meta.dst.port()) else {
+            return;
+        };
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let packet = MirrorPacket {
+            call_id,
+            leg,
+            kind,
+            src: meta.src,
+            dst: meta.dst,
+            secs: wall.as_secs(),
+            micros: wall.subsec_micros(),
+            payload: &self.bufs[buf][..len],
+        };
+        if let Some(ring) = &mut self.ring {
+            if ring.push(&packet) {
+                self.io.mirror_ring_packets += 1;
+            } else {
+                self.io.mirror_ring_drops += 1;
+            }
+        }
+        if let Some(hep) = &mut self.hep {
+            if mirror::emit_hep3(&packet, hep.capture_id, &mut hep.out) {
+                hep.ends.push(hep.out.len());
+            } else {
+                self.io.hep_errors += 1;
+            }
         }
     }
 
@@ -536,6 +669,7 @@ mod tests {
                 ..RelayConfig::default()
             },
             workers,
+            mirror: MirrorConfig::default(),
         })
         .unwrap()
     }
@@ -561,9 +695,81 @@ mod tests {
                 ..RelayConfig::default()
             },
             workers: 2,
+            mirror: MirrorConfig::default(),
         })
         .unwrap();
         conformance::run_all(&backend, &conformance::LoopbackV6);
+    }
+
+    /// A recorded call's packets reach the HEP3 collector and the
+    /// in-process ring; a ring too small drops copies, never forwarding.
+    #[test]
+    #[expect(clippy::disallowed_types, reason = "a real HEP collector socket")]
+    fn recording_mirrors_to_hep_and_ring() {
+        use crate::backend::conformance::{Loopback, drain, exchange, ng_request, setup};
+        use wire::bencode::Value;
+        let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        collector
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        for (ring_bytes, workers) in [(1 << 20, 2), (512, 1)] {
+            let mut backend = UdpBackend::start(UdpConfig {
+                relay: RelayConfig {
+                    media_v4: Some("127.0.0.1".parse().unwrap()),
+                    media_v6: None,
+                    ports: 47000..=47399,
+                    max_sessions: 100,
+                    ..RelayConfig::default()
+                },
+                workers,
+                mirror: MirrorConfig {
+                    hep: Some(collector.local_addr().unwrap()),
+                    hep_capture_id: 77,
+                    ring_bytes: Some(ring_bytes),
+                },
+            })
+            .unwrap();
+            let mut rings = backend.take_mirror_consumers();
+            assert_eq!(rings.len(), workers);
+            let call = setup(&backend, &Loopback, "rec-1");
+            exchange(&call, 3);
+            assert_eq!(drain(&call.callee).len(), 3);
+            assert!(drain(&collector).is_empty(), "not recorded yet");
+            let resp = ng_request(
+                &backend,
+                vec![
+                    ("command", Value::str("start recording")),
+                    ("call-id", Value::str("rec-1")),
+                ],
+            );
+            assert_eq!(resp, b"d6:result2:oke");
+            exchange(&call, 10);
+            assert_eq!(drain(&call.callee).len(), 10, "forwarding unaffected");
+            assert_eq!(drain(&call.caller).len(), 13);
+            let hep = drain(&collector);
+            assert_eq!(hep.len(), 20, "10 each way as HEP3");
+            for (pkt, _) in &hep {
+                assert_eq!(&pkt[..4], b"HEP3");
+                assert!(pkt.windows(5).any(|w| w == b"rec-1"), "correlation id");
+            }
+            let mut copies = 0;
+            for ring in &mut rings {
+                while let Some(p) = ring.pop() {
+                    assert_eq!(p.call_id, "rec-1");
+                    assert_eq!(p.payload.len(), 172);
+                    copies += 1;
+                }
+            }
+            let (_, io) = backend.counters();
+            assert_eq!(io.hep_packets, 20);
+            assert_eq!(copies, io.mirror_ring_packets);
+            assert_eq!(io.mirror_ring_packets + io.mirror_ring_drops, 20);
+            if ring_bytes == 512 {
+                assert!(io.mirror_ring_drops > 0, "a small ring drops: {io:?}");
+            } else {
+                assert_eq!(io.mirror_ring_drops, 0);
+            }
+        }
     }
 
     #[test]

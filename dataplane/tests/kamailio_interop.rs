@@ -106,6 +106,7 @@ fn kamailio_sipp_call_relayed_both_ways() {
             ..RelayConfig::default()
         },
         workers: 1,
+        ..UdpConfig::default()
     })
     .unwrap();
     let ng_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
