@@ -7,6 +7,7 @@
 //! | [`relay`] | the sans-IO core: one shard of the session table, forwarding verdicts, control API |
 //! | [`frame`] | applying a verdict to a whole Ethernet frame (AF_XDP), RFC 1624 checksums |
 //! | [`ng`] | rtpengine's ng control protocol, sans-IO (request bytes in, response bytes out) |
+//! | [`mirror`] | copies of recorded sessions' packets: in-process SPSC rings and HEP3 |
 //! | [`backend`] | the backend contract and the relay tests every backend runs |
 //! | [`udp`] | the embedded default backend: `recvmmsg`/`sendmmsg`, a worker per core |
 //!
