@@ -10,6 +10,7 @@
 //! | [`mirror`] | copies of recorded sessions' packets: in-process SPSC rings and HEP3 |
 //! | [`backend`] | the backend contract and the relay tests every backend runs |
 //! | [`udp`] | the embedded default backend: `recvmmsg`/`sendmmsg`, a worker per core |
+//! | [`uring`] | io_uring: multishot `recvmsg` into provided buffers, sends from the same buffers |
 //!
 //! The core never reads a clock or touches a socket (`clippy.toml` forbids
 //! both); backends own those. A driver feeds the core like this:
@@ -49,3 +50,4 @@ pub mod mirror;
 pub mod ng;
 pub mod relay;
 pub mod udp;
+pub mod uring;

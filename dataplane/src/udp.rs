@@ -204,6 +204,18 @@ pub struct UdpControl {
 }
 
 impl UdpControl {
+    /// A handle routing to these workers' channels.
+    pub(crate) fn new(workers: Vec<mpsc::Sender<Cmd>>) -> Self {
+        Self { workers }
+    }
+
+    /// Asks every worker to stop.
+    pub(crate) fn shutdown(&self) {
+        for tx in &self.workers {
+            let _ = tx.send(Cmd::Shutdown);
+        }
+    }
+
     fn ask<T>(&self, call_id: &str, make: impl FnOnce(mpsc::Sender<T>) -> Cmd) -> Option<T> {
         let shard = shard_of(call_id, self.workers.len());
         let (tx, rx) = mpsc::channel();
@@ -324,7 +336,7 @@ pub fn serve_ng(
 
 /// An offer or answer with owned strings, to cross the channel.
 #[derive(Debug)]
-struct OwnedRequest {
+pub(crate) struct OwnedRequest {
     call_id: String,
     from_tag: String,
     to_tag: String,
@@ -347,7 +359,7 @@ impl OwnedRequest {
 type Reply<T> = mpsc::Sender<Result<T, ControlError>>;
 
 #[derive(Debug)]
-enum Cmd {
+pub(crate) enum Cmd {
     Offer(Instant, OwnedRequest, Reply<String>),
     Answer(Instant, OwnedRequest, Reply<String>),
     Delete(Instant, String, Reply<SessionStats>),
@@ -356,6 +368,52 @@ enum Cmd {
     Recording(String, bool, Reply<()>),
     Counters(mpsc::Sender<(RelayCounters, IoCounters)>),
     Shutdown,
+}
+
+/// Runs one control command against a worker's shard and replies (shared
+/// by the backends' workers).
+pub(crate) fn apply_command(relay: &mut Relay, io: &IoCounters, cmd: Cmd) {
+    match cmd {
+        Cmd::Offer(now, r, reply) => {
+            let offer = Offer {
+                call_id: &r.call_id,
+                from_tag: &r.from_tag,
+                sdp: &r.sdp,
+                flags: r.flags,
+            };
+            let _ = reply.send(relay.offer(now, &offer));
+        }
+        Cmd::Answer(now, r, reply) => {
+            let answer = Answer {
+                call_id: &r.call_id,
+                from_tag: &r.from_tag,
+                to_tag: &r.to_tag,
+                sdp: &r.sdp,
+                flags: r.flags,
+            };
+            let _ = reply.send(relay.answer(now, &answer));
+        }
+        Cmd::Delete(now, id, reply) => {
+            let _ = reply.send(relay.delete(now, &id));
+        }
+        Cmd::Query(now, id, reply) => {
+            let _ = reply.send(relay.query(now, &id));
+        }
+        Cmd::List(limit, reply) => {
+            let _ = reply.send(Relay::list(relay).take(limit).map(str::to_owned).collect());
+        }
+        Cmd::Recording(id, on, reply) => {
+            let _ = reply.send(relay.set_recording(&id, on));
+        }
+        Cmd::Counters(reply) => {
+            let io = IoCounters {
+                sessions: relay.len() as u64,
+                ..*io
+            };
+            let _ = reply.send((*relay.counters(), io));
+        }
+        Cmd::Shutdown => {}
+    }
 }
 
 struct Sock {
@@ -554,47 +612,7 @@ impl Worker {
 
     #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
     fn command(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Offer(now, r, reply) => {
-                let offer = Offer {
-                    call_id: &r.call_id,
-                    from_tag: &r.from_tag,
-                    sdp: &r.sdp,
-                    flags: r.flags,
-                };
-                let _ = reply.send(self.relay.offer(now, &offer));
-            }
-            Cmd::Answer(now, r, reply) => {
-                let answer = Answer {
-                    call_id: &r.call_id,
-                    from_tag: &r.from_tag,
-                    to_tag: &r.to_tag,
-                    sdp: &r.sdp,
-                    flags: r.flags,
-                };
-                let _ = reply.send(self.relay.answer(now, &answer));
-            }
-            Cmd::Delete(now, id, reply) => {
-                let _ = reply.send(self.relay.delete(now, &id));
-            }
-            Cmd::Query(now, id, reply) => {
-                let _ = reply.send(self.relay.query(now, &id));
-            }
-            Cmd::List(limit, reply) => {
-                let _ = reply.send(self.relay.list().take(limit).map(str::to_owned).collect());
-            }
-            Cmd::Recording(id, on, reply) => {
-                let _ = reply.send(self.relay.set_recording(&id, on));
-            }
-            Cmd::Counters(reply) => {
-                let io = IoCounters {
-                    sessions: self.relay.len() as u64,
-                    ..self.io
-                };
-                let _ = reply.send((*self.relay.counters(), io));
-            }
-            Cmd::Shutdown => {}
-        }
+        apply_command(&mut self.relay, &self.io, cmd);
         // Open the new sessions' ports before replying to the next command.
         self.drain_events(Instant::now());
     }
@@ -777,90 +795,11 @@ mod tests {
         conformance::run_all(&start(2, 42000), &conformance::Loopback);
     }
 
-    /// A measurement, not a check of speed: one worker relaying one
-    /// caller's burst over loopback (run with `--release -- --ignored
-    /// --nocapture`). The std-socket sender shares the machine's two cores.
+    /// A measurement, not a check of speed (run with `--release --
+    /// --ignored --nocapture`).
     #[test]
     #[ignore = "measurement; run in release"]
-    #[expect(clippy::disallowed_types, reason = "real sockets")]
-    #[expect(clippy::disallowed_methods, reason = "measuring wall time")]
     fn measure_loopback_pps() {
-        use std::net::UdpSocket;
-        let backend = start(1, 44000);
-        let mut control = backend.control();
-        let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
-        callee
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let sdp = |a: SocketAddr| {
-            format!(
-                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
-                a.port()
-            )
-        };
-        let now = Instant::now();
-        let flags = SessionFlags::default();
-        let caller_sdp = sdp(caller.local_addr().unwrap());
-        control
-            .offer(
-                now,
-                &Offer {
-                    call_id: "m",
-                    from_tag: "a",
-                    sdp: &caller_sdp,
-                    flags,
-                },
-            )
-            .unwrap();
-        let callee_sdp = sdp(callee.local_addr().unwrap());
-        let ans = control
-            .answer(
-                now,
-                &Answer {
-                    call_id: "m",
-                    from_tag: "a",
-                    to_tag: "b",
-                    sdp: &callee_sdp,
-                    flags,
-                },
-            )
-            .unwrap();
-        let port: u16 = ans
-            .lines()
-            .find(|l| l.starts_with("m="))
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let relay: SocketAddr = ("127.0.0.1".parse::<IpAddr>().unwrap(), port).into();
-        let total = 300_000u32;
-        let sender = thread::spawn(move || {
-            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-            pkt.resize(172, 0xff);
-            for seq in 0..total {
-                pkt[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
-                let _ = caller.send_to(&pkt, relay);
-            }
-        });
-        let mut buf = [0u8; 2048];
-        let mut got = 0u32;
-        let begin = Instant::now();
-        while callee.recv(&mut buf).is_ok() {
-            got += 1;
-        }
-        let elapsed = begin.elapsed().saturating_sub(Duration::from_millis(500));
-        sender.join().unwrap();
-        let (relay_c, io) = backend.counters();
-        println!(
-            "udp loopback, 1 worker: sent {total}, relayed {got} in {elapsed:?}: {:.3} Mpps (rx {} fwd {} tx_err {})",
-            f64::from(got) / elapsed.as_secs_f64() / 1e6,
-            relay_c.rx_packets,
-            relay_c.forwarded,
-            io.tx_errors
-        );
-        assert!(got > 0);
+        conformance::measure_loopback(&start(1, 44000), "udp");
     }
 }

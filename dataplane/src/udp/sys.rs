@@ -293,7 +293,7 @@ impl Epoll {
     }
 }
 
-fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: plain C struct for which all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     match addr {
@@ -334,7 +334,7 @@ fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
-fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
