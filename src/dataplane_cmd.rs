@@ -172,14 +172,9 @@ pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
         },
     };
     let backend = match args.backend {
-        BackendKind::Uring => {
-            if args.hep_sink.is_some() {
-                tracing::warn!("the uring backend does not mirror yet; --hep-sink ignored");
-            }
-            RunningBackend::Uring(
-                UringBackend::start(config).context("starting the io_uring backend")?,
-            )
-        }
+        BackendKind::Uring => RunningBackend::Uring(
+            UringBackend::start(config).context("starting the io_uring backend")?,
+        ),
         _ => RunningBackend::Udp(UdpBackend::start(config).context("starting the UDP backend")?),
     };
     let ng_socket = UdpSocket::bind(args.ng_listen)

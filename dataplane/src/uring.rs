@@ -5,7 +5,7 @@
 //! when the send completes). Control, sharding and port handling are those
 //! of [`crate::udp`]; the workers take the same commands.
 //!
-//! Not yet: mirroring (recorded sessions are forwarded but not copied) and
+//! Mirroring works as in [`crate::udp`] ([`udp::MirrorConfig`]). Not yet:
 //! batching several sends per `sendmsg` (each forward is one SQE; the ring
 //! submits them together).
 
@@ -17,8 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
+use crate::mirror::MirrorConsumer;
 use crate::relay::{Control, ControlError, Relay, RelayCounters, RelayEvent, RxMeta, Verdict};
-use crate::udp::{self, CONTROL_LATENCY, Cmd, IoCounters, UdpConfig, UdpControl};
+use crate::udp::{self, CONTROL_LATENCY, Cmd, IoCounters, Mirrors, UdpConfig, UdpControl};
 
 pub mod sys;
 
@@ -45,10 +46,11 @@ fn split(ud: u64) -> (u64, u32, u32) {
 pub struct UringBackend {
     control: UdpControl,
     threads: Vec<thread::JoinHandle<()>>,
+    consumers: Vec<MirrorConsumer>,
 }
 
 impl UringBackend {
-    /// Starts `config.workers` workers (`config.mirror` is not used yet).
+    /// Starts `config.workers` workers.
     ///
     /// # Errors
     ///
@@ -58,10 +60,13 @@ impl UringBackend {
         let count = config.workers.max(1);
         let mut senders = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
+        let mut consumers = Vec::new();
         for index in 0..count {
             let mut shard = config.relay.shard(index, count)?;
             shard.max_payload = shard.max_payload.min(udp::sys::BUF_LEN - 1);
             let relay = Relay::new(shard)?;
+            let (mirrors, consumer) = Mirrors::new(&config.mirror)?;
+            consumers.extend(consumer);
             let (tx, rx) = mpsc::channel();
             let (ready_tx, ready_rx) = mpsc::channel();
             // The ring is created on its worker thread: SINGLE_ISSUER binds
@@ -71,7 +76,9 @@ impl UringBackend {
                 .spawn(move || match sys::Ring::new(BUFFERS) {
                     Ok(ring) => {
                         let _ = ready_tx.send(Ok(()));
-                        Worker::new(relay, ring, rx).run();
+                        let mut worker = Worker::new(relay, ring, rx);
+                        worker.mirrors = mirrors;
+                        worker.run();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -96,7 +103,14 @@ impl UringBackend {
         Ok(Self {
             control: UdpControl::new(senders),
             threads,
+            consumers,
         })
+    }
+
+    /// The consumer ends of the workers' mirror rings (once; empty without
+    /// [`udp::MirrorConfig::ring_bytes`]).
+    pub fn take_mirror_consumers(&mut self) -> Vec<MirrorConsumer> {
+        std::mem::take(&mut self.consumers)
     }
 
     /// A control handle (cheap to clone, usable from any thread).
@@ -152,6 +166,7 @@ struct Worker {
     rearm: Vec<usize>,
     /// Sends submitted and not yet completed.
     sending: usize,
+    mirrors: Mirrors,
 }
 
 impl Worker {
@@ -173,6 +188,7 @@ impl Worker {
             generation: 0,
             rearm: Vec::new(),
             sending: 0,
+            mirrors: Mirrors::default(),
         }
     }
 
@@ -210,6 +226,7 @@ impl Worker {
             for &(ud, result, flags) in &cqes {
                 self.complete(now, ud, result, flags);
             }
+            self.mirrors.flush(&mut self.io);
             self.relay.handle_timeout(now);
             self.drain_events(now);
         }
@@ -290,6 +307,11 @@ impl Worker {
             self.ring.provide(bid);
             return;
         };
+        if f.mirror {
+            let payload = &self.ring.buf_mut(bid)[range.clone()];
+            self.mirrors
+                .copy(&self.relay, &mut self.io, meta, f.kind, payload);
+        }
         let Some(Some(out)) = self.by_local.get(&f.src).and_then(|&s| self.socks.get(s)) else {
             self.io.tx_errors += 1;
             self.ring.provide(bid);
@@ -433,5 +455,15 @@ mod tests {
         if let Some(b) = start(1, 44400) {
             conformance::measure_loopback(&b, "uring");
         }
+    }
+
+    #[test]
+    fn recording_mirrors_to_hep_and_ring() {
+        crate::udp::tests::recording_scenario(47400, &|config| {
+            let mut b = UringBackend::start(config).ok()?;
+            let rings = b.take_mirror_consumers();
+            let control = b.control();
+            Some((Box::new(b), rings, control))
+        });
     }
 }
