@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use dataplane::relay::{DropReason, RelayConfig};
 use dataplane::udp::{UdpBackend, UdpConfig, serve_ng};
+use dataplane::uring::UringBackend;
 
 const PORTS: (u16, u16) = (46000, 46099);
+const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
 
 /// A child started in its own process group; dropping the guard sends
 /// SIGTERM to the whole group (Kamailio forks workers), then SIGKILL if it
@@ -89,15 +91,29 @@ fn kamailio_sipp_call_relayed_both_ways() {
         eprintln!("SKIP: kamailio_interop: {msg}");
         return;
     }
-    let modules = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+    let modules = MODULES;
     assert!(
         Path::new(modules).join("rtpengine.so").exists(),
         "kamailio rtpengine module missing"
     );
+    for backend in [Kind::Udp, Kind::Uring] {
+        interop(backend);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Udp,
+    Uring,
+}
+
+/// One call through Kamailio with the relay on `kind`'s backend.
+fn interop(kind: Kind) {
+    let modules = MODULES;
     let dir = tempfile::tempdir().unwrap();
 
     // The relay, in process, with ng on an ephemeral port.
-    let backend = UdpBackend::start(UdpConfig {
+    let config = UdpConfig {
         relay: RelayConfig {
             media_v4: Some("127.0.0.1".parse().unwrap()),
             media_v6: None,
@@ -107,14 +123,25 @@ fn kamailio_sipp_call_relayed_both_ways() {
         },
         workers: 1,
         ..UdpConfig::default()
-    })
-    .unwrap();
+    };
+    let (_udp, _uring, control) = match kind {
+        Kind::Udp => {
+            let b = UdpBackend::start(config).unwrap();
+            let c = b.control();
+            (Some(b), None, c)
+        }
+        Kind::Uring => {
+            let b = UringBackend::start(config).expect("io_uring backend (kernel support)");
+            let c = b.control();
+            (None, Some(b), c)
+        }
+    };
     let ng_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ng_port = ng_socket.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));
     let ng_thread = {
         let stop = Arc::clone(&stop);
-        let mut control = backend.control();
+        let mut control = control.clone();
         thread::spawn(move || serve_ng(&ng_socket, &mut control, &|| stop.load(Ordering::Relaxed)))
     };
 
@@ -262,7 +289,7 @@ onreply_route[ANSWER] {{
     let kam = std::fs::read_to_string(dir.path().join("kamailio.log")).unwrap_or_default();
     assert!(
         uac.status.success(),
-        "sipp uac failed: {}\n--- kamailio ---\n{}",
+        "{kind:?}: sipp uac failed: {}\n--- kamailio ---\n{}",
         String::from_utf8_lossy(&uac.stdout),
         kam.lines().rev().take(30).collect::<Vec<_>>().join("\n")
     );
@@ -273,7 +300,7 @@ onreply_route[ANSWER] {{
         .status();
     let _ = tshark.0.wait();
 
-    let (counters, io) = backend.counters();
+    let (counters, io) = control.counters();
     stop.store(true, Ordering::Relaxed);
     ng_thread.join().unwrap().unwrap();
     assert_eq!(
