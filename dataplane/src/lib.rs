@@ -10,6 +10,7 @@
 //! | [`mirror`] | copies of recorded sessions' packets: in-process SPSC rings and HEP3 |
 //! | [`backend`] | the backend contract and the relay tests every backend runs |
 //! | [`udp`] | the embedded default backend: `recvmmsg`/`sendmmsg`, a worker per core |
+//! | [`testnet`] | caller / relay / callee network namespaces joined by veth pairs, for tests |
 //! | [`uring`] | io_uring: multishot `recvmsg` into provided buffers, sends from the same buffers |
 //!
 //! The core never reads a clock or touches a socket (`clippy.toml` forbids
@@ -49,5 +50,6 @@ pub mod frame;
 pub mod mirror;
 pub mod ng;
 pub mod relay;
+pub mod testnet;
 pub mod udp;
 pub mod uring;
