@@ -4,6 +4,7 @@
 
 mod analyze;
 mod config;
+mod dataplane_cmd;
 mod demo;
 mod output;
 
@@ -29,6 +30,8 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Synthesise a few SIP+RTP calls, write them as a pcap and analyse them.
     Demo(DemoArgs),
+    /// Run the RTP relay alone, controlled over rtpengine's ng protocol.
+    Dataplane(dataplane_cmd::DataplaneArgs),
     /// Print the version and build information.
     Version,
 }
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&config, &args),
         Command::Demo(args) => demo::run(&config, &args),
+        Command::Dataplane(args) => dataplane_cmd::run(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

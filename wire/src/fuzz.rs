@@ -186,3 +186,18 @@ pub fn capture(data: &[u8]) {
         let _ = decoder.decode(&frame).map(|p| p.payload.len());
     }
 }
+
+/// Bencode (ng protocol): parse, accessors, and emit → byte-identical
+/// input for everything accepted; `parse_prefix` never reads past the end.
+pub fn bencode(data: &[u8]) {
+    use crate::bencode::Value;
+    if let Ok(v) = Value::parse(data) {
+        let _ = (v.get(b"command"), v.as_str(), v.as_int(), v.as_list());
+        let mut out = Vec::new();
+        v.emit(&mut out);
+        assert_eq!(out, data, "bencode re-emit is not byte-identical");
+    }
+    if let Ok((_, used)) = Value::parse_prefix(data) {
+        assert!(used <= data.len(), "bencode prefix beyond the buffer");
+    }
+}

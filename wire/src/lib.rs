@@ -14,11 +14,13 @@
 //! | [`dtmf`] | telephone-events (RFC 4733) |
 //! | [`g711`] | G.711 µ-law and A-law, bit-exact with ITU-T G.191 |
 //! | [`capture`] | pcap/pcapng frames down to UDP datagrams and TCP streams |
+//! | [`bencode`] | bencode, the encoding of rtpengine's ng control protocol |
 //!
 //! Shared identifiers and units live in [`types`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bencode;
 pub mod capture;
 pub mod dtmf;
 pub mod g711;

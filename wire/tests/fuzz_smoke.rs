@@ -168,3 +168,27 @@ fn every_harness_survives_the_corpus_and_its_mutations() {
     run("rtcp", &c.rtcp, wire::fuzz::rtcp);
     run("capture", &c.files, wire::fuzz::capture);
 }
+
+/// Bencode needs no capture fixtures: its seeds are ng messages as
+/// Kamailio's rtpengine module and our responses write them.
+#[test]
+fn bencode_harness_survives_ng_messages_and_their_mutations() {
+    let seeds: Vec<Vec<u8>> = [
+        &b"d7:command4:pinge"[..],
+        b"d6:result4:ponge",
+        b"d3:sdp29:v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n7:call-id8:abc@host8:from-tag3:ft17:command5:offer5:flagsl13:trust-addresse7:replacel6:origin18:session-connectione9:directionl8:external8:externalee",
+        b"d6:result5:error12:error-reason15:Unknown call-ide",
+        b"d7:createdi12e6:totalsd3:RTPd7:packetsi100e5:bytesi17200e6:errorsi0eeee",
+        b"li-42ei0e0:lee",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect();
+    for s in &seeds {
+        assert!(
+            wire::bencode::Value::parse(s).is_ok(),
+            "seed is valid bencode"
+        );
+    }
+    run("bencode", &seeds, wire::fuzz::bencode);
+}

@@ -487,6 +487,7 @@ impl<H: FrameHandler> Worker<H> {
 
     /// Busy-polls until `stop` is set, then drains pending transmissions
     /// (bounded: at most 1000 more rounds).
+    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
     pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             self.poll(Instant::now());
