@@ -20,6 +20,9 @@
 #![forbid(unsafe_code)]
 
 pub mod msg;
+pub mod record;
 pub mod replica;
+pub mod sqlite;
 pub mod storage;
+pub mod store;
 pub mod types;

@@ -45,6 +45,9 @@ pub enum Message {
     Snapshot {
         /// The version vector the snapshot is consistent with (identifies it).
         applied: VersionVector,
+        /// The sender's tombstone-collection horizon: a row the receiver holds at or below
+        /// this HLC and that the snapshot lacks was deleted and its tombstone collected.
+        collected: Hlc,
         /// Index of this part, from 0.
         part: u32,
         /// Number of parts.
@@ -192,12 +195,14 @@ mod tests {
             },
             Message::Snapshot {
                 applied: vv,
+                collected: hlc,
                 part: 0,
                 parts: 1,
                 items: vec![SnapshotItem::Row {
                     table: Table::Domains,
                     key: "example.com".into(),
                     row: Row {
+                        seq: Seq(3),
                         version: Version {
                             hlc,
                             origin: MemberId(2),

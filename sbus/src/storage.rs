@@ -60,6 +60,8 @@ pub struct Recovered {
     pub floor: VersionVector,
     /// Largest HLC ever committed (the clock restarts above it).
     pub clock: Hlc,
+    /// Tombstones at or below this HLC have been collected here.
+    pub collected: Hlc,
 }
 
 /// A CDR as stored.
@@ -107,11 +109,11 @@ pub trait Storage {
     /// # Errors
     /// Storage failure.
     fn scan(&mut self, table: Table, prefix: &str) -> Result<Vec<(String, Row)>, StorageError>;
-    /// Removes tombstones older than `before`; returns how many.
+    /// Removes tombstones whose HLC is at or below `upto`; returns how many.
     ///
     /// # Errors
     /// Storage failure.
-    fn collect_tombstones(&mut self, before: Hlc) -> Result<usize, StorageError>;
+    fn collect_tombstones(&mut self, upto: Hlc) -> Result<usize, StorageError>;
 
     /// Appends to the change log.
     ///
@@ -171,6 +173,18 @@ pub trait Storage {
     /// # Errors
     /// Storage failure.
     fn set_mark(&mut self, mark: Mark, origin: MemberId, seq: Seq) -> Result<(), StorageError>;
+
+    /// Deletes a row outright (no tombstone): used when a snapshot proves it dead.
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn delete_row(&mut self, table: Table, key: &str) -> Result<(), StorageError>;
+
+    /// Records the tombstone-collection horizon (see [`Recovered::collected`]).
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn set_collected(&mut self, upto: Hlc) -> Result<(), StorageError>;
 }
 
 /// In-memory [`Storage`] with exact crash semantics, for simulation and tests.
@@ -183,6 +197,7 @@ pub struct MemStorage {
     applied: VersionVector,
     floor: VersionVector,
     clock: Hlc,
+    collected: Hlc,
     undo: Vec<Undo>,
     /// Number of commits (each one an fsync in a real store).
     pub commits: u64,
@@ -195,6 +210,7 @@ enum Undo {
     Cdr(CdrId),
     Stage(MemberId, Option<BlobStage>),
     Mark(Mark, MemberId, Seq),
+    Collected(Hlc),
 }
 
 impl MemStorage {
@@ -224,6 +240,7 @@ impl Storage for MemStorage {
             applied: self.applied.clone(),
             floor: self.floor.clone(),
             clock: self.clock,
+            collected: self.collected,
         })
     }
 
@@ -264,6 +281,7 @@ impl Storage for MemStorage {
                         self.stages.remove(&o);
                     }
                 },
+                Undo::Collected(h) => self.collected = h,
                 Undo::Mark(m, o, s) => match m {
                     Mark::Applied => self.applied.set(o, s),
                     Mark::Floor => self.floor.set(o, s),
@@ -293,11 +311,11 @@ impl Storage for MemStorage {
             .collect())
     }
 
-    fn collect_tombstones(&mut self, before: Hlc) -> Result<usize, StorageError> {
+    fn collect_tombstones(&mut self, upto: Hlc) -> Result<usize, StorageError> {
         let dead: Vec<(Table, String)> = self
             .rows
             .iter()
-            .filter(|(_, r)| r.value.is_none() && r.version.hlc < before)
+            .filter(|(_, r)| r.value.is_none() && r.version.hlc <= upto)
             .map(|(k, _)| k.clone())
             .collect();
         for k in &dead {
@@ -397,6 +415,20 @@ impl Storage for MemStorage {
         self.undo.push(Undo::Mark(mark, origin, old));
         Ok(())
     }
+
+    fn delete_row(&mut self, table: Table, key: &str) -> Result<(), StorageError> {
+        let k = (table, key.to_owned());
+        if let Some(old) = self.rows.remove(&k) {
+            self.undo.push(Undo::Row(k, Some(old)));
+        }
+        Ok(())
+    }
+
+    fn set_collected(&mut self, upto: Hlc) -> Result<(), StorageError> {
+        self.undo.push(Undo::Collected(self.collected));
+        self.collected = upto;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +438,7 @@ mod tests {
 
     fn row(v: &str) -> Row {
         Row {
+            seq: Seq(1),
             version: Version {
                 hlc: Hlc::default(),
                 origin: MemberId(1),

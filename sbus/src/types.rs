@@ -298,6 +298,9 @@ impl Change {
 pub struct Row {
     /// Last writer.
     pub version: Version,
+    /// Sequence number (of `version.origin`) of the change that wrote it: a member whose
+    /// version vector covers it already reflects this write.
+    pub seq: Seq,
     /// Value, or `None` if deleted.
     pub value: Option<Vec<u8>>,
 }
@@ -314,9 +317,14 @@ impl VersionVector {
         self.0.get(&origin).copied().unwrap_or_default()
     }
 
-    /// Sets the mark for `origin`.
+    /// Sets the mark for `origin` (a zero mark is no entry, so equal vectors compare
+    /// equal).
     pub fn set(&mut self, origin: MemberId, seq: Seq) {
-        self.0.insert(origin, seq);
+        if seq == Seq(0) {
+            self.0.remove(&origin);
+        } else {
+            self.0.insert(origin, seq);
+        }
     }
 
     /// Raises each mark to the other vector's where that is higher.

@@ -659,11 +659,18 @@ fn cluster_converges_without_losing_acknowledged_writes_over_1000_seeds() {
         write_every_ms: 6,
     };
     let mut totals = Totals::default();
-    for seed in 0..seeds(1_000) {
+    let from: u64 = std::env::var("SBUS_SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for seed in from..from + seeds(1_000) {
         run(seed, p, &mut totals);
     }
     eprintln!("{totals:?}");
-    // The faults the test exists for must have happened.
+    // The faults the test exists for must have happened (over a full run).
+    if seeds(1_000) < 100 {
+        return;
+    }
     assert!(totals.crashes > 0 && totals.retransmits > 0 && totals.snapshots > 0);
     assert!(totals.duplicates > 0 && totals.gaps > 0 && totals.tombstones > 0);
 }
