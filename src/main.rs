@@ -6,6 +6,7 @@ mod analyze;
 mod config;
 mod demo;
 mod output;
+mod sbus_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Synthesise a few SIP+RTP calls, write them as a pcap and analyse them.
     Demo(DemoArgs),
+    /// Run an SBUS member, or talk to a running one (put, get, status, lag).
+    Sbus(sbus_cmd::SbusArgs),
+    /// Create the SBUS cluster CA and member certificates.
+    Cert(sbus_cmd::CertArgs),
     /// Print the version and build information.
     Version,
 }
@@ -116,6 +121,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&config, &args),
         Command::Demo(args) => demo::run(&config, &args),
+        Command::Sbus(args) => sbus_cmd::run(&args),
+        Command::Cert(args) => sbus_cmd::cert(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -14,12 +14,16 @@
 //!   CDRs) over the core.
 //! - [`store`]: the in-process API other crates use ([`store::Store`]): typed reads and
 //!   writes acknowledged after a group commit, and change subscriptions for hot reload.
+//! - [`net`] and [`cert`]: the tokio driver (mutual-TLS links, control socket) and the
+//!   cluster certificate helpers.
 //!
 //! See `docs/sbus.md` for the design, the limits and what happens at them.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod cert;
 pub mod msg;
+pub mod net;
 pub mod record;
 pub mod replica;
 pub mod sqlite;

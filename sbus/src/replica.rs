@@ -398,7 +398,9 @@ impl<S: Storage> Replica<S> {
     /// [`Error::Backpressure`], [`Error::Recovering`], storage failure.
     pub fn write(&mut self, now: Millis, op: Op) -> Result<Seq, Error> {
         self.admit(1)?;
-        self.write_one(now, op)
+        let seq = self.write_one(now, op)?;
+        self.maybe_commit(now)?;
+        Ok(seq)
     }
 
     /// Writes a blob row as chunks of `blob_chunk` bytes (an empty blob is one empty
@@ -438,6 +440,9 @@ impl<S: Storage> Replica<S> {
                 },
             )?;
         }
+        // Only now: a blob's chunks commit together, so no crash leaves half of one
+        // durable (and streamed) with the rest lost.
+        self.maybe_commit(now)?;
         Ok(last)
     }
 
@@ -731,7 +736,6 @@ impl<S: Storage> Replica<S> {
             op,
         };
         self.apply(now, &change)?;
-        self.maybe_commit(now)?;
         Ok(seq)
     }
 

@@ -121,6 +121,7 @@ struct Inner<S: Storage> {
 /// A member's store. See the module docs.
 pub struct Store<S: Storage = SqliteStorage> {
     inner: Mutex<Inner<S>>,
+    on_commit: Mutex<Option<CommitHook>>,
     done: Condvar,
     clock: Box<dyn Clock>,
 }
@@ -130,6 +131,9 @@ impl<S: Storage> std::fmt::Debug for Store<S> {
         f.debug_struct("Store").finish_non_exhaustive()
     }
 }
+
+/// Called after each group commit of local writes (the network driver wakes up on it).
+pub type CommitHook = Box<dyn Fn() + Send + Sync>;
 
 /// The file name of a member's database inside its data directory.
 pub const DB_FILE: &str = "sbus.db";
@@ -163,6 +167,7 @@ impl<S: Storage> Store<S> {
                 subs: Vec::new(),
             }),
             done: Condvar::new(),
+            on_commit: Mutex::new(None),
             clock,
         })
     }
@@ -313,6 +318,11 @@ impl<S: Storage> Store<S> {
         }
     }
 
+    /// Sets the hook called after each group commit of local writes.
+    pub fn set_on_commit(&self, hook: CommitHook) {
+        *self.on_commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
     /// Runs `f` on the replication core (for the network driver), then delivers the
     /// notifications it produced.
     pub fn with_replica<T>(&self, f: impl FnOnce(&mut Replica<S>, Millis) -> T) -> T {
@@ -363,6 +373,14 @@ impl<S: Storage> Store<S> {
             }
             dispatch(&mut g);
             self.done.notify_all();
+            if let Some(hook) = self
+                .on_commit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                hook();
+            }
         }
         match &g.failed {
             Some((n, why)) if *n == target => Err(Error::CommitFailed(why.clone())),

@@ -135,8 +135,8 @@ pub struct Version {
     pub origin: MemberId,
 }
 
-/// Row tables. Every table but [`Table::Cdrs`] holds last-writer-wins rows keyed by a
-/// string; CDRs are append-only and live in their own log.
+/// Row tables: each holds last-writer-wins rows keyed by a string. CDRs are not a row
+/// table: they are append-only and live in their own log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Table {

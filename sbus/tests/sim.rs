@@ -683,7 +683,11 @@ fn cluster_converges_over_20000_seeds() {
         write_every_ms: 4,
     };
     let mut totals = Totals::default();
-    for seed in 1_000_000..1_000_000 + seeds(20_000) {
+    let from: u64 = std::env::var("SBUS_SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    for seed in from..from + seeds(20_000) {
         run(seed, p, &mut totals);
     }
     eprintln!("{totals:?}");
