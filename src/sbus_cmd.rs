@@ -32,8 +32,12 @@ struct RunArgs {
     /// Address to accept peer links on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:443")]
     listen: String,
-    /// A peer to link to (repeat for each).
-    #[arg(long = "peer", value_name = "ADDR:PORT")]
+    /// Serve Prometheus `/metrics` on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
+    /// A peer to link to (repeat for each). With `ID@`, the peer counts as a member from
+    /// the start (tombstones and log entries are kept for it before its first contact).
+    #[arg(long = "peer", value_name = "[ID@]ADDR:PORT")]
     peers: Vec<String>,
     /// This member's certificate (PEM; names `m<ID>.sbus.voxplane`).
     #[arg(long, value_name = "FILE")]
@@ -259,10 +263,22 @@ fn run_member(a: &RunArgs) -> Result<()> {
     })?;
     let listen = resolve(&a.listen)?;
     let mut peers = Vec::new();
+    let mut ids = Vec::new();
     for p in &a.peers {
-        peers.push(resolve(p)?);
+        let addr = match p.split_once('@') {
+            Some((id, addr)) => {
+                ids.push(MemberId(
+                    id.parse()
+                        .with_context(|| format!("--peer {p}: bad member id"))?,
+                ));
+                addr
+            }
+            None => p.as_str(),
+        };
+        peers.push(resolve(addr)?);
     }
     let store = Arc::new(Store::open(data_dir, tls.member)?);
+    store.with_replica(|r, _| ids.iter().for_each(|&id| r.add_peer(id)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -271,9 +287,20 @@ fn run_member(a: &RunArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let metrics = match &a.metrics {
+            Some(m) => {
+                let addr = resolve(m)?;
+                Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding {addr}"))?,
+                )
+            }
+            None => None,
+        };
         tracing::info!(member = %tls.member, %listen, "sbus member running");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        sbus::net::run(store, tls, listener, peers, data_dir, async move {
+        sbus::net::run(store, tls, listener, peers, data_dir, metrics, async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

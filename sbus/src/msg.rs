@@ -45,8 +45,8 @@ pub enum Message {
     Snapshot {
         /// The version vector the snapshot is consistent with (identifies it).
         applied: VersionVector,
-        /// The sender's tombstone-collection horizon: a row the receiver holds at or below
-        /// this HLC and that the snapshot lacks was deleted and its tombstone collected.
+        /// The sender's tombstone-collection horizon (informational: tombstones at or
+        /// below it were collected, so their absence from the snapshot is expected).
         collected: Hlc,
         /// Index of this part, from 0.
         part: u32,

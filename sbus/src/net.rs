@@ -153,7 +153,8 @@ enum Input {
 }
 
 /// Runs a member: accepts on `listener`, dials `peers`, serves the control socket in
-/// `data_dir`, until `shutdown` resolves.
+/// `data_dir` (and Prometheus `/metrics` on `metrics` if given), until `shutdown`
+/// resolves.
 ///
 /// # Errors
 /// The control socket cannot be bound.
@@ -163,6 +164,7 @@ pub async fn run(
     listener: TcpListener,
     peers: Vec<SocketAddr>,
     data_dir: &Path,
+    metrics: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NetError> {
     let (in_tx, mut in_rx) = mpsc::channel::<Input>(LINK_QUEUE);
@@ -186,6 +188,9 @@ pub async fn run(
     let _ = std::fs::remove_file(&sock);
     let control = UnixListener::bind(&sock)?;
     tasks.spawn(control_loop(control, Arc::clone(&store), Arc::clone(&kick)));
+    if let Some(m) = metrics {
+        tasks.spawn(metrics_loop(m, Arc::clone(&store)));
+    }
 
     let clock = SystemClock;
     let mut links: BTreeMap<MemberId, (u64, mpsc::Sender<Vec<u8>>)> = BTreeMap::new();
@@ -256,7 +261,9 @@ pub async fn run(
             }
         });
     }
-    tasks.abort_all();
+    // Wait for the tasks to end so that nothing holds the store after we return (a
+    // restart in the same process reopens the same database).
+    tasks.shutdown().await;
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }
@@ -393,6 +400,127 @@ where
     }
     writer.abort();
     let _ = in_tx.send(Input::Down { peer, conn }).await;
+}
+
+async fn metrics_loop(listener: TcpListener, store: Arc<Store<SqliteStorage>>) {
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                match tokio::time::timeout(IDLE_TIMEOUT, sock.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let reply = if req.starts_with(b"GET /metrics ") {
+                let body = metrics_text(&store);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = sock.write_all(reply.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// The Prometheus text exposition of a member's counters and per-peer lag.
+#[must_use]
+pub fn metrics_text<S: crate::storage::Storage>(store: &Store<S>) -> String {
+    use std::fmt::Write as _;
+    let s = store.status();
+    let mut out = String::new();
+    let counters = [
+        ("commits", "storage commits (fsyncs)", s.stats.commits),
+        ("applied", "changes applied", s.stats.applied),
+        (
+            "duplicates",
+            "remote changes already held",
+            s.stats.duplicates,
+        ),
+        (
+            "gaps",
+            "remote changes ahead of a missing one",
+            s.stats.gaps,
+        ),
+        (
+            "superseded",
+            "writes that lost last-writer-wins",
+            s.stats.superseded,
+        ),
+        (
+            "retransmits",
+            "go-back retransmissions",
+            s.stats.retransmits,
+        ),
+        ("snapshots_sent", "snapshots sent", s.stats.snapshots_sent),
+        (
+            "snapshots_applied",
+            "snapshots applied",
+            s.stats.snapshots_applied,
+        ),
+        (
+            "rejected_writes",
+            "local writes refused by backpressure",
+            s.stats.rejected_writes,
+        ),
+        (
+            "tombstones_collected",
+            "tombstones collected",
+            s.stats.tombstones_collected,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP sbus_{name}_total {help}\n# TYPE sbus_{name}_total counter"
+        );
+        let _ = writeln!(out, "sbus_{name}_total {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sbus_applied_seq highest sequence number applied, per origin\n# TYPE sbus_applied_seq gauge"
+    );
+    for (o, q) in &s.applied.0 {
+        let _ = writeln!(out, "sbus_applied_seq{{origin=\"{}\"}} {}", o.0, q.0);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sbus_peer_lag_changes changes held here that the peer has not acknowledged (its queue)\n# TYPE sbus_peer_lag_changes gauge"
+    );
+    for (m, p) in &s.peers {
+        let _ = writeln!(out, "sbus_peer_lag_changes{{peer=\"{}\"}} {}", m.0, p.lag);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sbus_peer_inflight_changes changes sent and not yet acknowledged\n# TYPE sbus_peer_inflight_changes gauge"
+    );
+    for (m, p) in &s.peers {
+        let _ = writeln!(
+            out,
+            "sbus_peer_inflight_changes{{peer=\"{}\"}} {}",
+            m.0, p.inflight
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sbus_peer_connected whether the link is up\n# TYPE sbus_peer_connected gauge"
+    );
+    for (m, p) in &s.peers {
+        let _ = writeln!(
+            out,
+            "sbus_peer_connected{{peer=\"{}\"}} {}",
+            m.0,
+            u8::from(p.connected)
+        );
+    }
+    out
 }
 
 /// A control request (one JSON object per line).

@@ -910,17 +910,17 @@ impl<S: Storage> Replica<S> {
             keys,
             ..
         } = rx;
-        // Every member the sender knew held every change at or below `collected`, and so
-        // did the sender: a row of ours that old which the snapshot lacks was deleted, and
-        // its tombstone collected. (It reached us from another peer's log, older.)
-        if collected > Hlc::default() {
-            for t in Table::ALL {
-                for (key, row) in self.storage.scan(t, "")? {
-                    if row.version.hlc <= collected && !keys.contains(&(t, key.clone())) {
-                        self.storage.delete_row(t, &key)?;
-                        if row.value.is_some() {
-                            self.pending_events.push(Event::Changed { table: t, key });
-                        }
+        // The sender held every change its version vector covers. A row of ours written
+        // by such a change, whose key the snapshot lacks, was deleted later and the
+        // tombstone collected: drop it. (It reached us from another peer's older log.)
+        // Rows the vector does not cover are newer than the snapshot and stay.
+        let _ = collected;
+        for t in Table::ALL {
+            for (key, row) in self.storage.scan(t, "")? {
+                if row.seq <= vv.get(row.version.origin) && !keys.contains(&(t, key.clone())) {
+                    self.storage.delete_row(t, &key)?;
+                    if row.value.is_some() {
+                        self.pending_events.push(Event::Changed { table: t, key });
                     }
                 }
             }
@@ -1092,6 +1092,10 @@ impl<S: Storage> Replica<S> {
     /// Any change made later has a greater HLC, so a tombstone at or below `t` can no
     /// longer be overtaken by an older write arriving late.
     fn stable_clock(&mut self) -> Option<Hlc> {
+        // With no peer known, "every member" is unknowable: keep every tombstone.
+        if self.peers.is_empty() {
+            return None;
+        }
         let me = self.cfg.member;
         let have = |o: MemberId, peers: &BTreeMap<MemberId, Peer>, applied: &VersionVector| {
             peers

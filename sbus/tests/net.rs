@@ -44,7 +44,7 @@ async fn start(
     let (stop, rx) = oneshot::channel::<()>();
     let (s, d) = (Arc::clone(&store), data.to_owned());
     let task = tokio::spawn(async move {
-        net::run(s, tls, listener, peers, &d, async {
+        net::run(s, tls, listener, peers, &d, None, async {
             let _ = rx.await;
         })
         .await
@@ -149,12 +149,34 @@ async fn three_members_converge_over_mutual_tls() {
         w.await.unwrap();
     }
     put(&store(&members, 0), "last", "yes").await;
+    // The queue for the absent member is observable in /metrics.
+    let text = net::metrics_text(&store(&members, 0));
+    let lag: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sbus_peer_lag_changes{peer=\"2\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no lag for member 2 in:\n{text}"));
+    assert!(lag > u64::from(queued), "lag {lag}");
+    assert!(text.contains("sbus_peer_connected{peer=\"2\"} 0"), "{text}");
     let peers = vec![addrs[0], addrs[2]];
     let l = TcpListener::bind(addrs[1]).await.unwrap();
     let t0 = Instant::now();
     members[1] = Some(start(&data[1], &files[1], l, peers).await);
-    wait_for(&store(&members, 1), "last", "yes", Duration::from_secs(30)).await;
+    // Caught up when its durable version vector holds all of member 1's changes (a
+    // snapshot delivers rows in key order, so one key arriving proves nothing).
+    let want = store(&members, 0).status().applied;
+    loop {
+        if store(&members, 1).status().applied.dominates(&want) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "member 2 did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let flush = t0.elapsed();
+    wait_for(&store(&members, 1), "last", "yes", Duration::from_secs(1)).await;
     eprintln!(
         "flush of {queued} queued changes after restart: {flush:?} ({:.0} changes/s)",
         f64::from(queued) / flush.as_secs_f64()
@@ -164,7 +186,11 @@ async fn three_members_converge_over_mutual_tls() {
             store(&members, 1)
                 .get_raw(Table::Domains, &format!("q{k}"))
                 .unwrap(),
-            Some(b"x".to_vec())
+            Some(b"x".to_vec()),
+            "q{k} missing on member 2: {:?} / member 1: {:?} / member 3: {:?}",
+            store(&members, 1).status(),
+            store(&members, 0).status(),
+            store(&members, 2).status()
         );
     }
 

@@ -531,6 +531,8 @@ fn run(seed: u64, p: Params, totals: &mut Totals) {
             sim.relink();
         }
         let i = sim.rng.gen_range(0..n);
+        // A member joins empty: writes before it joined could be older than tombstones
+        // the cluster collected without knowing it (see docs/sbus.md, membership).
         if sim.nodes[i].joined && sim.nodes[i].replica.is_some() {
             sim.write(i);
         }
