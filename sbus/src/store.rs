@@ -69,6 +69,14 @@ pub enum Error {
         /// Why.
         source: serde_json::Error,
     },
+    /// A stored CDR does not decode.
+    #[error("CDR {id:?} does not decode: {source}")]
+    DecodeCdr {
+        /// Which CDR.
+        id: CdrId,
+        /// Why.
+        source: serde_json::Error,
+    },
     /// The group commit that carried this write failed; the write is lost.
     #[error("commit failed: {0}")]
     CommitFailed(String),
@@ -257,11 +265,7 @@ impl<S: Storage> Store<S> {
             .map(|c| {
                 record::decode(&c.record)
                     .map(|r| (c.id, r))
-                    .map_err(|source| Error::Decode {
-                        table: Table::Domains,
-                        key: format!("cdr {}/{}", c.id.origin, c.id.seq.0),
-                        source,
-                    })
+                    .map_err(|source| Error::DecodeCdr { id: c.id, source })
             })
             .collect()
     }
@@ -273,6 +277,28 @@ impl<S: Storage> Store<S> {
     pub fn put_raw(&self, table: Table, key: &str, value: Vec<u8>) -> Result<Seq, Error> {
         let key = key.to_owned();
         self.submit(|r, now| r.write(now, Op::Put { table, key, value }))
+    }
+
+    /// Writes many raw changes, sharing group commits; returns the sequence number of the
+    /// last once all are durable. Backpressure is checked for the whole batch first.
+    ///
+    /// # Errors
+    /// Backpressure, storage failure.
+    pub fn write_batch(&self, ops: Vec<Op>) -> Result<Seq, Error> {
+        self.submit(|r, now| {
+            let limit = r.config().max_pending;
+            if r.pending() + ops.len() > limit {
+                return Err(replica::Error::Backpressure {
+                    pending: r.pending(),
+                    limit,
+                });
+            }
+            let mut last = r.applied().get(r.member());
+            for op in ops {
+                last = r.write(now, op)?;
+            }
+            Ok(last)
+        })
     }
 
     /// Reads a row's raw bytes.

@@ -295,13 +295,17 @@ async fn bench_three_members() {
         }
         at
     });
+    let nw: u32 = std::env::var("SBUS_BENCH_WRITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let t0 = Instant::now();
-    let writers: Vec<_> = (0..16u32)
+    let writers: Vec<_> = (0..nw)
         .map(|w| {
             let s = Arc::clone(&members[0].store);
             let acked = Arc::clone(&acked);
             tokio::task::spawn_blocking(move || {
-                for k in (w..n).step_by(16) {
+                for k in (w..n).step_by(nw as usize) {
                     s.put_raw(Table::Trunks, &format!("b{k}"), vec![0u8; 100])
                         .unwrap();
                     acked[k as usize].store(
@@ -331,7 +335,7 @@ async fn bench_three_members() {
     let p = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
     let commits = members[0].store.status().stats.commits;
     eprintln!(
-        "sbus bench: {n} changes of 100 B, 16 writers on member 1: acknowledged at {:.0}/s, \
+        "sbus bench: {n} changes of 100 B, {nw} writers on member 1: acknowledged at {:.0}/s, \
          replicated to both peers at {:.0}/s; lag ack→commit on member 2 p50 {:.1} ms p99 {:.1} ms \
          max {:.1} ms; {commits} commits on member 1",
         f64::from(n) / write_time.as_secs_f64(),
