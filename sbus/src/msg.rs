@@ -43,7 +43,11 @@ pub enum Message {
     /// receiver applies rows and CDRs as parts arrive (both idempotent) and takes the
     /// version vector only once it holds all `parts` parts of the same snapshot.
     Snapshot {
-        /// The version vector the snapshot is consistent with (identifies it).
+        /// Identifies the snapshot: a fresh reading of the sender's clock. (Two snapshots
+        /// with the same version vector can differ: rows taken from other snapshots do not
+        /// move it.)
+        id: Hlc,
+        /// The version vector the snapshot is consistent with.
         applied: VersionVector,
         /// The sender's tombstone-collection horizon (informational: tombstones at or
         /// below it were collected, so their absence from the snapshot is expected).
@@ -194,6 +198,7 @@ mod tests {
                 clock: hlc,
             },
             Message::Snapshot {
+                id: hlc,
                 applied: vv,
                 collected: hlc,
                 part: 0,

@@ -206,6 +206,7 @@ struct Peer {
 /// (applied only with the version vector, once every part is in).
 #[derive(Debug)]
 struct SnapshotRx {
+    id: Hlc,
     applied: VersionVector,
     collected: Hlc,
     /// Rows the snapshot carried.
@@ -579,6 +580,7 @@ impl<S: Storage> Replica<S> {
                 self.maybe_commit(now)?;
             }
             Message::Snapshot {
+                id,
                 applied,
                 collected,
                 part,
@@ -592,11 +594,9 @@ impl<S: Storage> Replica<S> {
                     .into());
                 }
                 let p = self.peer(peer);
-                if p.snapshot_rx
-                    .as_ref()
-                    .is_none_or(|rx| rx.applied != applied)
-                {
+                if p.snapshot_rx.as_ref().is_none_or(|rx| rx.id != id) {
                     p.snapshot_rx = Some(SnapshotRx {
+                        id,
                         applied,
                         collected,
                         keys: Default::default(),
@@ -1035,10 +1035,12 @@ impl<S: Storage> Replica<S> {
             parts.push(Vec::new());
         }
         let n = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let snapshot_id = self.clock.tick(now);
         for (part, items) in (0..n).zip(parts) {
             self.outbox.push_back((
                 id,
                 Message::Snapshot {
+                    id: snapshot_id,
                     applied: self.applied.clone(),
                     collected: self.collected,
                     part,
