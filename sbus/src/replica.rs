@@ -198,6 +198,8 @@ struct Peer {
     snapshot_due: bool,
     /// Something changed that may let us send more (acks, commits, retransmission).
     dirty: bool,
+    /// Cached `has_inflight()`, refreshed wherever `sent` or `acked` change.
+    outstanding: bool,
     /// The snapshot being received from this peer, if any.
     snapshot_rx: Option<SnapshotRx>,
 }
@@ -521,6 +523,7 @@ impl<S: Storage> Replica<S> {
             p.hello = false;
             p.snapshot_rx = None;
             p.sent = p.acked.clone();
+            p.outstanding = false;
         }
         self.outbox.retain(|(to, _)| *to != peer);
     }
@@ -561,6 +564,7 @@ impl<S: Storage> Replica<S> {
                 push_frontier(&mut p.frontiers, (clock, applied.get(peer)));
                 p.sent = applied.clone();
                 p.acked = applied;
+                p.outstanding = false;
             }
             Message::Ack { applied, clock } => {
                 self.own_known = self.own_known.max(applied.get(self.cfg.member));
@@ -571,6 +575,7 @@ impl<S: Storage> Replica<S> {
                 }
                 p.acked.merge(&applied);
                 p.sent.merge(&p.acked);
+                p.outstanding = p.has_inflight();
                 push_frontier(&mut p.frontiers, (clock, p.acked.get(peer)));
             }
             Message::Changes(changes) => {
@@ -647,8 +652,9 @@ impl<S: Storage> Replica<S> {
             if !p.connected {
                 continue;
             }
-            if p.hello && p.has_inflight() && now.since(p.last_progress) >= self.cfg.retransmit_ms {
+            if p.hello && p.outstanding && now.since(p.last_progress) >= self.cfg.retransmit_ms {
                 p.sent = p.acked.clone();
+                p.outstanding = false;
                 p.dirty = true;
                 p.last_progress = now;
                 self.stats.retransmits += 1;
@@ -669,7 +675,7 @@ impl<S: Storage> Replica<S> {
             .map(|s| s.plus(self.cfg.commit_interval_ms));
         for p in self.peers.values().filter(|p| p.connected) {
             let mut t = p.last_ack.plus(self.cfg.ack_interval_ms);
-            if p.hello && p.has_inflight() {
+            if p.hello && p.outstanding {
                 t = t.min(p.last_progress.plus(self.cfg.retransmit_ms));
             }
             next = Some(next.map_or(t, |n| n.min(t)));
@@ -999,6 +1005,7 @@ impl<S: Storage> Replica<S> {
             p.last_progress = now;
         }
         p.sent = sent;
+        p.outstanding = p.has_inflight();
         Ok(())
     }
 
@@ -1054,6 +1061,7 @@ impl<S: Storage> Replica<S> {
         let p = self.peer(id);
         p.snapshot_due = false;
         p.sent.merge(&applied);
+        p.outstanding = p.has_inflight();
         p.last_progress = now;
         Ok(())
     }
