@@ -210,7 +210,6 @@ struct Peer {
 struct SnapshotRx {
     id: Hlc,
     applied: VersionVector,
-    collected: Hlc,
     /// Rows the snapshot carried.
     keys: std::collections::BTreeSet<(Table, String)>,
     parts: u32,
@@ -587,10 +586,10 @@ impl<S: Storage> Replica<S> {
             Message::Snapshot {
                 id,
                 applied,
-                collected,
                 part,
                 parts,
                 items,
+                ..
             } => {
                 if part >= parts {
                     return Err(ProtocolError::Misbehaved(format!(
@@ -603,7 +602,6 @@ impl<S: Storage> Replica<S> {
                     p.snapshot_rx = Some(SnapshotRx {
                         id,
                         applied,
-                        collected,
                         keys: Default::default(),
                         parts,
                         got: Default::default(),
@@ -912,7 +910,6 @@ impl<S: Storage> Replica<S> {
         let SnapshotRx {
             applied: vv,
             stages,
-            collected,
             keys,
             ..
         } = rx;
@@ -920,7 +917,6 @@ impl<S: Storage> Replica<S> {
         // by such a change, whose key the snapshot lacks, was deleted later and the
         // tombstone collected: drop it. (It reached us from another peer's older log.)
         // Rows the vector does not cover are newer than the snapshot and stay.
-        let _ = collected;
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
                 if row.seq <= vv.get(row.version.origin) && !keys.contains(&(t, key.clone())) {

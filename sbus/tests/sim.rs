@@ -694,3 +694,17 @@ fn cluster_converges_over_20000_seeds() {
     }
     eprintln!("{totals:?}");
 }
+
+/// Seeds of the long run that once failed (a half-committed blob left staged; two
+/// snapshots with one version vector mixed), kept in the normal run.
+#[test]
+fn long_run_regressions() {
+    let p = Params {
+        active_ms: 4_000,
+        write_every_ms: 4,
+    };
+    let mut totals = Totals::default();
+    for seed in [1_000_162, 1_000_819] {
+        run(seed, p, &mut totals);
+    }
+}
