@@ -96,6 +96,19 @@ enum SbusCmd {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Peers: id, link state, what each has acknowledged.
+    Peers {
+        /// Data directory of the running member.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Every live row and CDR as JSON lines, read from the store file (a running member
+    /// may keep running: WAL readers see its last commit).
+    Export {
+        /// Data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Arguments of `voxplane cert`.
@@ -186,6 +199,17 @@ pub fn run(args: &SbusArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
+        Some(SbusCmd::Peers { data_dir }) => {
+            let r = request(data_dir, &serde_json::json!({"op": "status"}))?;
+            for p in r["peers"].as_array().into_iter().flatten() {
+                println!(
+                    "{} connected={} acked={}",
+                    p["member"], p["connected"], p["acked"]
+                );
+            }
+            Ok(())
+        }
+        Some(SbusCmd::Export { data_dir }) => export(data_dir),
         Some(SbusCmd::Lag { data_dir }) => {
             let r = request(data_dir, &serde_json::json!({"op": "status"}))?;
             println!(
@@ -330,6 +354,46 @@ fn request(data_dir: &Path, req: &serde_json::Value) -> Result<serde_json::Value
         bail!("{}", e.as_str().unwrap_or("error"));
     }
     Ok(v)
+}
+
+fn export(data_dir: &Path) -> Result<()> {
+    use sbus::storage::Storage;
+    let path = data_dir.join(sbus::store::DB_FILE);
+    if !path.exists() {
+        bail!("no store at {}", path.display());
+    }
+    let mut s = sbus::sqlite::SqliteStorage::open_reader(&path)?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    for t in sbus::types::Table::ALL {
+        for (key, row) in s.scan(t, "")? {
+            let Some(v) = row.value else { continue };
+            let line = serde_json::json!({
+                "table": t.name(),
+                "key": key,
+                "value": String::from_utf8_lossy(&v),
+                "origin": row.version.origin.0,
+                "hlc": [row.version.hlc.wall, row.version.hlc.logical],
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    let mut after = None;
+    loop {
+        let page = s.cdrs(after, 4_096)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for c in &page {
+            let line = serde_json::json!({
+                "table": "cdrs",
+                "origin": c.id.origin.0,
+                "seq": c.id.seq.0,
+                "record": String::from_utf8_lossy(&c.record),
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
 }
 
 fn get_offline(data_dir: &Path, table: &str, key: &str) -> Result<Option<String>> {

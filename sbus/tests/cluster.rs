@@ -243,6 +243,22 @@ fn three_processes_converge_survive_kill_9_and_refuse_a_foreign_certificate() {
         assert_eq!(v, k.to_string());
     }
 
+    // export dumps every live row; peers lists both links.
+    let (ok, dump) = voxplane(&bin, &["sbus", "export", "--data-dir", &d("d3")]);
+    assert!(ok);
+    assert_eq!(
+        dump.lines().filter(|l| l.contains("\"trunks\"")).count(),
+        total
+    );
+    until(
+        Duration::from_secs(10),
+        "member 3 lists two linked peers",
+        || {
+            let (ok, peers) = voxplane(&bin, &["sbus", "peers", "--data-dir", &d("d3")]);
+            ok && peers.matches("connected=true").count() == 2
+        },
+    );
+
     // A member certified by a foreign CA: refused, holds nothing, is no one's peer.
     assert!(voxplane(&bin, &["cert", "ca", "--out", &d("fca")]).0);
     assert!(
