@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
 use sbus::cert::{self, Pair};
 use sbus::net::{self, Tls, TlsFiles};
 use sbus::store::Store;
@@ -192,6 +193,35 @@ async fn three_members_converge_over_mutual_tls() {
             store(&members, 0).status(),
             store(&members, 2).status()
         );
+    }
+
+    // A client without a certificate gets nothing: no frame, the link is closed.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca_file).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addrs[0]).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(cert::CLUSTER_NAME).unwrap();
+        if let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+        {
+            let mut buf = [0u8; 4];
+            let read = tokio::time::timeout(Duration::from_secs(3), tls.read_exact(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Err(_))),
+                "a client without a certificate read {read:?}"
+            );
+        }
     }
 
     // A member certified by another CA gets nothing, and is not a peer.
