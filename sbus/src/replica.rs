@@ -567,7 +567,17 @@ impl<S: Storage> Replica<S> {
             }
             Message::Ack { applied, clock } => {
                 self.own_known = self.own_known.max(applied.get(self.cfg.member));
+                let behind = self.floor.0.iter().any(|(&o, &f)| applied.get(o) < f);
                 let p = self.peer(peer);
+                if p.connected && !p.hello {
+                    // The Hello was lost (or overtaken): an Ack says the same things.
+                    p.hello = true;
+                    p.dirty = true;
+                    p.snapshot_due = behind;
+                    p.last_progress = now;
+                    p.sent = applied.clone();
+                    p.acked = applied.clone();
+                }
                 if !p.acked.dominates(&applied) {
                     p.last_progress = now;
                     p.dirty = true;
