@@ -7,6 +7,7 @@ mod config;
 mod dataplane_cmd;
 mod demo;
 mod output;
+mod sbus_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,10 @@ enum Command {
     Demo(DemoArgs),
     /// Run the RTP relay alone, controlled over rtpengine's ng protocol.
     Dataplane(dataplane_cmd::DataplaneArgs),
+    /// Run an SBUS member, or talk to a running one (put, get, status, lag).
+    Sbus(sbus_cmd::SbusArgs),
+    /// Create the SBUS cluster CA and member certificates.
+    Cert(sbus_cmd::CertArgs),
     /// Print the version and build information.
     Version,
 }
@@ -124,6 +129,8 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&config, &args),
         Command::Demo(args) => demo::run(&config, &args),
         Command::Dataplane(args) => dataplane_cmd::run(&args),
+        Command::Sbus(args) => sbus_cmd::run(&args),
+        Command::Cert(args) => sbus_cmd::cert(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -1,0 +1,1423 @@
+//! The sans-IO replication core: one [`Replica`] per member.
+//!
+//! # Driving contract
+//! Feed one input at a time — [`Replica::write`], [`Replica::handle_connected`],
+//! [`Replica::handle_disconnected`], [`Replica::handle_message`] or
+//! [`Replica::handle_timeout`] — then drain [`Replica::poll_transmit`] (send each message
+//! on the named peer's link, in order) and [`Replica::poll_event`], and sleep until
+//! [`Replica::poll_timeout`]. Every input takes `now`; the core never reads a clock and
+//! owns no socket. Storage is reached through the [`Storage`] trait, whose transaction
+//! the core commits (group commit: at most every `commit_interval_ms`, or at once when
+//! `commit_batch` changes are pending, or when the caller calls [`Replica::commit`]).
+//!
+//! # Guarantees
+//! - A local write is acknowledged ([`Event::Committed`]) only after the storage
+//!   committed it durably; nothing uncommitted is ever sent to a peer, so a crash that
+//!   loses uncommitted writes cannot leave a peer holding a change its origin forgot.
+//! - Each origin's changes are applied in sequence order, exactly once (duplicates are
+//!   dropped by the version vector, gaps wait for a retransmission).
+//! - Rows converge by last-writer-wins on `(hlc, origin)`; deletes leave tombstones that
+//!   are collected once every member holds every change that could precede them.
+//! - CDRs are append-only, identified by `(origin, seq)`; blobs travel as chunks, one log
+//!   entry each, so a transfer resumes where the acknowledged chunks end.
+//!
+//! ```no_run
+//! use sbus::{replica::{Config, Replica}, storage::MemStorage, types::{MemberId, Millis}};
+//! # fn send(_: MemberId, _: Vec<u8>) {}
+//! # fn wait_until(_: Option<Millis>) -> Millis { Millis(0) }
+//! let mut r = Replica::open(Config::new(MemberId(1)), MemStorage::new(), Millis(0)).unwrap();
+//! r.add_peer(MemberId(2));
+//! loop {
+//!     let now = wait_until(r.poll_timeout());
+//!     r.handle_timeout(now).unwrap();
+//!     while let Some((peer, msg)) = r.poll_transmit(now).unwrap() {
+//!         send(peer, msg.encode());
+//!     }
+//!     while let Some(_event) = r.poll_event() {}
+//! }
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::msg::{Message, ProtocolError, SnapshotItem};
+use crate::storage::{BlobStage, Mark, Storage, StorageError, StoredCdr};
+use crate::types::{
+    CdrId, Change, Hlc, HlcClock, MemberId, Millis, Op, Row, Seq, Table, VersionVector,
+};
+
+/// Tunables of a replica. Every limit's behaviour is described in `docs/sbus.md`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This member.
+    pub member: MemberId,
+    /// Local changes buffered but not yet committed; beyond it [`Replica::write`] fails
+    /// with [`Error::Backpressure`] (counted in [`Stats::rejected_writes`]).
+    pub max_pending: usize,
+    /// Group commit: longest wait (ms) between the first uncommitted change and commit.
+    pub commit_interval_ms: u64,
+    /// Group commit: commit at once when this many changes are pending.
+    pub commit_batch: usize,
+    /// Changes sent to a peer and not yet acknowledged by it, at most.
+    pub window: u64,
+    /// Bytes per `Changes` message, about.
+    pub batch_bytes: usize,
+    /// Resend from the last acknowledged change when a peer acknowledges nothing new for
+    /// this long (ms) while changes are outstanding.
+    pub retransmit_ms: u64,
+    /// Acknowledge (and so keep the link alive) at least this often (ms).
+    pub ack_interval_ms: u64,
+    /// Log entries kept per origin beyond what every peer acknowledged. A peer further
+    /// behind is brought back by a snapshot instead of the log.
+    pub log_retention: u64,
+    /// Blob chunk size (bytes).
+    pub blob_chunk: usize,
+    /// Items per `Snapshot` message.
+    pub snapshot_items: usize,
+}
+
+impl Config {
+    /// Defaults for a production member.
+    #[must_use]
+    pub fn new(member: MemberId) -> Config {
+        Config {
+            member,
+            max_pending: 65_536,
+            commit_interval_ms: 2,
+            commit_batch: 4_096,
+            window: 16_384,
+            batch_bytes: 256 << 10,
+            retransmit_ms: 2_000,
+            ack_interval_ms: 500,
+            log_retention: 1_000_000,
+            blob_chunk: 64 << 10,
+            snapshot_items: 1_024,
+        }
+    }
+}
+
+/// Errors of the replication core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Too many local changes await commit (local; retry after the next commit).
+    #[error("backpressure: {pending} changes await commit (limit {limit})")]
+    Backpressure {
+        /// Pending changes.
+        pending: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// This member's own changes are being recovered from a peer (its store lost data);
+    /// writing now would reuse sequence numbers.
+    #[error("recovering own changes {have:?} of {known:?} from peers")]
+    Recovering {
+        /// What we hold of our own origin.
+        have: Seq,
+        /// What a peer holds of it.
+        known: Seq,
+    },
+    /// A message from a member that is not a configured peer.
+    #[error("unknown peer {0}")]
+    UnknownPeer(MemberId),
+    /// The peer sent something invalid.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Local storage failed; uncommitted work was rolled back.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A row was written or deleted (committed), by us or a peer: hot-reload hook.
+    Changed {
+        /// Table.
+        table: Table,
+        /// Key.
+        key: String,
+    },
+    /// A CDR was appended (committed).
+    CdrAppended(CdrId),
+    /// Every local write with a sequence number up to this one is durable.
+    Committed(Seq),
+}
+
+/// Counters, for `/metrics` and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Storage commits (fsyncs).
+    pub commits: u64,
+    /// Changes applied (local and remote).
+    pub applied: u64,
+    /// Remote changes already held (dropped).
+    pub duplicates: u64,
+    /// Remote changes that arrived ahead of a missing one (dropped; resent later).
+    pub gaps: u64,
+    /// Row writes that lost last-writer-wins.
+    pub superseded: u64,
+    /// Go-back retransmissions.
+    pub retransmits: u64,
+    /// Snapshots sent.
+    pub snapshots_sent: u64,
+    /// Snapshots applied.
+    pub snapshots_applied: u64,
+    /// Local writes refused with [`Error::Backpressure`].
+    pub rejected_writes: u64,
+    /// Tombstones collected.
+    pub tombstones_collected: u64,
+}
+
+/// A peer as seen from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Whether the link is up.
+    pub connected: bool,
+    /// What the peer has acknowledged.
+    pub acked: VersionVector,
+    /// Changes we hold that the peer has not acknowledged (its queue here).
+    pub lag: u64,
+    /// Changes sent and not yet acknowledged.
+    pub inflight: u64,
+}
+
+/// Most frontier reports kept per member for tombstone collection.
+const FRONTIERS: usize = 64;
+
+#[derive(Debug, Default)]
+struct Peer {
+    connected: bool,
+    hello: bool,
+    acked: VersionVector,
+    sent: VersionVector,
+    last_progress: Millis,
+    last_ack: Millis,
+    /// Clock reports `(clock, peer's own seq)`, oldest first.
+    frontiers: VecDeque<(Hlc, Seq)>,
+    snapshot_due: bool,
+    /// Something changed that may let us send more (acks, commits, retransmission).
+    dirty: bool,
+    /// Cached `has_inflight()`, refreshed wherever `sent` or `acked` change.
+    outstanding: bool,
+    /// The snapshot being received from this peer, if any.
+    snapshot_rx: Option<SnapshotRx>,
+}
+
+/// A snapshot being received: which parts arrived, and the blob stagings it carries
+/// (applied only with the version vector, once every part is in).
+#[derive(Debug)]
+struct SnapshotRx {
+    id: Hlc,
+    applied: VersionVector,
+    /// Rows the snapshot carried.
+    keys: std::collections::BTreeSet<(Table, String)>,
+    parts: u32,
+    got: std::collections::BTreeSet<u32>,
+    stages: Vec<(MemberId, BlobStage)>,
+}
+
+impl Peer {
+    fn inflight(&self) -> u64 {
+        self.acked.missing_from(&self.sent)
+    }
+
+    fn has_inflight(&self) -> bool {
+        self.sent.0.iter().any(|(&o, &s)| self.acked.get(o) < s)
+    }
+}
+
+/// One member's replication state machine over a [`Storage`]. See the module docs for
+/// the driving contract.
+#[derive(Debug)]
+pub struct Replica<S: Storage> {
+    cfg: Config,
+    storage: S,
+    clock: HlcClock,
+    /// Durable version vector.
+    applied: VersionVector,
+    /// Including uncommitted changes.
+    working: VersionVector,
+    floor: VersionVector,
+    /// Clock value of the last commit: every later own change has a greater HLC.
+    committed_clock: Hlc,
+    own_frontiers: VecDeque<(Hlc, Seq)>,
+    pending: usize,
+    pending_since: Option<Millis>,
+    pending_events: Vec<Event>,
+    peers: BTreeMap<MemberId, Peer>,
+    events: VecDeque<Event>,
+    outbox: VecDeque<(MemberId, Message)>,
+    stats: Stats,
+    /// Highest own sequence number any peer reported holding.
+    own_known: Seq,
+    /// Tombstone-collection horizon (durable in the storage).
+    collected: Hlc,
+}
+
+impl<S: Storage> Replica<S> {
+    /// Opens a replica over `storage`, discarding whatever the storage had not committed.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn open(cfg: Config, mut storage: S, now: Millis) -> Result<Replica<S>, Error> {
+        let rec = storage.recover()?;
+        let mut clock = HlcClock::starting_after(rec.clock);
+        clock.observe(rec.clock, now);
+        Ok(Replica {
+            committed_clock: clock.last(),
+            collected: rec.collected,
+            clock,
+            own_known: rec.applied.get(cfg.member),
+            working: rec.applied.clone(),
+            applied: rec.applied,
+            floor: rec.floor,
+            cfg,
+            storage,
+            own_frontiers: VecDeque::new(),
+            pending: 0,
+            pending_since: None,
+            pending_events: Vec::new(),
+            peers: BTreeMap::new(),
+            events: VecDeque::new(),
+            outbox: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Gives the storage back, discarding anything uncommitted (what a crash does).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn into_storage(mut self) -> Result<S, Error> {
+        self.storage.rollback()?;
+        Ok(self.storage)
+    }
+
+    /// This member.
+    #[must_use]
+    pub fn member(&self) -> MemberId {
+        self.cfg.member
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Adds a peer (a cluster member we link to).
+    pub fn add_peer(&mut self, peer: MemberId) {
+        if peer != self.cfg.member {
+            self.peers.entry(peer).or_default();
+        }
+    }
+
+    /// Removes a peer (it stops holding back tombstone collection and log pruning).
+    pub fn remove_peer(&mut self, peer: MemberId) {
+        self.peers.remove(&peer);
+    }
+
+    /// Configured peers.
+    pub fn peers(&self) -> impl Iterator<Item = MemberId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Durable version vector.
+    #[must_use]
+    pub fn applied(&self) -> &VersionVector {
+        &self.applied
+    }
+
+    /// The latest HLC reading issued or observed (the HLC of the last local write, right
+    /// after [`Replica::write`]).
+    #[must_use]
+    pub fn clock(&self) -> Hlc {
+        self.clock.last()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Local changes not yet committed.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// A peer's status, if it is configured.
+    #[must_use]
+    pub fn peer_status(&self, peer: MemberId) -> Option<PeerStatus> {
+        self.peers.get(&peer).map(|p| PeerStatus {
+            connected: p.connected,
+            acked: p.acked.clone(),
+            lag: p.acked.missing_from(&self.applied),
+            inflight: p.inflight(),
+        })
+    }
+
+    /// Direct access to the storage (reads; writes outside the core break replication).
+    pub fn storage(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Reads a row's value (`None` if absent or deleted). Sees uncommitted writes.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn get(&mut self, table: Table, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.storage.row(table, key)?.and_then(|r| r.value))
+    }
+
+    /// Live rows of `table` whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn scan(&mut self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        Ok(self
+            .storage
+            .scan(table, prefix)?
+            .into_iter()
+            .filter_map(|(k, r)| r.value.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// CDRs after `after` in id order, at most `max`.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn cdrs(&mut self, after: Option<CdrId>, max: usize) -> Result<Vec<StoredCdr>, Error> {
+        Ok(self.storage.cdrs(after, max)?)
+    }
+
+    /// Writes a local change; it is acknowledged by [`Event::Committed`] once durable.
+    /// Returns its sequence number.
+    ///
+    /// # Errors
+    /// [`Error::Backpressure`], [`Error::Recovering`], storage failure.
+    pub fn write(&mut self, now: Millis, op: Op) -> Result<Seq, Error> {
+        self.admit(1)?;
+        let seq = self.write_one(now, op)?;
+        self.maybe_commit(now)?;
+        Ok(seq)
+    }
+
+    /// Writes a blob row as chunks of `blob_chunk` bytes (an empty blob is one empty
+    /// chunk). Returns the sequence number of the last chunk, whose commit makes the
+    /// whole blob durable.
+    ///
+    /// # Errors
+    /// As [`Replica::write`].
+    pub fn write_blob(
+        &mut self,
+        now: Millis,
+        table: Table,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Seq, Error> {
+        let size = self.cfg.blob_chunk.max(1);
+        let chunks: Vec<&[u8]> = if bytes.is_empty() {
+            vec![&[][..]]
+        } else {
+            bytes.chunks(size).collect()
+        };
+        let count = u32::try_from(chunks.len()).map_err(|_| Error::Backpressure {
+            pending: chunks.len(),
+            limit: u32::MAX as usize,
+        })?;
+        self.admit(chunks.len())?;
+        let mut last = Seq(0);
+        for (index, c) in (0..count).zip(chunks) {
+            last = self.write_one(
+                now,
+                Op::BlobChunk {
+                    table,
+                    key: key.to_owned(),
+                    index,
+                    count,
+                    bytes: c.to_vec(),
+                },
+            )?;
+        }
+        // Only now: a blob's chunks commit together, so no crash leaves half of one
+        // durable (and streamed) with the rest lost.
+        self.maybe_commit(now)?;
+        Ok(last)
+    }
+
+    /// Commits everything pending (one fsync), then queues acknowledgements and events.
+    /// Returns the highest durable own sequence number.
+    ///
+    /// # Errors
+    /// Storage failure; uncommitted work is then rolled back and lost (unacknowledged).
+    pub fn commit(&mut self, now: Millis) -> Result<Seq, Error> {
+        if self.pending == 0 {
+            return Ok(self.applied.get(self.cfg.member));
+        }
+        let collected = self.collected;
+        let result = self
+            .maintain()
+            .and_then(|()| self.storage.commit(self.clock.last()).map_err(Error::from));
+        if let Err(e) = result {
+            let _ = self.storage.rollback();
+            self.collected = collected;
+            self.working = self.applied.clone();
+            self.pending = 0;
+            self.pending_since = None;
+            self.pending_events.clear();
+            return Err(e);
+        }
+        self.stats.commits += 1;
+        self.pending = 0;
+        self.pending_since = None;
+        self.applied = self.working.clone();
+        self.committed_clock = self.clock.last();
+        let own = self.applied.get(self.cfg.member);
+        push_frontier(&mut self.own_frontiers, (self.committed_clock, own));
+        self.events.extend(self.pending_events.drain(..));
+        self.events.push_back(Event::Committed(own));
+        let ack = Message::Ack {
+            applied: self.applied.clone(),
+            clock: self.committed_clock,
+        };
+        for (&id, p) in &mut self.peers {
+            p.dirty = true;
+            if p.connected {
+                p.last_ack = now;
+                self.outbox.push_back((id, ack.clone()));
+            }
+        }
+        Ok(own)
+    }
+
+    /// A link to `peer` came up (after authentication).
+    pub fn handle_connected(&mut self, now: Millis, peer: MemberId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.connected = true;
+        p.hello = false;
+        p.snapshot_due = false;
+        p.snapshot_rx = None;
+        p.last_progress = now;
+        p.last_ack = now;
+        self.outbox.push_back((
+            peer,
+            Message::Hello {
+                member: self.cfg.member,
+                applied: self.applied.clone(),
+                clock: self.committed_clock,
+            },
+        ));
+    }
+
+    /// The link to `peer` went down. Whatever it had not acknowledged stays in the log.
+    pub fn handle_disconnected(&mut self, now: Millis, peer: MemberId) {
+        let _ = now;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.connected = false;
+            p.hello = false;
+            p.snapshot_rx = None;
+            p.sent = p.acked.clone();
+            p.outstanding = false;
+        }
+        self.outbox.retain(|(to, _)| *to != peer);
+    }
+
+    /// A message arrived from `peer` (already decoded).
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`], [`Error::Protocol`] (the driver should drop the link),
+    /// storage failure.
+    pub fn handle_message(
+        &mut self,
+        now: Millis,
+        peer: MemberId,
+        msg: Message,
+    ) -> Result<(), Error> {
+        if !self.peers.contains_key(&peer) {
+            return Err(Error::UnknownPeer(peer));
+        }
+        match msg {
+            Message::Hello {
+                member,
+                applied,
+                clock,
+            } => {
+                if member != peer {
+                    return Err(ProtocolError::Misbehaved(format!(
+                        "hello from {member} on the link of {peer}"
+                    ))
+                    .into());
+                }
+                self.own_known = self.own_known.max(applied.get(self.cfg.member));
+                let behind = self.floor.0.iter().any(|(&o, &f)| applied.get(o) < f);
+                let p = self.peer(peer);
+                p.hello = true;
+                p.dirty = true;
+                p.last_progress = now;
+                p.snapshot_due = behind;
+                push_frontier(&mut p.frontiers, (clock, applied.get(peer)));
+                p.sent = applied.clone();
+                p.acked = applied;
+                p.outstanding = false;
+            }
+            Message::Ack { applied, clock } => {
+                self.own_known = self.own_known.max(applied.get(self.cfg.member));
+                let behind = self.floor.0.iter().any(|(&o, &f)| applied.get(o) < f);
+                let p = self.peer(peer);
+                if p.connected && !p.hello {
+                    // The Hello was lost (or overtaken): an Ack says the same things.
+                    p.hello = true;
+                    p.dirty = true;
+                    p.snapshot_due = behind;
+                    p.last_progress = now;
+                    p.sent = applied.clone();
+                    p.acked = applied.clone();
+                }
+                if !p.acked.dominates(&applied) {
+                    p.last_progress = now;
+                    p.dirty = true;
+                }
+                p.acked.merge(&applied);
+                p.sent.merge(&p.acked);
+                p.outstanding = p.has_inflight();
+                push_frontier(&mut p.frontiers, (clock, p.acked.get(peer)));
+            }
+            Message::Changes(changes) => {
+                for c in changes {
+                    self.receive(now, c)?;
+                }
+                self.maybe_commit(now)?;
+            }
+            Message::Snapshot {
+                id,
+                applied,
+                part,
+                parts,
+                items,
+                ..
+            } => {
+                if part >= parts {
+                    return Err(ProtocolError::Misbehaved(format!(
+                        "snapshot part {part} of {parts}"
+                    ))
+                    .into());
+                }
+                let p = self.peer(peer);
+                if p.snapshot_rx.as_ref().is_none_or(|rx| rx.id != id) {
+                    p.snapshot_rx = Some(SnapshotRx {
+                        id,
+                        applied,
+                        keys: Default::default(),
+                        parts,
+                        got: Default::default(),
+                        stages: Vec::new(),
+                    });
+                }
+                let fresh = p
+                    .snapshot_rx
+                    .as_mut()
+                    .is_some_and(|rx| rx.parts == parts && rx.got.insert(part));
+                if fresh {
+                    for item in items {
+                        self.receive_snapshot_item(now, peer, item)?;
+                    }
+                    let p = self.peer(peer);
+                    let complete = p
+                        .snapshot_rx
+                        .as_ref()
+                        .is_some_and(|rx| rx.got.len() == rx.parts as usize);
+                    if complete && let Some(rx) = p.snapshot_rx.take() {
+                        self.finish_snapshot(now, rx)?;
+                    }
+                }
+                self.maybe_commit(now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Time passed: commits when the group-commit interval elapsed, resends to peers that
+    /// stopped acknowledging, and sends keepalive acknowledgements.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn handle_timeout(&mut self, now: Millis) -> Result<(), Error> {
+        if let Some(since) = self.pending_since
+            && now.since(since) >= self.cfg.commit_interval_ms
+        {
+            self.commit(now)?;
+        }
+        let ack = Message::Ack {
+            applied: self.applied.clone(),
+            clock: self.committed_clock,
+        };
+        for (&id, p) in &mut self.peers {
+            if !p.connected {
+                continue;
+            }
+            if p.hello && p.outstanding && now.since(p.last_progress) >= self.cfg.retransmit_ms {
+                p.sent = p.acked.clone();
+                p.outstanding = false;
+                p.dirty = true;
+                p.last_progress = now;
+                self.stats.retransmits += 1;
+            }
+            if now.since(p.last_ack) >= self.cfg.ack_interval_ms {
+                p.last_ack = now;
+                self.outbox.push_back((id, ack.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// When [`Replica::handle_timeout`] should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut next = self
+            .pending_since
+            .map(|s| s.plus(self.cfg.commit_interval_ms));
+        for p in self.peers.values().filter(|p| p.connected) {
+            let mut t = p.last_ack.plus(self.cfg.ack_interval_ms);
+            if p.hello && p.outstanding {
+                t = t.min(p.last_progress.plus(self.cfg.retransmit_ms));
+            }
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
+    }
+
+    /// The next message to send, and to whom. Streams committed log entries each peer
+    /// has not acknowledged, within its window, or a snapshot where the log no longer
+    /// reaches back far enough.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn poll_transmit(&mut self, now: Millis) -> Result<Option<(MemberId, Message)>, Error> {
+        if self.outbox.is_empty() {
+            let ids: Vec<MemberId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.connected && p.hello && p.dirty)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ids {
+                self.fill(now, id)?;
+            }
+        }
+        Ok(self.outbox.pop_front())
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- helpers ------------------------------------------------------------------
+
+    fn peer(&mut self, id: MemberId) -> &mut Peer {
+        self.peers.entry(id).or_default()
+    }
+
+    fn admit(&mut self, n: usize) -> Result<(), Error> {
+        let own = self.working.get(self.cfg.member);
+        if own < self.own_known {
+            return Err(Error::Recovering {
+                have: own,
+                known: self.own_known,
+            });
+        }
+        if self.pending + n > self.cfg.max_pending {
+            self.stats.rejected_writes += 1;
+            return Err(Error::Backpressure {
+                pending: self.pending,
+                limit: self.cfg.max_pending,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_one(&mut self, now: Millis, op: Op) -> Result<Seq, Error> {
+        let seq = self.working.get(self.cfg.member).next();
+        let change = Change {
+            origin: self.cfg.member,
+            seq,
+            hlc: self.clock.tick(now),
+            op,
+        };
+        self.apply(now, &change)?;
+        Ok(seq)
+    }
+
+    fn maybe_commit(&mut self, now: Millis) -> Result<(), Error> {
+        if self.pending >= self.cfg.commit_batch {
+            self.commit(now)?;
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, now: Millis, c: Change) -> Result<(), Error> {
+        let have = self.working.get(c.origin);
+        if c.seq <= have {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if c.seq != have.next() {
+            self.stats.gaps += 1;
+            return Ok(());
+        }
+        self.clock.observe(c.hlc, now);
+        self.apply(now, &c)
+    }
+
+    /// Applies one change (local or remote, in sequence) into the open transaction.
+    fn apply(&mut self, now: Millis, c: &Change) -> Result<(), Error> {
+        self.storage.append_log(c)?;
+        self.storage.set_mark(Mark::Applied, c.origin, c.seq)?;
+        self.working.set(c.origin, c.seq);
+        self.pending += 1;
+        self.pending_since.get_or_insert(now);
+        self.stats.applied += 1;
+        match &c.op {
+            Op::Put { table, key, value } => {
+                self.lww(*table, key, c.version(), c.seq, Some(value.clone()))?;
+            }
+            Op::Delete { table, key } => self.lww(*table, key, c.version(), c.seq, None)?,
+            Op::AppendCdr { record } => {
+                let id = CdrId {
+                    origin: c.origin,
+                    seq: c.seq,
+                };
+                if self.storage.insert_cdr(&StoredCdr {
+                    id,
+                    hlc: c.hlc,
+                    record: record.clone(),
+                })? {
+                    self.pending_events.push(Event::CdrAppended(id));
+                }
+            }
+            Op::BlobChunk {
+                table,
+                key,
+                index,
+                count,
+                bytes,
+            } => {
+                let stage = if *index == 0 {
+                    Some(BlobStage {
+                        table: *table,
+                        key: key.clone(),
+                        next: 0,
+                        count: *count,
+                        bytes: Vec::new(),
+                    })
+                } else {
+                    self.storage.stage(c.origin)?
+                };
+                match stage {
+                    Some(mut s)
+                        if s.next == *index
+                            && s.count == *count
+                            && s.table == *table
+                            && s.key == *key =>
+                    {
+                        s.bytes.extend_from_slice(bytes);
+                        s.next += 1;
+                        if s.next == s.count {
+                            self.storage.set_stage(c.origin, None)?;
+                            self.lww(*table, key, c.version(), c.seq, Some(s.bytes))?;
+                        } else {
+                            self.storage.set_stage(c.origin, Some(&s))?;
+                        }
+                    }
+                    _ => {
+                        // A chunk that continues no blob: impossible with dense per-origin
+                        // order (a blob's chunks commit together); refuse to guess.
+                        return Err(ProtocolError::Misbehaved(format!(
+                            "blob chunk {index}/{count} of {key} from {} continues nothing",
+                            c.origin
+                        ))
+                        .into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lww(
+        &mut self,
+        table: Table,
+        key: &str,
+        version: crate::types::Version,
+        seq: Seq,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
+        let wins = match self.storage.row(table, key)? {
+            Some(cur) => version > cur.version,
+            None => true,
+        };
+        if wins {
+            self.storage.put_row(
+                table,
+                key,
+                &Row {
+                    version,
+                    seq,
+                    value,
+                },
+            )?;
+            self.pending_events.push(Event::Changed {
+                table,
+                key: key.to_owned(),
+            });
+        } else {
+            self.stats.superseded += 1;
+        }
+        Ok(())
+    }
+
+    fn receive_snapshot_item(
+        &mut self,
+        now: Millis,
+        peer: MemberId,
+        item: SnapshotItem,
+    ) -> Result<(), Error> {
+        match item {
+            SnapshotItem::Row { table, key, row } => {
+                self.clock.observe(row.version.hlc, now);
+                // A write our version vector covers is already reflected here (applied,
+                // superseded, or deleted and collected): applying it again could resurrect.
+                if row.seq > self.working.get(row.version.origin) {
+                    self.lww(table, &key, row.version, row.seq, row.value)?;
+                }
+                if let Some(rx) = self.peer(peer).snapshot_rx.as_mut() {
+                    rx.keys.insert((table, key));
+                }
+            }
+            SnapshotItem::Cdr { id, hlc, record } => {
+                self.clock.observe(hlc, now);
+                if self.storage.insert_cdr(&StoredCdr { id, hlc, record })? {
+                    self.pending_events.push(Event::CdrAppended(id));
+                }
+            }
+            SnapshotItem::Stage { origin, stage } => {
+                if let Some(rx) = self.peer(peer).snapshot_rx.as_mut() {
+                    rx.stages.push((origin, stage));
+                }
+            }
+        }
+        self.pending += 1;
+        self.pending_since.get_or_insert(now);
+        Ok(())
+    }
+
+    fn finish_snapshot(&mut self, now: Millis, rx: SnapshotRx) -> Result<(), Error> {
+        let SnapshotRx {
+            applied: vv,
+            stages,
+            keys,
+            ..
+        } = rx;
+        // The sender held every change its version vector covers. A row of ours written
+        // by such a change, whose key the snapshot lacks, was deleted later and the
+        // tombstone collected: drop it. (It reached us from another peer's older log.)
+        // Rows the vector does not cover are newer than the snapshot and stay.
+        for t in Table::ALL {
+            for (key, row) in self.storage.scan(t, "")? {
+                if row.seq <= vv.get(row.version.origin) && !keys.contains(&(t, key.clone())) {
+                    self.storage.delete_row(t, &key)?;
+                    if row.value.is_some() {
+                        self.pending_events.push(Event::Changed { table: t, key });
+                    }
+                }
+            }
+        }
+        for (&o, &s) in &vv.0 {
+            if self.working.get(o) >= s {
+                continue;
+            }
+            // We jump to the snapshot's state of `o`: its blob in progress (if any)
+            // replaces ours, and our log no longer covers `o` up to `s`.
+            let stage = stages.iter().find(|(so, _)| *so == o).map(|(_, st)| st);
+            self.storage.set_stage(o, stage)?;
+            self.storage.set_mark(Mark::Applied, o, s)?;
+            self.working.set(o, s);
+            if self.floor.get(o) < s {
+                self.storage.set_mark(Mark::Floor, o, s)?;
+                self.floor.set(o, s);
+            }
+        }
+        self.stats.snapshots_applied += 1;
+        self.pending += 1;
+        self.pending_since.get_or_insert(now);
+        Ok(())
+    }
+
+    /// Queues what `id` needs: a snapshot, or log entries within its window.
+    fn fill(&mut self, now: Millis, id: MemberId) -> Result<(), Error> {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return Ok(());
+        };
+        p.dirty = false;
+        let p = &*p;
+        let behind_floor = self
+            .applied
+            .0
+            .iter()
+            .any(|(&o, &s)| p.sent.get(o) < s && p.sent.get(o) < self.floor.get(o));
+        if p.snapshot_due || behind_floor {
+            return self.send_snapshot(now, id);
+        }
+        let mut inflight = p.inflight();
+        let mut sent = p.sent.clone();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (&o, &upto) in &self.applied.0 {
+            while inflight < self.cfg.window && sent.get(o) < upto {
+                let room = usize::try_from(self.cfg.window - inflight)
+                    .unwrap_or(usize::MAX)
+                    .min(256);
+                let list = self.storage.log_range(o, sent.get(o), upto, room)?;
+                if list.first().map(|c| c.seq) != Some(sent.get(o).next()) {
+                    // The log no longer reaches back: send a snapshot next time.
+                    let p = self.peer(id);
+                    p.snapshot_due = true;
+                    p.dirty = true;
+                    return Ok(());
+                }
+                for c in list {
+                    sent.set(o, c.seq);
+                    inflight += 1;
+                    bytes += c.weight();
+                    batch.push(c);
+                    if bytes >= self.cfg.batch_bytes {
+                        self.outbox
+                            .push_back((id, Message::Changes(std::mem::take(&mut batch))));
+                        bytes = 0;
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.outbox.push_back((id, Message::Changes(batch)));
+        }
+        let p = self.peer(id);
+        if !p.has_inflight() {
+            p.last_progress = now;
+        }
+        p.sent = sent;
+        p.outstanding = p.has_inflight();
+        Ok(())
+    }
+
+    fn send_snapshot(&mut self, now: Millis, id: MemberId) -> Result<(), Error> {
+        // A snapshot describes committed state only.
+        self.commit(now)?;
+        let mut items = Vec::new();
+        for t in Table::ALL {
+            for (key, row) in self.storage.scan(t, "")? {
+                items.push(SnapshotItem::Row { table: t, key, row });
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = self.storage.cdrs(after, 4_096)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            items.extend(page.into_iter().map(|c| SnapshotItem::Cdr {
+                id: c.id,
+                hlc: c.hlc,
+                record: c.record,
+            }));
+        }
+        for (origin, stage) in self.storage.stages()? {
+            items.push(SnapshotItem::Stage { origin, stage });
+        }
+        let per = self.cfg.snapshot_items.max(1);
+        let mut parts: Vec<Vec<SnapshotItem>> = Vec::new();
+        let mut it = items.into_iter().peekable();
+        while it.peek().is_some() {
+            parts.push(it.by_ref().take(per).collect());
+        }
+        if parts.is_empty() {
+            parts.push(Vec::new());
+        }
+        let n = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let snapshot_id = self.clock.tick(now);
+        for (part, items) in (0..n).zip(parts) {
+            self.outbox.push_back((
+                id,
+                Message::Snapshot {
+                    id: snapshot_id,
+                    applied: self.applied.clone(),
+                    collected: self.collected,
+                    part,
+                    parts: n,
+                    items,
+                },
+            ));
+        }
+        self.stats.snapshots_sent += 1;
+        let applied = self.applied.clone();
+        let p = self.peer(id);
+        p.snapshot_due = false;
+        p.sent.merge(&applied);
+        p.outstanding = p.has_inflight();
+        p.last_progress = now;
+        Ok(())
+    }
+
+    /// Log pruning and tombstone collection, inside the transaction being committed.
+    fn maintain(&mut self) -> Result<(), Error> {
+        // Log: keep what some peer still needs, up to `log_retention` entries.
+        let origins: Vec<(MemberId, Seq)> = self.working.0.iter().map(|(&o, &s)| (o, s)).collect();
+        for (o, top) in origins {
+            let acked = self
+                .peers
+                .values()
+                .map(|p| p.acked.get(o))
+                .min()
+                .unwrap_or(top)
+                .min(top);
+            let upto = acked.max(Seq(top.0.saturating_sub(self.cfg.log_retention)));
+            if upto > self.floor.get(o) {
+                self.storage.prune_log(o, upto)?;
+                self.storage.set_mark(Mark::Floor, o, upto)?;
+                self.floor.set(o, upto);
+            }
+        }
+        // Tombstones: collectable up to the stable clock.
+        if let Some(stable) = self.stable_clock()
+            && stable > self.collected
+        {
+            self.stats.tombstones_collected += self.storage.collect_tombstones(stable)? as u64;
+            self.storage.set_collected(stable)?;
+            self.collected = stable;
+        }
+        Ok(())
+    }
+
+    /// The largest HLC `t` such that every member holds every change with HLC `<= t`
+    /// (as far as we know): for each member `y`, the latest clock report of `y` whose
+    /// own sequence number every member has acknowledged; the minimum over members.
+    /// Any change made later has a greater HLC, so a tombstone at or below `t` can no
+    /// longer be overtaken by an older write arriving late.
+    fn stable_clock(&mut self) -> Option<Hlc> {
+        // With no peer known, "every member" is unknowable: keep every tombstone.
+        if self.peers.is_empty() {
+            return None;
+        }
+        let me = self.cfg.member;
+        let have = |o: MemberId, peers: &BTreeMap<MemberId, Peer>, applied: &VersionVector| {
+            peers
+                .values()
+                .map(|p| p.acked.get(o))
+                .chain(std::iter::once(applied.get(o)))
+                .min()
+                .unwrap_or_default()
+        };
+        let mut stable: Option<Hlc> = None;
+        let mine = have(me, &self.peers, &self.applied);
+        let h = settle(&mut self.own_frontiers, mine)?;
+        stable = Some(stable.map_or(h, |s| s.min(h)));
+        let ids: Vec<MemberId> = self.peers.keys().copied().collect();
+        for y in ids {
+            let held = have(y, &self.peers, &self.applied);
+            let p = self.peers.get_mut(&y)?;
+            let h = settle(&mut p.frontiers, held)?;
+            stable = Some(stable.map_or(h, |s| s.min(h)));
+        }
+        stable
+    }
+}
+
+/// Drops frontier reports superseded by a later one that every member already holds;
+/// returns the clock of the latest such report.
+fn settle(frontiers: &mut VecDeque<(Hlc, Seq)>, held: Seq) -> Option<Hlc> {
+    while frontiers.len() >= 2 && frontiers[1].1 <= held {
+        frontiers.pop_front();
+    }
+    frontiers.front().filter(|f| f.1 <= held).map(|f| f.0)
+}
+
+fn push_frontier(frontiers: &mut VecDeque<(Hlc, Seq)>, f: (Hlc, Seq)) {
+    if frontiers.back() == Some(&f) {
+        return;
+    }
+    if frontiers.len() >= FRONTIERS {
+        // Replace the newest: conservative (a later report only delays collection).
+        frontiers.pop_back();
+    }
+    frontiers.push_back(f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn replica(id: u32) -> Replica<MemStorage> {
+        let mut cfg = Config::new(MemberId(id));
+        cfg.blob_chunk = 4;
+        Replica::open(cfg, MemStorage::new(), Millis(1_000)).unwrap()
+    }
+
+    fn put(key: &str, v: &str) -> Op {
+        Op::Put {
+            table: Table::Domains,
+            key: key.into(),
+            value: v.as_bytes().to_vec(),
+        }
+    }
+
+    /// Moves every message between two replicas until both are quiet.
+    fn pump(a: &mut Replica<MemStorage>, b: &mut Replica<MemStorage>, now: Millis) {
+        loop {
+            let mut moved = false;
+            while let Some((to, m)) = a.poll_transmit(now).unwrap() {
+                assert_eq!(to, b.member());
+                b.handle_message(now, a.member(), m).unwrap();
+                moved = true;
+            }
+            while let Some((to, m)) = b.poll_transmit(now).unwrap() {
+                assert_eq!(to, a.member());
+                a.handle_message(now, b.member(), m).unwrap();
+                moved = true;
+            }
+            a.commit(now).unwrap();
+            b.commit(now).unwrap();
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn link(a: &mut Replica<MemStorage>, b: &mut Replica<MemStorage>, now: Millis) {
+        a.add_peer(b.member());
+        b.add_peer(a.member());
+        a.handle_connected(now, b.member());
+        b.handle_connected(now, a.member());
+    }
+
+    #[test]
+    fn write_is_acknowledged_only_after_commit() {
+        let mut r = replica(1);
+        let seq = r.write(Millis(1_000), put("a", "1")).unwrap();
+        assert_eq!(seq, Seq(1));
+        assert_eq!(r.poll_event(), None);
+        assert_eq!(r.poll_timeout(), Some(Millis(1_002)));
+        r.handle_timeout(Millis(1_002)).unwrap();
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::Changed {
+                table: Table::Domains,
+                key: "a".into()
+            })
+        );
+        assert_eq!(r.poll_event(), Some(Event::Committed(Seq(1))));
+        assert_eq!(r.stats().commits, 1);
+    }
+
+    #[test]
+    fn uncommitted_writes_are_lost_on_crash_and_sequence_numbers_reused() {
+        let mut r = replica(1);
+        r.write(Millis(1_000), put("a", "1")).unwrap();
+        r.commit(Millis(1_000)).unwrap();
+        r.write(Millis(1_001), put("b", "2")).unwrap();
+        let s = r.into_storage().unwrap();
+        let mut r = Replica::open(Config::new(MemberId(1)), s, Millis(1_002)).unwrap();
+        assert_eq!(r.get(Table::Domains, "b").unwrap(), None);
+        assert_eq!(r.get(Table::Domains, "a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(r.write(Millis(1_003), put("c", "3")).unwrap(), Seq(2));
+    }
+
+    #[test]
+    fn two_members_converge_with_last_writer_wins() {
+        let mut a = replica(1);
+        let mut b = replica(2);
+        let now = Millis(1_000);
+        a.write(now, put("k", "from-a")).unwrap();
+        b.write(now, put("k", "from-b")).unwrap(); // same wall time: origin 2 wins
+        a.commit(now).unwrap();
+        b.commit(now).unwrap();
+        link(&mut a, &mut b, now);
+        pump(&mut a, &mut b, now);
+        assert_eq!(
+            a.get(Table::Domains, "k").unwrap(),
+            Some(b"from-b".to_vec())
+        );
+        assert_eq!(
+            b.get(Table::Domains, "k").unwrap(),
+            Some(b"from-b".to_vec())
+        );
+        assert_eq!(a.applied(), b.applied());
+        // Whether b saw a's losing write depends on who snapshots first; never both.
+        assert!(a.stats().superseded + b.stats().superseded <= 1);
+    }
+
+    #[test]
+    fn duplicates_and_gaps_are_dropped() {
+        let mut a = replica(1);
+        let mut b = replica(2);
+        let now = Millis(1_000);
+        link(&mut a, &mut b, now);
+        pump(&mut a, &mut b, now);
+        for i in 0..3 {
+            a.write(now, put(&format!("k{i}"), "v")).unwrap();
+        }
+        a.commit(now).unwrap();
+        let mut changes = Vec::new();
+        while let Some((_, m)) = a.poll_transmit(now).unwrap() {
+            if let Message::Changes(c) = m {
+                changes.extend(c);
+            }
+        }
+        assert_eq!(changes.len(), 3);
+        // Deliver 3rd first (gap), then all (1,2,3 applied), then again (duplicates).
+        b.handle_message(now, MemberId(1), Message::Changes(vec![changes[2].clone()]))
+            .unwrap();
+        assert_eq!(b.stats().gaps, 1);
+        b.handle_message(now, MemberId(1), Message::Changes(changes.clone()))
+            .unwrap();
+        b.handle_message(now, MemberId(1), Message::Changes(changes))
+            .unwrap();
+        assert_eq!(b.stats().duplicates, 3);
+        b.commit(now).unwrap();
+        assert_eq!(b.applied().get(MemberId(1)), Seq(3));
+    }
+
+    #[test]
+    fn blobs_are_chunked_and_reassembled() {
+        let mut a = replica(1);
+        let mut b = replica(2);
+        let now = Millis(1_000);
+        let blob: Vec<u8> = (0..=10).collect();
+        assert_eq!(
+            a.write_blob(now, Table::Greetings, "g", &blob).unwrap(),
+            Seq(3)
+        );
+        a.commit(now).unwrap();
+        link(&mut a, &mut b, now);
+        pump(&mut a, &mut b, now);
+        assert_eq!(b.get(Table::Greetings, "g").unwrap(), Some(blob));
+        assert!(b.storage().stages().unwrap().is_empty());
+    }
+
+    #[test]
+    fn backpressure_is_reported_and_counted() {
+        let mut cfg = Config::new(MemberId(1));
+        cfg.max_pending = 2;
+        let mut r = Replica::open(cfg, MemStorage::new(), Millis(0)).unwrap();
+        r.write(Millis(0), put("a", "1")).unwrap();
+        r.write(Millis(0), put("b", "1")).unwrap();
+        assert!(matches!(
+            r.write(Millis(0), put("c", "1")),
+            Err(Error::Backpressure {
+                pending: 2,
+                limit: 2
+            })
+        ));
+        assert_eq!(r.stats().rejected_writes, 1);
+        r.commit(Millis(0)).unwrap();
+        r.write(Millis(0), put("c", "1")).unwrap();
+    }
+
+    #[test]
+    fn hello_from_the_wrong_member_is_refused() {
+        let mut a = replica(1);
+        a.add_peer(MemberId(2));
+        let err = a
+            .handle_message(
+                Millis(0),
+                MemberId(2),
+                Message::Hello {
+                    member: MemberId(3),
+                    applied: VersionVector::default(),
+                    clock: Hlc::default(),
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::Protocol(ProtocolError::Misbehaved(_))));
+        assert!(matches!(
+            a.handle_message(Millis(0), MemberId(9), Message::Changes(vec![])),
+            Err(Error::UnknownPeer(MemberId(9)))
+        ));
+    }
+
+    #[test]
+    fn tombstones_are_collected_once_every_member_has_them() {
+        let mut a = replica(1);
+        let mut b = replica(2);
+        let mut now = Millis(1_000);
+        link(&mut a, &mut b, now);
+        a.write(now, put("k", "v")).unwrap();
+        a.commit(now).unwrap();
+        pump(&mut a, &mut b, now);
+        now = now.plus(10);
+        a.write(
+            now,
+            Op::Delete {
+                table: Table::Domains,
+                key: "k".into(),
+            },
+        )
+        .unwrap();
+        a.commit(now).unwrap();
+        assert_eq!(a.storage().tombstones(), 1);
+        // Before b has it, a keeps it.
+        a.write(now, put("other", "x")).unwrap();
+        a.commit(now).unwrap();
+        assert_eq!(a.storage().tombstones(), 1);
+        pump(&mut a, &mut b, now);
+        // One more round of clock reports, then both collect.
+        for _ in 0..3 {
+            now = now.plus(600);
+            a.handle_timeout(now).unwrap();
+            b.handle_timeout(now).unwrap();
+            a.write(now, put("tick-a", "x")).unwrap();
+            b.write(now, put("tick-b", "x")).unwrap();
+            pump(&mut a, &mut b, now);
+        }
+        assert_eq!(a.storage().tombstones(), 0);
+        assert_eq!(b.storage().tombstones(), 0);
+        assert_eq!(a.get(Table::Domains, "k").unwrap(), None);
+        assert_eq!(b.get(Table::Domains, "k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_member_behind_the_pruned_log_gets_a_snapshot() {
+        let mut cfg = Config::new(MemberId(1));
+        cfg.blob_chunk = 4;
+        let mut a = Replica::open(cfg, MemStorage::new(), Millis(0)).unwrap();
+        let now = Millis(1_000);
+        for i in 0..10 {
+            a.write(now, put(&format!("k{i}"), "v")).unwrap();
+        }
+        a.write(now, Op::AppendCdr { record: vec![7] }).unwrap();
+        a.commit(now).unwrap();
+        // No peers: everything is pruned at once.
+        a.write(now, put("k0", "w")).unwrap();
+        a.commit(now).unwrap();
+        assert_eq!(a.storage().log_len(), 0);
+        let mut b = replica(2);
+        link(&mut a, &mut b, now);
+        pump(&mut a, &mut b, now);
+        assert_eq!(a.stats().snapshots_sent, 1);
+        assert_eq!(b.stats().snapshots_applied, 1);
+        assert_eq!(b.applied(), a.applied());
+        assert_eq!(b.scan(Table::Domains, "").unwrap().len(), 10);
+        assert_eq!(b.get(Table::Domains, "k0").unwrap(), Some(b"w".to_vec()));
+        assert_eq!(b.cdrs(None, 10).unwrap().len(), 1);
+        // And the tail streams normally afterwards.
+        a.write(now, put("late", "1")).unwrap();
+        a.commit(now).unwrap();
+        pump(&mut a, &mut b, now);
+        assert_eq!(b.get(Table::Domains, "late").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(a.stats().snapshots_sent, 1);
+    }
+}
