@@ -20,5 +20,6 @@ pub mod analyzer;
 pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;
+pub mod live;
 pub mod render;
 pub mod stream;
