@@ -22,4 +22,5 @@ pub mod histogram;
 pub mod jitter_buffer;
 pub mod live;
 pub mod render;
+pub mod sink;
 pub mod stream;
