@@ -21,6 +21,7 @@ pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;
 pub mod live;
+pub mod pcap_spool;
 pub mod render;
 pub mod sink;
 pub mod stream;
