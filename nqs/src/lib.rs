@@ -17,11 +17,13 @@
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
+pub mod api;
 pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;
 pub mod live;
 pub mod pcap_spool;
 pub mod render;
+pub mod service;
 pub mod sink;
 pub mod stream;
