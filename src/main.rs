@@ -5,6 +5,7 @@
 mod analyze;
 mod config;
 mod demo;
+mod nqs_cmd;
 mod output;
 
 use std::path::PathBuf;
@@ -29,6 +30,10 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Synthesise a few SIP+RTP calls, write them as a pcap and analyse them.
     Demo(DemoArgs),
+    /// Run the live network quality service (analysis, sinks, HTTP API).
+    Nqs(nqs_cmd::NqsArgs),
+    /// Bearer tokens for the NQS API.
+    Token(nqs_cmd::TokenArgs),
     /// Print the version and build information.
     Version,
 }
@@ -120,6 +125,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&config, &args),
         Command::Demo(args) => demo::run(&config, &args),
+        Command::Nqs(args) => nqs_cmd::run(&args),
+        Command::Token(args) => nqs_cmd::token(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

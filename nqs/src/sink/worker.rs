@@ -73,6 +73,20 @@ impl SinkHandle {
         self.tx.send(batch).await.map_err(|e| e.0)
     }
 
+    /// Queues a batch from outside the runtime (a capture thread), blocking
+    /// while the channel is full.
+    ///
+    /// # Errors
+    ///
+    /// Gives the batch back when the worker has stopped.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async context (tokio's rule).
+    pub fn blocking_send(&self, batch: Batch) -> Result<(), Batch> {
+        self.tx.blocking_send(batch).map_err(|e| e.0)
+    }
+
     /// The worker's counters.
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats

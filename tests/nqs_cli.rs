@@ -1,0 +1,172 @@
+//! `voxplane token` and `voxplane nqs` end to end: tokens minted offline
+//! from the data dir, a capture read through the live pipeline, and the
+//! API served from what it stored (loopback only, bounded waits).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn voxplane(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_voxplane"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running voxplane")
+}
+
+/// Kills the server on drop, even when the test fails.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str, token: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let resp = String::from_utf8_lossy(&raw);
+    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn token(dir: &Path, scope: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--data-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(scope);
+    let o = voxplane(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert!(t.starts_with("vxp1."), "{t}");
+    t
+}
+
+#[test]
+fn token_needs_exactly_one_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        !voxplane(&["token", "create", "--data-dir", d])
+            .status
+            .success()
+    );
+    assert!(
+        !voxplane(&[
+            "token",
+            "create",
+            "--data-dir",
+            d,
+            "--admin",
+            "--reseller",
+            "x.example"
+        ])
+        .status
+        .success()
+    );
+    let a = token(dir.path(), &["--admin"]);
+    let r = token(dir.path(), &["--reseller", "beta.example"]);
+    assert_ne!(a, r);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("secret"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the signing secret is private");
+}
+
+#[test]
+fn nqs_reads_a_capture_then_serves_it_with_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let o = voxplane(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--calls",
+        "3",
+        "--seed",
+        "7",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let o = voxplane(&[
+        "nqs",
+        "--data-dir",
+        d,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--read",
+        demo.join("demo.pcap").to_str().unwrap(),
+        "--exit-after-read",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("3 calls finished"), "{err}");
+
+    // Serve what was stored; the port is printed on stderr.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxplane"))
+        .args(["nqs", "--data-dir", d, "--http-listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").parse::<u16>().ok());
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server started")
+        .expect("port");
+
+    let admin = token(&data, &["--admin"]);
+    let (status, body) = http_get(port, "/api/calls", &admin);
+    assert_eq!(status, 200, "{body}");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let calls = calls.as_array().unwrap();
+    assert_eq!(calls.len(), 3);
+    let id = calls[0]["call_id"].as_str().unwrap().to_string();
+    let domain = calls[0]["domain"].as_str().unwrap().to_string();
+    let (status, _) = http_get(port, &format!("/api/calls/{id}/pcap"), &admin);
+    assert_eq!(status, 200);
+    let (status, _) = http_get(port, &format!("/api/calls/{id}/legs/0.wav"), &admin);
+    assert_eq!(status, 200);
+    let reseller = token(&data, &["--reseller", "nobody.example"]);
+    let (status, body) = http_get(port, "/api/calls", &reseller);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _) = http_get(port, &format!("/api/calls/{id}"), &reseller);
+    assert_eq!(status, 404);
+    let own = token(&data, &["--reseller", &domain]);
+    let (status, _) = http_get(port, &format!("/api/calls/{id}"), &own);
+    assert_eq!(status, 200);
+    let (status, body) = http_get(port, "/metrics", &admin);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("nqs_sink_rows_written_total{sink=\"sqlite\"}"),
+        "{body}"
+    );
+    let start = Instant::now();
+    drop(server);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
