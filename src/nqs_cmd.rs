@@ -45,6 +45,10 @@ pub struct NqsArgs {
     /// ClickHouse database.
     #[arg(long, default_value = "nqs")]
     clickhouse_database: String,
+    /// Have ClickHouse drop rows older than this many days (TTL; servers
+    /// from 20.1 on).
+    #[arg(long, value_name = "DAYS")]
+    clickhouse_ttl_days: Option<u32>,
     /// Keep only the headers of RTP packets in the per-call pcaps.
     #[arg(long)]
     rtp_header_only: bool,
@@ -142,8 +146,12 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     );
     sinks.push(("sqlite".into(), h, t));
     if let Some(url) = &args.clickhouse {
+        let mut sink = ClickHouseSink::new(url, &args.clickhouse_database);
+        if let Some(days) = args.clickhouse_ttl_days {
+            sink = sink.with_ttl_days(days);
+        }
         let (h, t) = worker::spawn(
-            ClickHouseSink::new(url, &args.clickhouse_database),
+            sink,
             RowSpool::open(&dir.join("spool/clickhouse"))?,
             WorkerConfig::default(),
         );

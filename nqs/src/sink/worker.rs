@@ -321,4 +321,46 @@ mod tests {
         task.await.unwrap();
         assert_eq!(*sink.got.lock().unwrap(), vec!["x"]);
     }
+
+    /// A sink that blocks until released.
+    struct Stuck(Arc<tokio::sync::Semaphore>);
+
+    impl Sink for Stuck {
+        async fn write(&mut self, batch: &mut Batch) -> Result<(), SinkError> {
+            self.0.acquire().await.expect("open").forget();
+            *batch = Batch::default();
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_sink_makes_senders_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let config = WorkerConfig {
+            channel_batches: 1,
+            max_batch_rows: 1,
+            ..WorkerConfig::default()
+        };
+        let (handle, task) = spawn(
+            Stuck(gate.clone()),
+            RowSpool::open(dir.path()).unwrap(),
+            config,
+        );
+        // The worker takes the first batch and blocks in write; the second
+        // fills the channel; the third must wait.
+        handle.send(one("1")).await.unwrap();
+        tokio::task::yield_now().await;
+        handle.send(one("2")).await.unwrap();
+        let third = tokio::time::timeout(Duration::from_secs(5), handle.send(one("3"))).await;
+        assert!(third.is_err(), "send completed although the sink is stuck");
+        gate.add_permits(10);
+        tokio::time::timeout(Duration::from_secs(5), handle.send(one("3")))
+            .await
+            .expect("released")
+            .unwrap();
+        drop(handle);
+        task.await.unwrap();
+        assert!(gate.available_permits() < 10);
+    }
 }
