@@ -1,6 +1,6 @@
 //! `voxplane nqs` (the live quality service) and `voxplane token` (bearer
-//! tokens for its API). The driver only wires I/O: the capture (today a
-//! pcap file with `--read`) feeds [`nqs::service::Pipeline`], whose rows go
+//! tokens for its API). The driver only wires I/O: the capture (a pcap file
+//! with `--read`, then HEP3 over UDP with `--hep-listen`) feeds [`nqs::service::Pipeline`], whose rows go
 //! to the sink workers (SQLite always, ClickHouse with `--clickhouse`); the
 //! HTTP API serves from SQLite and the pcap spool.
 //!
@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -39,6 +40,10 @@ pub struct NqsArgs {
     /// Analyse this capture file (pcap or pcapng) through the live pipeline.
     #[arg(long, value_name = "FILE")]
     read: Option<PathBuf>,
+    /// Receive HEP3 over UDP on this address (heplify, Kamailio/OpenSIPS
+    /// siptrace, the dataplane's mirror).
+    #[arg(long, value_name = "ADDR:PORT")]
+    hep_listen: Option<SocketAddr>,
     /// Also write rows to ClickHouse at this HTTP URL.
     #[arg(long, value_name = "URL")]
     clickhouse: Option<String>,
@@ -185,24 +190,36 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     let _ = std::io::stderr().flush();
 
     let handles: Vec<SinkHandle> = sinks.iter().map(|(_, h, _)| h.clone()).collect();
-    let capture = match &args.read {
-        Some(file) => {
-            let file = file.clone();
-            let live = LiveConfig {
-                media_timeout_ns: args.media_timeout_secs.saturating_mul(1_000_000_000),
-                ..LiveConfig::default()
-            };
-            let spool = PcapSpool::new(pcap_config.clone())?;
-            let metrics = metrics.clone();
-            Some(tokio::task::spawn_blocking(move || {
-                read_file(&file, live, spool, metrics, &handles)
-            }))
+    let hep = match args.hep_listen {
+        Some(addr) => {
+            let socket = std::net::UdpSocket::bind(addr)
+                .with_context(|| format!("HEP3 listener on {addr}"))?;
+            eprintln!("voxplane nqs: HEP3 on udp://{}", socket.local_addr()?);
+            Some(socket)
         }
-        None => {
-            tracing::warn!("no capture source (--read); serving stored calls only");
-            drop(handles);
-            None
-        }
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let live_hep = hep.is_some();
+    let capture = if args.read.is_some() || hep.is_some() {
+        let source = Source {
+            read: args.read.clone(),
+            hep,
+            stop: stop.clone(),
+        };
+        let live = LiveConfig {
+            media_timeout_ns: args.media_timeout_secs.saturating_mul(1_000_000_000),
+            ..LiveConfig::default()
+        };
+        let spool = PcapSpool::new(pcap_config.clone())?;
+        let metrics = metrics.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            capture(source, live, spool, metrics, &handles)
+        }))
+    } else {
+        tracing::warn!("no capture source (--read, --hep-listen); serving stored calls only");
+        drop(handles);
+        None
     };
 
     let app = nqs::api::router(state);
@@ -213,14 +230,22 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     });
     let retention = tokio::spawn(retention_loop(pcap_config));
 
-    if let Some(capture) = capture {
-        let (calls, packets) = capture.await.context("capture task")??;
+    let report = |(calls, packets): (u64, u64)| {
         eprintln!("voxplane nqs: read {packets} packets, {calls} calls finished");
-    }
-    if args.exit_after_read {
+    };
+    if args.exit_after_read && !live_hep {
+        if let Some(capture) = capture {
+            report(capture.await.context("capture task")??);
+        }
         server.abort();
-    } else if let Err(e) = server.await.context("HTTP server")? {
-        bail!("HTTP server: {e}");
+    } else {
+        if let Err(e) = server.await.context("HTTP server")? {
+            bail!("HTTP server: {e}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        if let Some(capture) = capture {
+            report(capture.await.context("capture task")??);
+        }
     }
     retention.abort();
     // Every handle gone: the workers write (or spool) what they hold.
@@ -231,52 +256,129 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a capture file through the pipeline; returns (calls, packets).
-fn read_file(
-    path: &Path,
+/// The capture sources of one run.
+struct Source {
+    read: Option<PathBuf>,
+    hep: Option<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Runs the capture sources through one pipeline (a file first, then HEP3
+/// until `stop`); returns (calls finished, packets).
+fn capture(
+    source: Source,
     live: LiveConfig,
     spool: PcapSpool,
     metrics: Arc<Metrics>,
     sinks: &[SinkHandle],
 ) -> anyhow::Result<(u64, u64)> {
-    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = FileReader::new(std::io::BufReader::with_capacity(1 << 16, file))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut decoder = Decoder::new();
     let mut pipeline = Pipeline::new(live, Some(spool), metrics);
+    let mut out = Output {
+        sinks,
+        calls: 0,
+        packets: 0,
+    };
     let mut last = wire::Timestamp(0);
-    let mut packets = 0u64;
-    let mut calls = 0u64;
-    let send = |batch: nqs::sink::Batch, calls: &mut u64| -> anyhow::Result<()> {
+    if let Some(path) = &source.read {
+        last = read_file(path, &mut pipeline, &mut out)?;
+    }
+    if let Some(socket) = &source.hep {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .context("HEP3 socket")?;
+        let mut buf = vec![0u8; 65_536];
+        while !source.stop.load(Ordering::Relaxed) {
+            match socket.recv(&mut buf) {
+                Ok(n) => match wire::hep::Hep3Repr::parse(&buf[..n]) {
+                    Ok(Some(hep)) => {
+                        out.packets += 1;
+                        pipeline.handle_packet(&hep.to_packet());
+                    }
+                    // Not HEP3, or unusable: dropped and counted.
+                    Ok(None) | Err(_) => pipeline.frame_dropped(),
+                },
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // Idle: lifecycle timers run on the wall clock.
+                    pipeline.handle_timeout(wall_now());
+                    out.send(pipeline.take_batch())?;
+                    continue;
+                }
+                Err(e) => return Err(e).context("receiving HEP3"),
+            }
+            if out.packets.is_multiple_of(256) {
+                out.send(pipeline.take_batch())?;
+            }
+        }
+        last = wall_now();
+    }
+    pipeline.finish_all(last);
+    out.send(pipeline.take_batch())?;
+    Ok((out.calls, out.packets))
+}
+
+/// Where the capture's rows go.
+struct Output<'a> {
+    sinks: &'a [SinkHandle],
+    calls: u64,
+    packets: u64,
+}
+
+impl Output<'_> {
+    fn send(&mut self, batch: nqs::sink::Batch) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        *calls += batch.calls.len() as u64;
-        for sink in sinks {
+        self.calls += batch.calls.len() as u64;
+        for sink in self.sinks {
             if sink.blocking_send(batch.clone()).is_err() {
                 bail!("a sink worker stopped");
             }
         }
         Ok(())
-    };
+    }
+}
+
+/// Reads a capture file through the pipeline; returns its last frame time.
+fn read_file(
+    path: &Path,
+    pipeline: &mut Pipeline,
+    out: &mut Output<'_>,
+) -> anyhow::Result<wire::Timestamp> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = FileReader::new(std::io::BufReader::with_capacity(1 << 16, file))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut decoder = Decoder::new();
+    let mut last = wire::Timestamp(0);
     while let Some(frame) = reader.next_frame() {
         let frame = frame.with_context(|| format!("reading {}", path.display()))?;
         last = last.max(frame.ts);
         match decoder.decode(&frame) {
             Some(packet) => {
-                packets += 1;
+                out.packets += 1;
                 pipeline.handle_packet(&packet);
             }
             None => pipeline.frame_dropped(),
         }
         // Rows leave in batches of a few hundred, not per packet.
-        if packets.is_multiple_of(256) {
-            send(pipeline.take_batch(), &mut calls)?;
+        if out.packets.is_multiple_of(256) {
+            out.send(pipeline.take_batch())?;
         }
     }
-    pipeline.finish_all(last);
-    send(pipeline.take_batch(), &mut calls)?;
-    Ok((calls, packets))
+    // Calls still open are finished at the end of the input only when no
+    // live source follows; the caller decides.
+    Ok(last)
+}
+
+fn wall_now() -> wire::Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    wire::Timestamp::from_secs_nanos(d.as_secs(), d.subsec_nanos())
 }
 
 async fn retention_loop(config: PcapSpoolConfig) {

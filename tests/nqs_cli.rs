@@ -170,3 +170,162 @@ fn nqs_reads_a_capture_then_serves_it_with_scopes() {
     drop(server);
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn nqs_analyses_hep3_over_udp_live() {
+    use std::net::UdpSocket;
+    use wire::hep::Hep3Repr;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voxplane"))
+        .args([
+            "nqs",
+            "--data-dir",
+            d,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--hep-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for (scheme, kind) in [("http://127.0.0.1:", "http"), ("udp://127.0.0.1:", "hep")] {
+                if let Some(rest) = line.split(scheme).nth(1) {
+                    let port = rest
+                        .split('/')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .parse::<u16>()
+                        .ok();
+                    let _ = tx.send((kind, port));
+                }
+            }
+        }
+    });
+    let (mut http, mut hep) = (None, None);
+    while http.is_none() || hep.is_none() {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server started")
+        {
+            ("http", p) => http = p,
+            (_, p) => hep = p,
+        }
+    }
+    let (http, hep) = (http.unwrap(), hep.unwrap());
+
+    // One call, stamped with the wall clock like a live agent would.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let t0 = wire::Timestamp::from_secs_nanos(now.as_secs(), 0).0;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |ts: u64, src: &str, dst: &str, payload: &[u8]| {
+        let repr = Hep3Repr {
+            transport: wire::capture::Transport::Udp,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ts: wire::Timestamp(ts),
+            proto_type: 1,
+            capture_id: Some(7),
+            payload,
+        };
+        let mut out = Vec::new();
+        repr.emit(&mut out).unwrap();
+        sock.send_to(&out, ("127.0.0.1", hep)).unwrap();
+    };
+    let sip = |first: &str, cseq: &str, sdp: &str| {
+        let ct = if sdp.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{first}\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK{}\r\nFrom: <sip:100@hep.example>;tag=1\r\n\
+             To: <sip:200@hep.example>\r\nCall-ID: hep-call-1\r\nCSeq: {cseq}\r\n{ct}Content-Length: {}\r\n\r\n{sdp}",
+            cseq.len(),
+            sdp.len()
+        )
+        .into_bytes()
+    };
+    let sdp = |ip: &str, port: u16| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+        )
+    };
+    let ms = 1_000_000;
+    send(
+        t0,
+        "192.0.2.1:5060",
+        "192.0.2.2:5060",
+        &sip(
+            "INVITE sip:200@hep.example SIP/2.0",
+            "1 INVITE",
+            &sdp("192.0.2.1", 4000),
+        ),
+    );
+    send(
+        t0 + 50 * ms,
+        "192.0.2.2:5060",
+        "192.0.2.1:5060",
+        &sip("SIP/2.0 200 OK", "1 INVITE", &sdp("192.0.2.2", 6000)),
+    );
+    for n in 0..50u16 {
+        let mut rtp = vec![0x80, 0];
+        rtp.extend_from_slice(&n.to_be_bytes());
+        rtp.extend_from_slice(&(u32::from(n) * 160).to_be_bytes());
+        rtp.extend_from_slice(&0xabcdu32.to_be_bytes());
+        rtp.extend_from_slice(&[0x55; 160]);
+        send(
+            t0 + 100 * ms + u64::from(n) * 20 * ms,
+            "192.0.2.1:4000",
+            "192.0.2.2:6000",
+            &rtp,
+        );
+    }
+    sock.send_to(b"not hep at all", ("127.0.0.1", hep)).unwrap();
+    send(
+        t0 + 1200 * ms,
+        "192.0.2.1:5060",
+        "192.0.2.2:5060",
+        &sip("BYE sip:200@hep.example SIP/2.0", "2 BYE", ""),
+    );
+
+    // Finished after the 2 s linger, on the wall clock; then stored.
+    let admin = token(&data, &["--admin"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let calls = loop {
+        let (status, body) = http_get(http, "/api/calls", &admin);
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !v.as_array().unwrap().is_empty() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the HEP3 call was not stored within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(calls[0]["call_id"], "hep-call-1");
+    assert_eq!(calls[0]["domain"], "hep.example");
+    let (_, detail) = http_get(http, "/api/calls/hep-call-1", &admin);
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["streams"][0]["packets"], 50);
+    assert_eq!(detail["record"]["reason"], "bye");
+    let (_, metrics) = http_get(http, "/metrics", &admin);
+    assert!(
+        metrics.contains("nqs_frames_dropped_total 1\n"),
+        "{metrics}"
+    );
+}
