@@ -228,7 +228,9 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
-    let retention = tokio::spawn(retention_loop(pcap_config));
+    // With a capture running, retention runs in the capture thread, which
+    // knows the files of open calls; otherwise here.
+    let retention = tokio::spawn(retention_loop(pcap_config, capture.is_some()));
 
     let report = |(calls, packets): (u64, u64)| {
         eprintln!("voxplane nqs: read {packets} packets, {calls} calls finished");
@@ -277,6 +279,7 @@ fn capture(
         sinks,
         calls: 0,
         packets: 0,
+        next_retention: std::time::Instant::now(),
     };
     let mut last = wire::Timestamp(0);
     if let Some(path) = &source.read {
@@ -306,18 +309,22 @@ fn capture(
                     // Idle: lifecycle timers run on the wall clock.
                     pipeline.handle_timeout(wall_now());
                     out.send(pipeline.take_batch())?;
+                    out.retention(&mut pipeline);
                     continue;
                 }
                 Err(e) => return Err(e).context("receiving HEP3"),
             }
             if out.packets.is_multiple_of(256) {
                 out.send(pipeline.take_batch())?;
+                out.retention(&mut pipeline);
             }
         }
         last = wall_now();
     }
     pipeline.finish_all(last);
     out.send(pipeline.take_batch())?;
+    out.next_retention = std::time::Instant::now();
+    out.retention(&mut pipeline);
     Ok((out.calls, out.packets))
 }
 
@@ -326,9 +333,30 @@ struct Output<'a> {
     sinks: &'a [SinkHandle],
     calls: u64,
     packets: u64,
+    next_retention: std::time::Instant,
 }
 
 impl Output<'_> {
+    /// Runs the pcap retention at most once a minute.
+    fn retention(&mut self, pipeline: &mut Pipeline) {
+        let now = std::time::Instant::now();
+        if now < self.next_retention {
+            return;
+        }
+        self.next_retention = now + Duration::from_secs(60);
+        match pipeline.enforce_retention(SystemTime::now()) {
+            Ok(Some(r)) if r.expired + r.evicted > 0 => {
+                tracing::info!(
+                    "pcap retention: {} expired, {} evicted",
+                    r.expired,
+                    r.evicted
+                );
+            }
+            Err(e) => tracing::warn!("pcap retention: {e}"),
+            _ => {}
+        }
+    }
+
     fn send(&mut self, batch: nqs::sink::Batch) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -367,6 +395,7 @@ fn read_file(
         // Rows leave in batches of a few hundred, not per packet.
         if out.packets.is_multiple_of(256) {
             out.send(pipeline.take_batch())?;
+            out.retention(pipeline);
         }
     }
     // Calls still open are finished at the end of the input only when no
@@ -381,8 +410,8 @@ fn wall_now() -> wire::Timestamp {
     wire::Timestamp::from_secs_nanos(d.as_secs(), d.subsec_nanos())
 }
 
-async fn retention_loop(config: PcapSpoolConfig) {
-    if config.max_age.is_none() && config.max_bytes.is_none() {
+async fn retention_loop(config: PcapSpoolConfig, capturing: bool) {
+    if capturing || (config.max_age.is_none() && config.max_bytes.is_none()) {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -329,3 +329,50 @@ fn nqs_analyses_hep3_over_udp_live() {
         "{metrics}"
     );
 }
+
+#[test]
+fn nqs_pcap_retention_by_size_runs_in_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let o = voxplane(&["demo", "--out", demo.to_str().unwrap(), "--calls", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = dir.path().join("data");
+    let count = |max_mb: &str| {
+        let _ = std::fs::remove_dir_all(&data);
+        let file = demo.join("demo.pcap");
+        let mut args = vec![
+            "nqs",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--read",
+            file.to_str().unwrap(),
+            "--exit-after-read",
+        ];
+        if !max_mb.is_empty() {
+            args.extend_from_slice(&["--pcap-max-mb", max_mb]);
+        }
+        let o = voxplane(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut n = 0;
+        let mut stack = vec![data.join("pcaps")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "pcap") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert_eq!(count(""), 2, "one pcap per call without retention");
+    assert_eq!(
+        count("0"),
+        0,
+        "a 0 MB limit evicts every finished call's pcap"
+    );
+}

@@ -85,6 +85,22 @@ impl Pipeline {
         self.drain();
     }
 
+    /// Applies the pcap spool's retention at `now` (files of open calls are
+    /// kept). `None` without a spool.
+    ///
+    /// # Errors
+    ///
+    /// When the spool cannot be listed or a file not removed.
+    pub fn enforce_retention(
+        &mut self,
+        now: std::time::SystemTime,
+    ) -> Result<Option<crate::pcap_spool::Retention>, crate::pcap_spool::PcapSpoolError> {
+        self.pcaps
+            .as_mut()
+            .map(|spool| spool.enforce_retention(now))
+            .transpose()
+    }
+
     /// The rows produced since the last call.
     pub fn take_batch(&mut self) -> Batch {
         std::mem::take(&mut self.batch)
