@@ -264,3 +264,31 @@ where
     }
     panic!("{what}: not within 30 s");
 }
+
+/// Ingest rate into the real server (a measurement, not a test: run with
+/// `cargo test -p nqs --release --test service_clickhouse -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+#[expect(clippy::disallowed_methods, reason = "a measurement times itself on the wall clock")]
+async fn measure_ingest_rows_per_second() {
+    let Some(server) = common::ClickHouse::start() else {
+        return;
+    };
+    let mut sink = ClickHouseSink::new(&server.url(), "nqs_bench");
+    sink.write(&mut Batch::default()).await.expect("schema");
+    let one = batch("x", 1_764_000_000_000_000_000);
+    let n = 100_000;
+    let mut b = Batch {
+        intervals: vec![one.intervals[0].clone(); n],
+        ..Batch::default()
+    };
+    let start = std::time::Instant::now();
+    sink.write(&mut b).await.expect("write");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(count(&sink, "stream_intervals").await, n as u64);
+    println!(
+        "clickhouse_rows_per_s {:.0} ({n} stream_intervals rows in {:.3} s)",
+        n as f64 / secs,
+        secs
+    );
+}
