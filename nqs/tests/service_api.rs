@@ -30,6 +30,8 @@ struct Call {
     start: u64,
     /// Drop every n-th RTP packet (0: none).
     lose_every: u64,
+    /// Seconds of media.
+    secs: u64,
 }
 
 const CALLS: [Call; 3] = [
@@ -40,6 +42,7 @@ const CALLS: [Call; 3] = [
         ruri_host: "beta.example",
         start: 10,
         lose_every: 0,
+        secs: 25,
     },
     Call {
         id: "b@192.0.2.1",
@@ -48,6 +51,7 @@ const CALLS: [Call; 3] = [
         ruri_host: "gamma.example",
         start: 20,
         lose_every: 5,
+        secs: 3,
     },
     Call {
         id: "c/../x@192.0.2.1",
@@ -56,6 +60,7 @@ const CALLS: [Call; 3] = [
         ruri_host: "delta.example",
         start: 30,
         lose_every: 0,
+        secs: 3,
     },
 ];
 
@@ -150,7 +155,7 @@ fn load(dir: &std::path::Path, store: &SqliteSink, metrics: Arc<Metrics>) {
             &sb,
             &sip(&format!("ACK {ruri} SIP/2.0"), c, "1 ACK", None),
         );
-        for n in 0..150u64 {
+        for n in 0..c.secs * 50 {
             let ts = t + S / 5 + n * 20_000_000;
             if c.lose_every == 0 || n % c.lose_every != 1 {
                 feed(&mut pipe, ts, &ma, &mb, &rtp(n as u16, 0x1000 + i as u32));
@@ -165,14 +170,14 @@ fn load(dir: &std::path::Path, store: &SqliteSink, metrics: Arc<Metrics>) {
         }
         feed(
             &mut pipe,
-            t + 4 * S,
+            t + (c.secs + 1) * S,
             &sa,
             &sb,
             &sip(&format!("BYE {ruri} SIP/2.0"), c, "2 BYE", None),
         );
         feed(
             &mut pipe,
-            t + 4 * S + S / 20,
+            t + (c.secs + 1) * S + S / 20,
             &sb,
             &sa,
             &sip("SIP/2.0 200 OK", c, "2 BYE", None),
@@ -370,6 +375,14 @@ async fn call_detail_per_scope() {
     assert_eq!(v["streams"].as_array().unwrap().len(), 2);
     assert_eq!(v["sip"].as_array().unwrap().len(), 5, "the ladder");
     assert_eq!(v["sip"][0]["method"], "INVITE");
+    // 25 s of media: two complete 10 s intervals per leg while the call was up.
+    let intervals = v["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 4, "{intervals:?}");
+    assert!(
+        intervals
+            .iter()
+            .all(|i| i["packets"] == 500 && i["lost"] == 0)
+    );
     assert_eq!(v["record"]["reason"], "bye");
     assert_eq!(v["legs"].as_array().unwrap().len(), 2);
     assert!(v["pcap"]["packets"].as_u64().unwrap() >= 300);
@@ -450,7 +463,7 @@ async fn leg_wav_per_scope() {
     assert_eq!(status, StatusCode::OK);
     let wav = hound::WavReader::new(std::io::Cursor::new(body)).unwrap();
     assert_eq!(wav.spec().sample_rate, 8000);
-    assert_eq!(wav.len(), 150 * 160, "3 s of 8 kHz audio");
+    assert_eq!(wav.len(), 25 * 8000, "25 s of 8 kHz audio");
     // B's first leg lost 30 packets: the gaps are silence, the length stays.
     let (status, body) = f.get(&uri(B, 0), Some(&f.admin())).await;
     assert_eq!(status, StatusCode::OK);

@@ -269,7 +269,10 @@ where
 /// `cargo test -p nqs --release --test service_clickhouse -- --ignored --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement"]
-#[expect(clippy::disallowed_methods, reason = "a measurement times itself on the wall clock")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a measurement times itself on the wall clock"
+)]
 async fn measure_ingest_rows_per_second() {
     let Some(server) = common::ClickHouse::start() else {
         return;
