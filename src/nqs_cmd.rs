@@ -151,6 +151,10 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     );
     sinks.push(("sqlite".into(), h, t));
     if let Some(url) = &args.clickhouse {
+        let db = &args.clickhouse_database;
+        if db.is_empty() || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("--clickhouse-database {db:?}: only letters, digits and _");
+        }
         let mut sink = ClickHouseSink::new(url, &args.clickhouse_database);
         if let Some(days) = args.clickhouse_ttl_days {
             sink = sink.with_ttl_days(days);

@@ -250,6 +250,13 @@ async fn unreachable_server_is_an_error_not_a_hang() {
     assert!(matches!(r, Ok(Err(SinkError::ClickHouse(_)))), "{r:?}");
 }
 
+#[tokio::test]
+async fn a_database_name_that_could_inject_sql_is_refused() {
+    let mut sink = ClickHouseSink::new("http://127.0.0.1:9", "x`; DROP TABLE calls; --");
+    let r = sink.write(&mut batch("x", 1)).await;
+    assert!(matches!(r, Err(SinkError::Config(_))), "{r:?}");
+}
+
 /// Polls `cond` every 50 ms for up to 30 s.
 async fn wait_for<F, Fut>(what: &str, mut cond: F)
 where

@@ -79,6 +79,17 @@ impl ClickHouseSink {
     ///
     /// When the server is unreachable or refuses the DDL.
     pub async fn ensure_schema(&mut self) -> Result<(), SinkError> {
+        if self.database.is_empty()
+            || !self
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(SinkError::Config(format!(
+                "ClickHouse database name {:?}: only letters, digits and _",
+                self.database
+            )));
+        }
         // The database must exist before a client bound to it can run DDL.
         let root = self.client.clone().with_database("default");
         root.query(&format!(

@@ -44,6 +44,9 @@ pub enum SinkError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A configuration value the sink cannot use.
+    #[error("configuration: {0}")]
+    Config(String),
     /// A spooled batch could not be decoded (the file is left in place).
     #[error("spooled batch {path} is corrupt: {reason}")]
     CorruptSpool {
