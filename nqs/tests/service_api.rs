@@ -101,10 +101,10 @@ fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
 
 /// Runs the three calls (3 s of media each, both directions) through a
 /// pipeline writing pcaps into `dir/pcaps` and rows into `store`.
-fn load(dir: &std::path::Path, store: &SqliteSink, metrics: Arc<Metrics>) {
+fn load(dir: &std::path::Path, store: &SqliteSink, metrics: Arc<Metrics>, header_only: bool) {
     let spool = PcapSpool::new(PcapSpoolConfig {
         dir: dir.join("pcaps"),
-        rtp_header_only: false,
+        rtp_header_only: header_only,
         max_age: None,
         max_bytes: None,
     })
@@ -197,10 +197,14 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(false)
+}
+
+fn fixture_with(header_only: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteSink::open(&dir.path().join("nqs.sqlite")).unwrap();
     let metrics = Arc::new(Metrics::default());
-    load(dir.path(), &store, metrics.clone());
+    load(dir.path(), &store, metrics.clone(), header_only);
     let keyring = Keyring::new(b"test secret, thirty-two bytes ok");
     let state = ApiState {
         store,
@@ -619,4 +623,39 @@ async fn metrics_admin_only() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(f.get("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn header_only_pcaps_download_but_have_no_audio() {
+    let f = fixture_with(true);
+    let (status, body) = f
+        .get(&format!("/api/calls/{}/pcap", esc(A)), Some(&f.admin()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, wav) = f
+        .get(
+            &format!("/api/calls/{}/legs/0.wav", esc(A)),
+            Some(&f.admin()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&wav)
+    );
+    // The header-only pcap still carries every packet's headers and length.
+    let mut reader = wire::capture::FileReader::new(std::io::Cursor::new(body)).unwrap();
+    let (mut frames, mut cut) = (0, 0);
+    while let Some(frame) = reader.next_frame() {
+        let frame = frame.unwrap();
+        frames += 1;
+        if (frame.data.len() as u32) < frame.orig_len {
+            assert_eq!(frame.data.len(), 14 + 20 + 8 + 12);
+            assert_eq!(frame.orig_len, 14 + 20 + 8 + 172);
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 2 * 25 * 50, "every RTP packet cut to its headers");
+    assert_eq!(frames, cut + 5, "SIP kept whole");
 }
