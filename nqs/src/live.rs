@@ -223,7 +223,7 @@ impl LiveAnalyzer {
                 continue; // already finished
             };
             if deadline <= now.0 {
-                let reason = if self.active[&call].ended.is_some() {
+                let reason = if self.active.get(&call).is_some_and(|t| t.ended.is_some()) {
                     self.end_reason(call)
                 } else {
                     FinishReason::MediaTimeout
