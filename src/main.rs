@@ -6,6 +6,7 @@ mod analyze;
 mod config;
 mod dataplane_cmd;
 mod demo;
+mod nqs_cmd;
 mod output;
 mod sbus_cmd;
 
@@ -37,6 +38,10 @@ enum Command {
     Sbus(sbus_cmd::SbusArgs),
     /// Create the SBUS cluster CA and member certificates.
     Cert(sbus_cmd::CertArgs),
+    /// Run the live network quality service (analysis, sinks, HTTP API).
+    Nqs(nqs_cmd::NqsArgs),
+    /// Bearer tokens for the NQS API.
+    Token(nqs_cmd::TokenArgs),
     /// Print the version and build information.
     Version,
 }
@@ -131,6 +136,8 @@ fn main() -> ExitCode {
         Command::Dataplane(args) => dataplane_cmd::run(&args),
         Command::Sbus(args) => sbus_cmd::run(&args),
         Command::Cert(args) => sbus_cmd::cert(&args),
+        Command::Nqs(args) => nqs_cmd::run(&args),
+        Command::Token(args) => nqs_cmd::token(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

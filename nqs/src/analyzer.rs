@@ -424,6 +424,26 @@ impl Analyzer {
         })
     }
 
+    /// The report of one call (with its reported streams), or `None` for an
+    /// unknown index. Costs one call, unlike [`Analyzer::calls`].
+    pub fn call_report(&self, call: usize) -> Option<CallReport> {
+        let c = self.calls.get(call)?;
+        let mut report = c.report(call);
+        report.streams = c
+            .streams
+            .iter()
+            .copied()
+            .filter(|&id| self.is_reported(id))
+            .collect();
+        Some(report)
+    }
+
+    /// When the call ended in signalling (BYE, or a final error response to
+    /// its first request), if it did. Cheap: no report is built.
+    pub fn call_end(&self, call: usize) -> Option<Timestamp> {
+        self.calls.get(call).and_then(|c| c.end)
+    }
+
     /// Indexes of the streams a report includes, in order of first packet.
     pub fn stream_ids(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.streams.len()).filter(|&id| self.is_reported(id))

@@ -10,15 +10,28 @@
 //! | [`jitter_buffer`] | effective loss behind fixed and adaptive jitter buffers |
 //! | [`histogram`] | loss-run and delay-variation histograms |
 //! | [`render`] | G.711 streams to linear PCM for WAV files |
+//! | [`live`] | call lifecycle (BYE, media timeout), interval and SIP rows; sans-IO |
 //!
-//! The live NQS service (capture sources, sinks, HTTP API) will drive the
-//! same [`analyzer::Analyzer`].
+//! The live service's parts (drivers: they do I/O but never read the clock,
+//! which is passed in) are described in `docs/nqs.md`:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`service`] | the pipeline: live analyser + per-call pcaps → row batches |
+//! | [`pcap_spool`] | per-call pcaps with retention |
+//! | [`sink`] | SQLite and ClickHouse sinks, batching, back-pressure, disk spool |
+//! | [`api`] | the HTTP API (axum) with scoped tokens |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod analyzer;
+pub mod api;
 pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;
+pub mod live;
+pub mod pcap_spool;
 pub mod render;
+pub mod service;
+pub mod sink;
 pub mod stream;

@@ -201,3 +201,20 @@ pub fn bencode(data: &[u8]) {
         assert!(used <= data.len(), "bencode prefix beyond the buffer");
     }
 }
+
+/// HEP3: `Hep3Repr::parse`, and parse → emit → parse of whatever parsed
+/// (vendor chunks and unknown types are dropped, the rest must survive).
+pub fn hep(data: &[u8]) {
+    use crate::hep::Hep3Repr;
+    if let Ok(Some(hep)) = Hep3Repr::parse(data) {
+        let _ = hep.to_packet();
+        let mut out = Vec::new();
+        if hep.emit(&mut out).is_ok() {
+            assert_eq!(
+                Hep3Repr::parse(&out),
+                Ok(Some(hep)),
+                "HEP3 re-emit did not round-trip"
+            );
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! | [`rtcp`] | RTCP SR, RR, SDES, BYE (RFC 3550) and XR VoIP metrics (RFC 3611) |
 //! | [`dtmf`] | telephone-events (RFC 4733) |
 //! | [`g711`] | G.711 µ-law and A-law, bit-exact with ITU-T G.191 |
+//! | [`hep`] | HEP3 (Homer encapsulation) decode and encode |
 //! | [`capture`] | pcap/pcapng frames down to UDP datagrams and TCP streams |
 //! | [`bencode`] | bencode, the encoding of rtpengine's ng control protocol |
 //!
@@ -24,6 +25,7 @@ pub mod bencode;
 pub mod capture;
 pub mod dtmf;
 pub mod g711;
+pub mod hep;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

@@ -167,6 +167,28 @@ fn every_harness_survives_the_corpus_and_its_mutations() {
     run("rtp", &c.rtp, wire::fuzz::rtp);
     run("rtcp", &c.rtcp, wire::fuzz::rtcp);
     run("capture", &c.files, wire::fuzz::capture);
+    // HEP3: the SIP and RTP corpus, each wrapped as a capture agent would.
+    let hep: Vec<Vec<u8>> = c
+        .sip
+        .iter()
+        .chain(&c.rtp)
+        .take(60)
+        .map(|payload| {
+            let repr = wire::hep::Hep3Repr {
+                transport: wire::capture::Transport::Udp,
+                src: "192.0.2.1:5060".parse().unwrap(),
+                dst: "192.0.2.2:5060".parse().unwrap(),
+                ts: wire::Timestamp::from_secs_nanos(1_700_000_000, 1_000),
+                proto_type: 1,
+                capture_id: Some(1),
+                payload,
+            };
+            let mut out = Vec::new();
+            repr.emit(&mut out).unwrap();
+            out
+        })
+        .collect();
+    run("hep", &hep, wire::fuzz::hep);
 }
 
 /// Bencode needs no capture fixtures: its seeds are ng messages as
