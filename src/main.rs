@@ -5,6 +5,7 @@
 mod analyze;
 mod config;
 mod demo;
+mod mis_cmd;
 mod output;
 
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Synthesise a few SIP+RTP calls, write them as a pcap and analyse them.
     Demo(DemoArgs),
+    /// Run the recorder: metadata on TCP 1040, RTP copies on UDP 5400, WAVs
+    /// and a search API.
+    Mis(mis_cmd::MisArgs),
     /// Print the version and build information.
     Version,
 }
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&config, &args),
         Command::Demo(args) => demo::run(&config, &args),
+        Command::Mis(args) => mis_cmd::run(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

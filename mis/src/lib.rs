@@ -39,5 +39,5 @@ pub mod index;
 pub mod journal;
 pub mod proto;
 pub mod recorder;
-// pub mod server;
+pub mod server;
 pub mod wav;

@@ -718,7 +718,10 @@ mod tests {
         })
     }
 
-    #[expect(clippy::too_many_arguments, reason = "test packet builder, one argument per header field")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "test packet builder, one argument per header field"
+    )]
     pub(crate) fn media(
         id: u64,
         leg: u8,
