@@ -92,8 +92,11 @@ pub struct Stats {
     pub malformed: u64,
     /// Datagrams for unknown sessions.
     pub unknown_session: u64,
-    /// Datagrams or updates after stop.
+    /// Datagrams after stop.
     pub after_stop: u64,
+    /// Metadata messages rejected (unknown or stopped session, duplicate
+    /// start, undeclared leg).
+    pub rejected_control: u64,
     /// Datagrams for undeclared legs.
     pub unknown_leg: u64,
     /// Duplicate packets dropped.
@@ -242,6 +245,14 @@ impl Recorder {
     /// [`RecorderError::AfterStop`], [`RecorderError::UnknownLeg`]; the
     /// message is then dropped and counted.
     pub fn handle_control(&mut self, now: Timestamp, msg: &Control) -> Result<(), RecorderError> {
+        let r = self.control(now, msg);
+        if r.is_err() {
+            self.stats.rejected_control += 1;
+        }
+        r
+    }
+
+    fn control(&mut self, now: Timestamp, msg: &Control) -> Result<(), RecorderError> {
         match msg {
             Control::Start(start) => {
                 if self.sessions.contains_key(&start.session) {
@@ -353,7 +364,6 @@ impl Recorder {
     fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, RecorderError> {
         if !self.sessions.contains_key(&id) {
             return Err(if self.finished.contains(&id) {
-                self.stats.after_stop += 1;
                 RecorderError::AfterStop(id)
             } else {
                 RecorderError::UnknownSession(id)
@@ -846,8 +856,14 @@ mod tests {
         );
         let s = r.stats();
         assert_eq!(
-            (s.malformed, s.unknown_session, s.unknown_leg, s.media),
-            (2, 1, 1, 0)
+            (
+                s.malformed,
+                s.unknown_session,
+                s.unknown_leg,
+                s.media,
+                s.rejected_control
+            ),
+            (2, 1, 1, 0, 1)
         );
     }
 

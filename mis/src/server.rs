@@ -559,6 +559,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         ("dropped_unknown_session_total", st.unknown_session),
         ("dropped_after_stop_total", st.after_stop),
         ("dropped_unknown_leg_total", st.unknown_leg),
+        ("rejected_control_total", st.rejected_control),
         ("duplicates_total", st.duplicates),
         ("late_packets_total", st.late),
         ("unsupported_payload_total", st.unsupported_payload),
