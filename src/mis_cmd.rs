@@ -30,6 +30,16 @@ pub struct MisArgs {
     /// A session without input for this long is finished from what arrived, s.
     #[arg(long, default_value_t = 60)]
     idle_timeout_secs: u64,
+    /// S3-compatible endpoint to offload recordings to (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// Bucket for the offload.
+    #[arg(long, value_name = "B", requires = "s3_endpoint")]
+    s3_bucket: Option<String>,
+    /// Key prefix in the bucket.
+    #[arg(long, default_value = "recordings/")]
+    s3_prefix: String,
 }
 
 /// Runs the recorder until killed.
@@ -41,6 +51,15 @@ pub fn run(args: &MisArgs) -> anyhow::Result<()> {
         http: args.http,
         fsync_interval: Duration::from_millis(args.fsync_ms.max(1)),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        s3: match (&args.s3_endpoint, &args.s3_bucket) {
+            (Some(endpoint), Some(bucket)) => Some(mis::server::S3Config {
+                endpoint: endpoint.clone(),
+                bucket: bucket.clone(),
+                prefix: args.s3_prefix.clone(),
+            }),
+            _ => None,
+        },
+        retry: mis::offload::RetryConfig::default(),
     };
     mis::server::run_blocking(config, |b| {
         println!(

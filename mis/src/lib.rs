@@ -11,6 +11,7 @@
 //! | [`journal`] | journal record format, torn-tail detection | none |
 //! | [`wav`] | WAV bytes | none |
 //! | [`index`] | recording metadata and search | none |
+//! | [`offload`] | S3 upload retry queue (backoff) | none |
 //! | [`server`] | tokio driver: sockets, journal files, atomic writes, HTTP API | yes |
 //!
 //! Driving the core (what [`server`] does, minus the files):
@@ -37,6 +38,7 @@
 
 pub mod index;
 pub mod journal;
+pub mod offload;
 pub mod proto;
 pub mod recorder;
 pub mod server;

@@ -6,7 +6,14 @@
 //! DATA_DIR/recordings/<id>.wav       stereo (caller left, callee right)
 //! DATA_DIR/recordings/<id>.mono.wav  mixed mono
 //! DATA_DIR/index.jsonl               one line per finished recording
+//! DATA_DIR/outbox/<id>               marker: not yet uploaded to S3
 //! ```
+//!
+//! With S3 configured, every stored recording gets an outbox marker and is
+//! uploaded (`<prefix><id>.wav`, `.mono.wav`, `.json`) by an uploader task
+//! driven by the sans-IO [`RetryQueue`]; the marker is removed after the
+//! last object is stored. While S3 is unreachable recordings stay local and
+//! queued; markers found at start are queued again.
 //!
 //! Durability: a media datagram of a running session is written to its
 //! journal (one `write` per receive batch and session) before the core sees
@@ -23,6 +30,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -37,6 +45,7 @@ use wire::Timestamp;
 
 use crate::index::{self, Entry, Index, Query};
 use crate::journal::{self, RecordKind};
+use crate::offload::{RetryConfig, RetryQueue};
 use crate::proto::{Control, FrameView, MediaPacket, SessionId, negotiate};
 use crate::recorder::{Recorder, RecorderConfig, RecorderError, Recording, Stats};
 use crate::wav;
@@ -56,6 +65,23 @@ pub struct Config {
     pub fsync_interval: Duration,
     /// Idle time after which a session is finished from what arrived.
     pub idle_timeout: Duration,
+    /// S3 offload; `None` keeps recordings local only.
+    pub s3: Option<S3Config>,
+    /// Upload retry backoff.
+    pub retry: RetryConfig,
+}
+
+/// Where to offload recordings. Credentials come from the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_REGION`,
+/// default `us-east-1`).
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    /// Endpoint URL (`http://127.0.0.1:8333`); path-style requests.
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (`recordings/`).
+    pub prefix: String,
 }
 
 /// The addresses actually bound (ports may have been 0).
@@ -86,8 +112,32 @@ pub async fn run(config: Config, on_ready: impl FnOnce(Bound)) -> io::Result<()>
         index: RwLock::new(index),
         stats: Mutex::new(Stats::default()),
         dirs: dirs.clone(),
+        uploads: AtomicU64::new(0),
+        upload_failures: AtomicU64::new(0),
+        outbox: AtomicU64::new(0),
     });
     let mut core = Core::new(&config, shared.clone())?;
+    if let Some(s3) = &config.s3 {
+        let store = s3_store(s3)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Markers left by a previous run go first.
+        for e in fs::read_dir(&dirs.outbox)? {
+            let e = e?;
+            if let Some(name) = e.file_name().to_str()
+                && !name.starts_with('.')
+            {
+                let _ = tx.send(name.to_owned());
+            }
+        }
+        core.offload = Some(tx);
+        tokio::spawn(uploader(
+            store,
+            s3.prefix.clone(),
+            config.retry,
+            shared.clone(),
+            rx,
+        ));
+    }
     core.replay()?;
 
     let udp = UdpSocket::bind(config.media).await?;
@@ -132,12 +182,16 @@ struct Shared {
     index: RwLock<Index>,
     stats: Mutex<Stats>,
     dirs: Dirs,
+    uploads: AtomicU64,
+    upload_failures: AtomicU64,
+    outbox: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
 struct Dirs {
     journal: PathBuf,
     recordings: PathBuf,
+    outbox: PathBuf,
     index: PathBuf,
 }
 
@@ -146,10 +200,12 @@ impl Dirs {
         let d = Self {
             journal: root.join("journal"),
             recordings: root.join("recordings"),
+            outbox: root.join("outbox"),
             index: root.join("index.jsonl"),
         };
         fs::create_dir_all(&d.journal)?;
         fs::create_dir_all(&d.recordings)?;
+        fs::create_dir_all(&d.outbox)?;
         Ok(d)
     }
 
@@ -169,6 +225,8 @@ struct Core {
     logged: HashSet<String>,
     /// Per-session bytes of the current receive batch.
     batch: HashMap<SessionId, Vec<u8>>,
+    /// Recording ids to the uploader, when S3 is configured.
+    offload: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// Datagrams taken per wake-up before they are journaled and processed.
@@ -191,6 +249,7 @@ impl Core {
             fsync_interval: config.fsync_interval,
             logged: HashSet::new(),
             batch: HashMap::new(),
+            offload: None,
         })
     }
 
@@ -375,6 +434,11 @@ impl Core {
         sync_dir(dir)?;
         self.index_file.write_all(&index::line(&entry))?;
         self.index_file.sync_data()?;
+        if let Some(tx) = &self.offload {
+            write_atomic(&self.shared.dirs.outbox, &entry.id, b"")?;
+            sync_dir(&self.shared.dirs.outbox)?;
+            let _ = tx.send(entry.id.clone());
+        }
         tracing::info!(id = %entry.id, call_id = %entry.call_id, duration_ms = entry.duration_ms, reason = %entry.reason, "recording stored");
         if let Ok(mut idx) = self.shared.index.write() {
             idx.insert(entry);
@@ -566,10 +630,126 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         ("sessions_stopped_total", st.stopped),
         ("sessions_timed_out_total", st.timed_out),
         ("recordings_indexed", recordings as u64),
+        ("s3_uploads_total", s.uploads.load(Ordering::Relaxed)),
+        (
+            "s3_upload_failures_total",
+            s.upload_failures.load(Ordering::Relaxed),
+        ),
+        ("s3_outbox", s.outbox.load(Ordering::Relaxed)),
     ] {
         out.push_str(&format!("voxplane_mis_{name} {v}\n"));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn s3_store(c: &S3Config) -> io::Result<object_store::aws::AmazonS3> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&c.endpoint)
+        .with_bucket_name(&c.bucket)
+        .with_region(env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()))
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        // Our queue retries; one quick attempt per try here.
+        .with_retry(object_store::RetryConfig {
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .with_client_options(
+            object_store::ClientOptions::new()
+                .with_timeout(Duration::from_secs(10))
+                .with_connect_timeout(Duration::from_secs(2)),
+        );
+    if let Some(k) = env("AWS_ACCESS_KEY_ID") {
+        b = b.with_access_key_id(k);
+    }
+    if let Some(k) = env("AWS_SECRET_ACCESS_KEY") {
+        b = b.with_secret_access_key(k);
+    }
+    b.build().map_err(io::Error::other)
+}
+
+/// The uploader task: drives the [`RetryQueue`] with real time and puts
+/// each recording's files and entry.
+async fn uploader(
+    store: object_store::aws::AmazonS3,
+    prefix: String,
+    retry: RetryConfig,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) {
+    let mut q = RetryQueue::new(retry);
+    let mut logged_failure = false;
+    loop {
+        let wait = q
+            .poll_timeout()
+            .map(|t| Duration::from_nanos(t.0.saturating_sub(now().0)))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            id = rx.recv() => match id {
+                Some(id) => q.handle_enqueue(now(), id),
+                None => return,
+            },
+            _ = tokio::time::sleep(wait) => {}
+        }
+        while let Some(id) = q.poll_upload(now()) {
+            let ok = match upload(&store, &prefix, &shared, &id).await {
+                Ok(()) => {
+                    shared.uploads.fetch_add(1, Ordering::Relaxed);
+                    logged_failure = false;
+                    let _ = fs::remove_file(shared.dirs.outbox.join(&id));
+                    tracing::info!(%id, "uploaded to S3");
+                    true
+                }
+                Err(e) => {
+                    shared.upload_failures.fetch_add(1, Ordering::Relaxed);
+                    if !logged_failure {
+                        tracing::warn!(%id, error = %e, "S3 upload failed; recordings stay local and are retried");
+                        logged_failure = true;
+                    }
+                    false
+                }
+            };
+            q.handle_result(now(), &id, ok);
+        }
+        shared.outbox.store(q.len() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn upload(
+    store: &object_store::aws::AmazonS3,
+    prefix: &str,
+    shared: &Shared,
+    id: &str,
+) -> Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let entry = shared
+        .index
+        .read()
+        .map_err(|_| "index lock poisoned".to_owned())?
+        .get(id)
+        .cloned();
+    let Some(entry) = entry else {
+        // Not in the index (should not happen): nothing to upload.
+        return Ok(());
+    };
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in [&entry.stereo, &entry.mono].into_iter().flatten() {
+        let bytes = tokio::fs::read(shared.dirs.recordings.join(name))
+            .await
+            .map_err(|e| format!("reading {name}: {e}"))?;
+        files.push((name.clone(), bytes));
+    }
+    files.push((format!("{id}.json"), index::line(&entry)));
+    for (name, bytes) in files {
+        let path = object_store::path::Path::from(format!("{prefix}{name}"));
+        store
+            .put(&path, bytes.into())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Writes `dir/name` atomically: a temporary file, fsync, rename.
