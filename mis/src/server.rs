@@ -434,14 +434,17 @@ impl Core {
         sync_dir(dir)?;
         self.index_file.write_all(&index::line(&entry))?;
         self.index_file.sync_data()?;
-        if let Some(tx) = &self.offload {
-            write_atomic(&self.shared.dirs.outbox, &entry.id, b"")?;
-            sync_dir(&self.shared.dirs.outbox)?;
-            let _ = tx.send(entry.id.clone());
-        }
+
         tracing::info!(id = %entry.id, call_id = %entry.call_id, duration_ms = entry.duration_ms, reason = %entry.reason, "recording stored");
+        let id = entry.id.clone();
         if let Ok(mut idx) = self.shared.index.write() {
             idx.insert(entry);
+        }
+        // Queued only once the entry is in the index the uploader reads.
+        if let Some(tx) = &self.offload {
+            write_atomic(&self.shared.dirs.outbox, &id, b"")?;
+            sync_dir(&self.shared.dirs.outbox)?;
+            let _ = tx.send(id);
         }
         let s = done.start.session;
         self.journals.remove(&s);
@@ -648,7 +651,6 @@ fn s3_store(c: &S3Config) -> io::Result<object_store::aws::AmazonS3> {
         .with_endpoint(&c.endpoint)
         .with_bucket_name(&c.bucket)
         .with_region(env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()))
-        .with_allow_http(true)
         .with_virtual_hosted_style_request(false)
         // Our queue retries; one quick attempt per try here.
         .with_retry(object_store::RetryConfig {
@@ -657,7 +659,9 @@ fn s3_store(c: &S3Config) -> io::Result<object_store::aws::AmazonS3> {
             ..Default::default()
         })
         .with_client_options(
+            // Replaces every client option: `allow_http` is set here.
             object_store::ClientOptions::new()
+                .with_allow_http(true)
                 .with_timeout(Duration::from_secs(10))
                 .with_connect_timeout(Duration::from_secs(2)),
         );
@@ -731,8 +735,8 @@ async fn upload(
         .get(id)
         .cloned();
     let Some(entry) = entry else {
-        // Not in the index (should not happen): nothing to upload.
-        return Ok(());
+        // Never dropped silently: retried (and counted) until it appears.
+        return Err(format!("{id} is not in the index"));
     };
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for name in [&entry.stereo, &entry.mono].into_iter().flatten() {

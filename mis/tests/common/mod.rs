@@ -29,6 +29,10 @@ pub fn child_main() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = mis::server::Config {
         data_dir: dir.into(),
