@@ -6,6 +6,7 @@ mod analyze;
 mod config;
 mod dataplane_cmd;
 mod demo;
+mod mis_cmd;
 mod nqs_cmd;
 mod output;
 mod sbus_cmd;
@@ -42,6 +43,9 @@ enum Command {
     Nqs(nqs_cmd::NqsArgs),
     /// Bearer tokens for the NQS API.
     Token(nqs_cmd::TokenArgs),
+    /// Run the recorder: metadata on TCP 1040, RTP copies on UDP 5400, WAVs
+    /// and a search API.
+    Mis(mis_cmd::MisArgs),
     /// Print the version and build information.
     Version,
 }
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
         Command::Cert(args) => sbus_cmd::cert(&args),
         Command::Nqs(args) => nqs_cmd::run(&args),
         Command::Token(args) => nqs_cmd::token(&args),
+        Command::Mis(args) => mis_cmd::run(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())
