@@ -15,16 +15,29 @@ command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v llc >/dev/null 2>&1 || need_apt+=(llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
 [ -f /usr/include/x86_64-linux-gnu/asm/types.h ] || need_apt+=(linux-libc-dev)
+# Interop and services: Kamailio + sipp drive the relay over ng; the NQS
+# sink tests start a private ClickHouse on loopback (no system service).
+command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v clickhouse-server >/dev/null 2>&1 || need_apt+=(clickhouse-server clickhouse-client)
 # Network-namespace tests.
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Debian's packages would start their services at install time; the
+    # tests start private instances themselves.
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     if ! apt-get install -y --no-install-recommends "${need_apt[@]}" >/tmp/voxplane-apt.log 2>&1; then
         apt-get update >>/tmp/voxplane-apt.log 2>&1
         apt-get install -y --no-install-recommends "${need_apt[@]}" >>/tmp/voxplane-apt.log 2>&1
     fi
+    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 # The fixtures are ../shared/fixtures beside the checkout. Under CI they must
