@@ -65,6 +65,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 log "cargo test"
 cargo test --workspace
 
+log "the README's run command resolves to the voxplane binary"
+cargo run --quiet -- version
+
 log "fuzz smoke (stable: every harness over the fixture corpus and random inputs)"
 cargo test -p wire --features fuzzing --test fuzz_smoke
 
