@@ -5,10 +5,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use nqs::analyzer::{Analyzer, AnalyzerConfig, PacketClass};
@@ -112,7 +110,6 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
     let mut problems = Vec::new();
     let mut done_bytes = 0u64;
     for path in files {
-        let read = Arc::new(AtomicU64::new(0));
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -121,11 +118,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
                 continue;
             }
         };
-        let counting = CountingReader {
-            inner: file,
-            count: read.clone(),
-        };
-        let mut reader = match FileReader::new(counting) {
+        let mut reader = match FileReader::new(file) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("{}: not a readable capture: {e}", path.display()));
@@ -143,7 +136,7 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
                     let msg = format!(
                         "{}: stopped after frame {frames} (byte {}): {e}; analysed what came before",
                         path.display(),
-                        read.load(Ordering::Relaxed)
+                        reader.byte_offset()
                     );
                     tracing::warn!("{msg}");
                     problems.push(msg);
@@ -161,12 +154,12 @@ pub fn analyze_files(files: &[PathBuf], opts: &Options) -> anyhow::Result<Outcom
             if let Some(bar) = &progress
                 && frames.is_multiple_of(65_536)
             {
-                bar.set_position(done_bytes + read.load(Ordering::Relaxed));
+                bar.set_position(done_bytes + reader.byte_offset());
             }
         }
         frames_total += frames;
         tracing::debug!(file = %path.display(), frames, stats = ?decoder.stats(), "decoded");
-        done_bytes += read.load(Ordering::Relaxed);
+        done_bytes += reader.byte_offset();
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -264,19 +257,6 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 /// True when stdout is a terminal and `NO_COLOR` is unset.
 pub fn stdout_is_color() -> bool {
     io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
 }
 
 /// Writes one pcap per call. Every packet is written as an Ethernet +

@@ -184,7 +184,8 @@ pub struct CallReport {
     pub final_status: Option<u16>,
     /// Number of SIP messages in this call.
     pub sip_messages: u64,
-    /// Number of re-INVITEs/UPDATEs carrying SDP after the first offer.
+    /// SDP bodies that changed media a party had already announced
+    /// (re-INVITE, UPDATE, codec change); retransmissions do not count.
     pub sdp_updates: u32,
     /// Media endpoints announced in SDP, `ip:port`, by party.
     pub media: Vec<MediaEndpoint>,
@@ -535,7 +536,7 @@ impl Analyzer {
             return self.handle_media(now, src, dst, payload, endpoint);
         }
         if looks_like_sip(payload) {
-            return self.handle_sip_datagram(now, src, dst, payload);
+            return self.handle_sip_message(now, payload);
         }
         if let Some(mgcp) = Mgcp::parse(payload) {
             return self.handle_mgcp(now, &mgcp);
@@ -575,7 +576,7 @@ impl Analyzer {
             match wire::sip::framing::message_len(rest) {
                 Ok(Some(n)) => {
                     let n = n.min(rest.len());
-                    class = self.handle_sip_message(now, src, dst, &rest[..n]);
+                    class = self.handle_sip_message(now, &rest[..n]);
                     consumed += n;
                 }
                 Ok(None) => break,
@@ -599,23 +600,7 @@ impl Analyzer {
         class
     }
 
-    fn handle_sip_datagram(
-        &mut self,
-        now: Timestamp,
-        src: SocketAddr,
-        dst: SocketAddr,
-        payload: &[u8],
-    ) -> PacketClass {
-        self.handle_sip_message(now, src, dst, payload)
-    }
-
-    fn handle_sip_message(
-        &mut self,
-        now: Timestamp,
-        _src: SocketAddr,
-        _dst: SocketAddr,
-        bytes: &[u8],
-    ) -> PacketClass {
+    fn handle_sip_message(&mut self, now: Timestamp, bytes: &[u8]) -> PacketClass {
         let msg = match wire::sip::Message::parse(bytes) {
             Ok(m) => m,
             Err(_) => {
