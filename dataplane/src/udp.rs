@@ -655,17 +655,13 @@ impl Worker {
         while let Some(event) = self.relay.poll_event() {
             match event {
                 RelayEvent::PortsOpened { rtp } => {
-                    for ip in self.ips.clone() {
-                        for port in [rtp, rtp + 1] {
-                            self.open(SocketAddr::new(ip, port));
-                        }
+                    for local in session_sockets(&self.ips, rtp) {
+                        self.open(local);
                     }
                 }
                 RelayEvent::PortsClosed { rtp } => {
-                    for ip in self.ips.clone() {
-                        for port in [rtp, rtp + 1] {
-                            self.close(SocketAddr::new(ip, port));
-                        }
+                    for local in session_sockets(&self.ips, rtp) {
+                        self.close(local);
                     }
                 }
                 RelayEvent::MediaTimeout { call_id } => {
@@ -704,6 +700,14 @@ impl Worker {
             self.free.push(slot);
         }
     }
+}
+
+/// The local sockets of a session's leg: its RTP port and RTCP port + 1 on
+/// every media address (shared by the `udp` and `uring` backends).
+pub(crate) fn session_sockets(ips: &[IpAddr], rtp: u16) -> Vec<SocketAddr> {
+    ips.iter()
+        .flat_map(|&ip| [rtp, rtp.wrapping_add(1)].map(|port| SocketAddr::new(ip, port)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -341,17 +341,13 @@ impl Worker {
         while let Some(event) = self.relay.poll_event() {
             match event {
                 RelayEvent::PortsOpened { rtp } => {
-                    for ip in self.ips.clone() {
-                        for port in [rtp, rtp + 1] {
-                            self.open(SocketAddr::new(ip, port));
-                        }
+                    for local in udp::session_sockets(&self.ips, rtp) {
+                        self.open(local);
                     }
                 }
                 RelayEvent::PortsClosed { rtp } => {
-                    for ip in self.ips.clone() {
-                        for port in [rtp, rtp + 1] {
-                            self.close(SocketAddr::new(ip, port));
-                        }
+                    for local in udp::session_sockets(&self.ips, rtp) {
+                        self.close(local);
                     }
                 }
                 RelayEvent::MediaTimeout { call_id } => {
