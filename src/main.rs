@@ -3,6 +3,7 @@
 //! they land).
 
 mod analyze;
+mod bench_cmd;
 mod config;
 mod dataplane_cmd;
 mod demo;
@@ -46,6 +47,8 @@ enum Command {
     /// Run the recorder: metadata on TCP 1040, RTP copies on UDP 5400, WAVs
     /// and a search API.
     Mis(mis_cmd::MisArgs),
+    /// Benchmarks: relay, sbus, nqs, mis, sip (each beside its peer).
+    Bench(bench_cmd::BenchArgs),
     /// Print the version and build information.
     Version,
 }
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Nqs(args) => nqs_cmd::run(&args),
         Command::Token(args) => nqs_cmd::token(&args),
         Command::Mis(args) => mis_cmd::run(&args),
+        Command::Bench(args) => bench_cmd::run(&args),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())
