@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use nqs::api::auth::{Keyring, Scope};
-use nqs::api::{ApiState, Metrics};
+use nqs::api::{ApiState, Metrics, Objects};
 use nqs::live::LiveConfig;
 use nqs::pcap_spool::{PcapSpool, PcapSpoolConfig};
 use nqs::service::Pipeline;
@@ -66,6 +66,17 @@ pub struct NqsArgs {
     /// Keep the pcap spool below this many megabytes.
     #[arg(long)]
     pcap_max_mb: Option<u64>,
+    /// Offload per-call pcaps to this S3-compatible endpoint (credentials
+    /// from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, region from
+    /// `AWS_REGION`, default us-east-1).
+    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// Bucket for `--s3-endpoint`.
+    #[arg(long, value_name = "BUCKET", requires = "s3_endpoint")]
+    s3_bucket: Option<String>,
+    /// Key prefix of offloaded pcaps.
+    #[arg(long, value_name = "PREFIX", default_value = "pcaps/")]
+    s3_prefix: String,
     /// Exit once the `--read` file is analysed and its rows are written
     /// (instead of serving the API until interrupted).
     #[arg(long)]
@@ -174,6 +185,36 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             .map(|h| Duration::from_secs(h * 3600)),
         max_bytes: args.pcap_max_mb.map(|m| m * 1_000_000),
     };
+    let (offload, objects) = match (&args.s3_endpoint, &args.s3_bucket) {
+        (Some(endpoint), Some(bucket)) => {
+            let config = nqs::offload::S3Config {
+                endpoint: endpoint.clone(),
+                bucket: bucket.clone(),
+                prefix: args.s3_prefix.clone(),
+            };
+            let bucket: Arc<dyn object_store::ObjectStore> =
+                Arc::new(nqs::offload::s3_store(&config).context("--s3-endpoint")?);
+            let stats = Arc::new(nqs::offload::OffloadStats::default());
+            let uploader = nqs::offload::PcapOffload {
+                store: bucket.clone(),
+                prefix: config.prefix,
+                index: store.clone(),
+                pcap_dir: pcap_config.dir.clone(),
+                retry: nqs::offload::RetryConfig::default(),
+                scan_interval: Duration::from_secs(1),
+                stats: stats.clone(),
+                clock: Arc::new(wall_now),
+            };
+            (
+                Some(uploader),
+                Some(Objects {
+                    store: bucket,
+                    stats,
+                }),
+            )
+        }
+        _ => (None, None),
+    };
     let state = ApiState {
         store,
         keyring,
@@ -185,6 +226,7 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             .map(|(n, h, _)| (n.clone(), h.stats().clone()))
             .collect(),
         share_ttl_secs: 7 * 86_400,
+        objects,
     };
     let listener = tokio::net::TcpListener::bind(args.http_listen)
         .await
@@ -235,6 +277,12 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     // With a capture running, retention runs in the capture thread, which
     // knows the files of open calls; otherwise here.
     let retention = tokio::spawn(retention_loop(pcap_config, capture.is_some()));
+    // The uploader finds pending pcaps in the index, so stopping it at any
+    // point loses nothing: the next run carries on.
+    let offload = offload.map(|o| {
+        eprintln!("voxplane nqs: offloading pcaps to S3 ({})", o.prefix);
+        tokio::spawn(o.run(std::future::pending()))
+    });
 
     let report = |(calls, packets): (u64, u64)| {
         eprintln!("voxplane nqs: read {packets} packets, {calls} calls finished");
@@ -254,6 +302,9 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
         }
     }
     retention.abort();
+    if let Some(o) = offload {
+        o.abort();
+    }
     // Every handle gone: the workers write (or spool) what they hold.
     for (name, handle, task) in sinks {
         drop(handle);

@@ -71,18 +71,8 @@ pub struct Config {
     pub retry: RetryConfig,
 }
 
-/// Where to offload recordings. Credentials come from the environment
-/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_REGION`,
-/// default `us-east-1`).
-#[derive(Clone, Debug)]
-pub struct S3Config {
-    /// Endpoint URL (`http://127.0.0.1:8333`); path-style requests.
-    pub endpoint: String,
-    /// Bucket.
-    pub bucket: String,
-    /// Key prefix (`recordings/`).
-    pub prefix: String,
-}
+/// Where to offload recordings (shared with NQS's pcap offload).
+pub use nqs::offload::S3Config;
 
 /// The addresses actually bound (ports may have been 0).
 #[derive(Clone, Copy, Debug)]
@@ -646,32 +636,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 }
 
 fn s3_store(c: &S3Config) -> io::Result<object_store::aws::AmazonS3> {
-    let env = |k: &str| std::env::var(k).ok();
-    let mut b = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&c.endpoint)
-        .with_bucket_name(&c.bucket)
-        .with_region(env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()))
-        .with_virtual_hosted_style_request(false)
-        // Our queue retries; one quick attempt per try here.
-        .with_retry(object_store::RetryConfig {
-            max_retries: 1,
-            retry_timeout: Duration::from_secs(5),
-            ..Default::default()
-        })
-        .with_client_options(
-            // Replaces every client option: `allow_http` is set here.
-            object_store::ClientOptions::new()
-                .with_allow_http(true)
-                .with_timeout(Duration::from_secs(10))
-                .with_connect_timeout(Duration::from_secs(2)),
-        );
-    if let Some(k) = env("AWS_ACCESS_KEY_ID") {
-        b = b.with_access_key_id(k);
-    }
-    if let Some(k) = env("AWS_SECRET_ACCESS_KEY") {
-        b = b.with_secret_access_key(k);
-    }
-    b.build().map_err(io::Error::other)
+    nqs::offload::s3_store(c).map_err(io::Error::other)
 }
 
 /// The uploader task: drives the [`RetryQueue`] with real time and puts

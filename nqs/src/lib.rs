@@ -20,7 +20,8 @@
 //! | [`service`] | the pipeline: live analyser + per-call pcaps → row batches |
 //! | [`pcap_spool`] | per-call pcaps with retention |
 //! | [`sink`] | SQLite and ClickHouse sinks, batching, back-pressure, disk spool |
-//! | [`api`] | the HTTP API (axum) with scoped tokens |
+//! | [`api`] | the HTTP API (axum) with scoped tokens, and the web UI |
+//! | [`offload`] | S3 offload of pcaps (retry queue, uploader) |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;
 pub mod live;
+pub mod offload;
 pub mod pcap_spool;
 pub mod render;
 pub mod service;

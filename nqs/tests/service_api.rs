@@ -214,6 +214,7 @@ fn fixture_with(header_only: bool) -> Fixture {
         metrics,
         sinks: Vec::new(),
         share_ttl_secs: 600,
+        objects: None,
     };
     Fixture {
         app: router(state),

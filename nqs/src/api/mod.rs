@@ -12,13 +12,16 @@
 //! | `GET /api/calls/{id}/pcap` | yes | its domains | its call |
 //! | `GET /api/calls/{id}/legs/{n}.wav` | yes | its domains | its call |
 //! | `POST /api/calls/{id}/share` | yes | its domains | no (403) |
+//! | `GET /api/whoami` | yes | yes | yes |
 //! | `GET /metrics` | yes | no (403) | no (403) |
+//! | `GET /`, `/calls/{id}`, `/ui/*` (web UI, no data) | public | public | public |
 //!
 //! Tokens come in `Authorization: Bearer …` or, for share links opened in a
 //! browser, `?token=…`. The clock is injected ([`ApiState::clock`]) so expiry
 //! is testable.
 
 pub mod auth;
+pub mod ui;
 
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -33,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::sink::sqlite::{CallFilter, SqliteSink};
+use crate::sink::sqlite::{CallFilter, CallSort, SqliteSink};
 use crate::sink::worker::WorkerStats;
 use crate::sink::{CallRow, SinkError};
 use auth::{Keyring, Scope};
@@ -84,6 +87,18 @@ pub struct ApiState {
     pub sinks: Vec<(String, Arc<WorkerStats>)>,
     /// Lifetime of share links created without `ttl_secs`, seconds.
     pub share_ttl_secs: u64,
+    /// Where offloaded pcaps live (`--s3-endpoint`): a pcap whose local
+    /// copy is gone is served from there.
+    pub objects: Option<Objects>,
+}
+
+/// The object store pcaps are offloaded to, and its uploader's counters.
+#[derive(Clone)]
+pub struct Objects {
+    /// The store.
+    pub store: Arc<dyn object_store::ObjectStore>,
+    /// The uploader's counters (for `/metrics`).
+    pub stats: Arc<crate::offload::OffloadStats>,
 }
 
 /// The API's routes over `state`.
@@ -94,7 +109,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/calls/{id}/pcap", get(call_pcap))
         .route("/api/calls/{id}/legs/{leg}", get(call_leg_wav))
         .route("/api/calls/{id}/share", post(share_call))
+        .route("/api/whoami", get(whoami))
         .route("/metrics", get(metrics))
+        .route("/", get(ui::page))
+        .route("/calls/{id}", get(ui::page))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/app.css", get(ui::app_css))
         .with_state(state)
 }
 
@@ -114,6 +134,9 @@ pub enum ApiError {
     /// The request cannot be served as asked (409), e.g. audio not kept.
     #[error("{0}")]
     Conflict(String),
+    /// A backend (the object store) is unreachable now (503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A bad parameter (400).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -137,6 +160,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut resp = (
             status,
@@ -170,8 +194,25 @@ pub struct ListParams {
     pub max_mos: Option<f64>,
     /// At most this many calls (default 100, at most 1000).
     pub limit: Option<u32>,
+    /// Skip this many calls first (pagination, at most 1,000,000).
+    pub offset: Option<u32>,
+    /// Sort column: `start` (default), `from`, `to`, `domain`, `mos`,
+    /// `streams`, `final_status`, `reason`.
+    pub sort: Option<CallSort>,
+    /// `asc` or `desc` (default).
+    pub order: Option<SortOrder>,
     /// A token, for links opened without an `Authorization` header.
     pub token: Option<String>,
+}
+
+/// Sort direction of `GET /api/calls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    /// Smallest first.
+    Asc,
+    /// Largest (newest) first.
+    Desc,
 }
 
 /// A call in the history list.
@@ -223,8 +264,11 @@ pub struct ShareRequest {
 /// Answer of `POST /api/calls/{id}/share`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShareLink {
-    /// Path of the call's detail with the share token.
+    /// Path of the call's detail (JSON API) with the share token.
     pub link: String,
+    /// Path of the call's web page with the share token (what to send to
+    /// a person).
+    pub page: String,
     /// The token alone (for `Authorization: Bearer`).
     pub token: String,
     /// Expiry, Unix seconds.
@@ -250,6 +294,9 @@ async fn list_calls(
         min_mos: p.min_mos,
         max_mos: p.max_mos,
         limit: p.limit.unwrap_or(100).min(1000),
+        offset: p.offset.unwrap_or(0).min(1_000_000),
+        sort: p.sort.unwrap_or_default(),
+        ascending: p.order == Some(SortOrder::Asc),
         scope: None,
     };
     let rows = match &scope {
@@ -262,6 +309,7 @@ async fn list_calls(
             .store
             .call(call_id)?
             .into_iter()
+            .filter(|_| filter.offset == 0)
             .filter(|c| {
                 // Apply the filters to the one call too.
                 let mut f = filter.clone();
@@ -306,10 +354,7 @@ async fn call_pcap(
     Query(t): Query<TokenParam>,
 ) -> Result<Response, ApiError> {
     st.authorized_call(&headers, t.token.as_deref(), &id)?;
-    let path = st.pcap_path(&id)?;
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|_| ApiError::NotFound)?;
+    let (path, bytes) = st.pcap_bytes(&id).await?;
     Ok((
         [
             (
@@ -337,8 +382,8 @@ async fn call_leg_wav(
         .strip_suffix(".wav")
         .and_then(|n| n.parse().ok())
         .ok_or(ApiError::NotFound)?;
-    let path = st.pcap_path(&id)?;
-    let wav = tokio::task::spawn_blocking(move || render_leg(&path, &id, n))
+    let (_, pcap) = st.pcap_bytes(&id).await?;
+    let wav = tokio::task::spawn_blocking(move || render_leg(&pcap, &id, n))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
@@ -366,9 +411,20 @@ async fn share_call(
     });
     Ok(Json(ShareLink {
         link: format!("/api/calls/{}?token={token}", url_escape(&id)),
+        page: format!("/calls/{}?token={token}", url_escape(&id)),
         token,
         expires,
     }))
+}
+
+/// `GET /api/whoami`: the caller's scope (what the UI shows and how it
+/// routes: a share link opens its call).
+async fn whoami(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Query(t): Query<TokenParam>,
+) -> Result<Json<Scope>, ApiError> {
+    Ok(Json(st.scope(&headers, t.token.as_deref())?))
 }
 
 async fn metrics(
@@ -449,6 +505,33 @@ async fn metrics(
         "counter",
         load(&m.http_denied),
     );
+    if let Some(o) = &st.objects {
+        let s = &o.stats;
+        counter(
+            "nqs_pcap_offload_uploaded_total",
+            "Per-call pcaps uploaded to the object store.",
+            "counter",
+            load(&s.uploaded),
+        );
+        counter(
+            "nqs_pcap_offload_failures_total",
+            "Failed pcap upload attempts (retried).",
+            "counter",
+            load(&s.failures),
+        );
+        counter(
+            "nqs_pcap_offload_missing_total",
+            "Pcaps whose local file was gone before upload.",
+            "counter",
+            load(&s.missing),
+        );
+        counter(
+            "nqs_pcap_offload_pending",
+            "Pcaps waiting for upload.",
+            "gauge",
+            load(&s.pending),
+        );
+    }
     for (name, s) in &st.sinks {
         let _ = writeln!(
             out,
@@ -501,6 +584,30 @@ impl ApiState {
         Ok((scope, call))
     }
 
+    /// The call's pcap: the local file, else (retention removed it) the
+    /// offloaded object. Returns the local path (for the file name) too.
+    async fn pcap_bytes(&self, id: &str) -> Result<(PathBuf, Vec<u8>), ApiError> {
+        let path = self.pcap_path(id)?;
+        if let Ok(bytes) = tokio::fs::read(&path).await {
+            return Ok((path, bytes));
+        }
+        let Some(objects) = &self.objects else {
+            return Err(ApiError::NotFound);
+        };
+        let object = self
+            .store
+            .pcap_object(id)?
+            .filter(|o| !o.is_empty())
+            .ok_or(ApiError::NotFound)?;
+        let bytes = crate::offload::fetch(objects.store.as_ref(), &object)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => ApiError::NotFound,
+                e => ApiError::Unavailable(e.to_string()),
+            })?;
+        Ok((path, bytes))
+    }
+
     /// The call's pcap file, refusing index paths that would leave the spool.
     fn pcap_path(&self, id: &str) -> Result<PathBuf, ApiError> {
         let row = self.store.pcap(id)?.ok_or(ApiError::NotFound)?;
@@ -532,11 +639,9 @@ fn matches_filter(c: &CallRow, f: &CallFilter) -> bool {
 
 /// Re-analyses the call's pcap keeping audio, and renders its `n`th leg
 /// (the call's streams in order of first packet) as 8 kHz 16-bit WAV.
-fn render_leg(path: &Path, call_id: &str, n: usize) -> Result<Vec<u8>, ApiError> {
+fn render_leg(pcap: &[u8], call_id: &str, n: usize) -> Result<Vec<u8>, ApiError> {
     use wire::capture::{Decoder, FileReader};
-    let file = std::fs::File::open(path).map_err(|_| ApiError::NotFound)?;
-    let mut reader = FileReader::new(std::io::BufReader::new(file))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut reader = FileReader::new(pcap).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut decoder = Decoder::new();
     let mut analyzer = crate::analyzer::Analyzer::new(crate::analyzer::AnalyzerConfig {
         keep_audio: true,

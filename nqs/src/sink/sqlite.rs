@@ -1,6 +1,7 @@
 //! The embedded SQLite sink: the default store, and the index the HTTP API
 //! queries (also when ClickHouse is configured).
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,8 +34,52 @@ pub struct CallFilter {
     pub max_mos: Option<f64>,
     /// MOS at least.
     pub min_mos: Option<f64>,
-    /// At most this many rows, newest first.
+    /// At most this many rows.
     pub limit: u32,
+    /// Rows skipped first (pagination).
+    pub offset: u32,
+    /// Sort column (ties: newest first, then Call-ID).
+    pub sort: CallSort,
+    /// Ascending instead of descending.
+    pub ascending: bool,
+}
+
+/// The column [`SqliteSink::list_calls`] sorts by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSort {
+    /// Start time (the default, newest first).
+    #[default]
+    Start,
+    /// Calling number.
+    From,
+    /// Called number.
+    To,
+    /// Domain.
+    Domain,
+    /// Lowest leg MOS.
+    Mos,
+    /// Number of RTP legs.
+    Streams,
+    /// Final status of the INVITE.
+    FinalStatus,
+    /// Why the call finished.
+    Reason,
+}
+
+impl CallSort {
+    fn column(self) -> &'static str {
+        match self {
+            CallSort::Start => "start_ns",
+            CallSort::From => "from_user",
+            CallSort::To => "to_user",
+            CallSort::Domain => "domain",
+            CallSort::Mos => "mos",
+            CallSort::Streams => "streams",
+            CallSort::FinalStatus => "final_status",
+            CallSort::Reason => "reason",
+        }
+    }
 }
 
 impl SqliteSink {
@@ -189,7 +234,7 @@ impl SqliteSink {
         Ok(())
     }
 
-    /// Calls matching `filter`, newest first.
+    /// Calls matching `filter`, in its order (newest first by default).
     ///
     /// # Errors
     ///
@@ -252,11 +297,14 @@ impl SqliteSink {
         if let Some(m) = filter.min_mos {
             arg(&mut sql, " AND mos >= ?", m.into());
         }
-        arg(
-            &mut sql,
-            " ORDER BY start_ns DESC LIMIT ?",
-            i64::from(filter.limit.max(1)).into(),
+        let dir = if filter.ascending { "ASC" } else { "DESC" };
+        let _ = write!(
+            sql,
+            " ORDER BY {} {dir}, start_ns DESC, call_id",
+            filter.sort.column()
         );
+        arg(&mut sql, " LIMIT ?", i64::from(filter.limit.max(1)).into());
+        arg(&mut sql, " OFFSET ?", i64::from(filter.offset).into());
         let conn = self.lock();
         let mut st = conn.prepare(&sql)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), call_row)?;
@@ -368,6 +416,57 @@ impl SqliteSink {
             .optional()?)
     }
 
+    /// Pcaps not yet offloaded to the object store (`(call_id, path)`,
+    /// oldest first): the S3 offload's durable queue.
+    ///
+    /// # Errors
+    ///
+    /// On any SQLite error.
+    pub fn pcaps_to_offload(&self, limit: u32) -> Result<Vec<(String, String)>, SinkError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT p.call_id, p.path FROM pcaps p LEFT JOIN pcap_objects o USING (call_id) \
+             WHERE o.call_id IS NULL ORDER BY p.first_ns LIMIT ?1",
+        )?;
+        let rows = st.query_map([i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records where a call's pcap was offloaded (its object path in the
+    /// bucket), `uploaded_ns` since the epoch.
+    ///
+    /// # Errors
+    ///
+    /// On any SQLite error.
+    pub fn set_pcap_object(
+        &self,
+        call_id: &str,
+        object: &str,
+        uploaded_ns: u64,
+    ) -> Result<(), SinkError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO pcap_objects VALUES (?1, ?2, ?3)",
+            params![call_id, object, uploaded_ns as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The object path of a call's offloaded pcap.
+    ///
+    /// # Errors
+    ///
+    /// On any SQLite error.
+    pub fn pcap_object(&self, call_id: &str) -> Result<Option<String>, SinkError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT object FROM pcap_objects WHERE call_id = ?1",
+                [call_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Rows per table (for `/metrics` and tests).
     ///
     /// # Errors
@@ -433,6 +532,8 @@ CREATE INDEX IF NOT EXISTS sip_messages_call ON sip_messages(call_id);
 CREATE TABLE IF NOT EXISTS pcaps (
   day INTEGER, call_id TEXT PRIMARY KEY, path TEXT NOT NULL, packets INTEGER, bytes INTEGER,
   first_ns INTEGER, last_ns INTEGER);
+CREATE TABLE IF NOT EXISTS pcap_objects (
+  call_id TEXT PRIMARY KEY, object TEXT NOT NULL, uploaded_ns INTEGER);
 ";
 
 fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRow> {
