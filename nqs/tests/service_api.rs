@@ -660,3 +660,231 @@ async fn header_only_pcaps_download_but_have_no_audio() {
     assert_eq!(cut, 2 * 25 * 50, "every RTP packet cut to its headers");
     assert_eq!(frames, cut + 5, "SIP kept whole");
 }
+
+/// Who calls, in the route × role matrix.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Admin,
+    /// Reseller of beta.example: sees A (Request-URI/To) and C (From).
+    ResellerBeta,
+    /// Reseller of gamma.example: sees B only.
+    ResellerGamma,
+    /// Share link of A, as a bearer header.
+    ShareA,
+    /// Share link of A, in `?token=` (how a browser opens it).
+    ShareAQuery,
+    /// Share link of A, past its expiry.
+    ShareExpired,
+    /// An admin token signed with another secret.
+    Forged,
+    /// A share link of A whose claims were changed to B.
+    Tampered,
+    /// Not a token.
+    Garbage,
+    /// No token at all.
+    Nobody,
+}
+
+impl Role {
+    const ALL: [Role; 10] = [
+        Role::Admin,
+        Role::ResellerBeta,
+        Role::ResellerGamma,
+        Role::ShareA,
+        Role::ShareAQuery,
+        Role::ShareExpired,
+        Role::Forged,
+        Role::Tampered,
+        Role::Garbage,
+        Role::Nobody,
+    ];
+
+    fn token(self, f: &Fixture) -> Option<String> {
+        Some(match self {
+            Role::Admin => f.admin(),
+            Role::ResellerBeta => f.reseller("beta.example"),
+            Role::ResellerGamma => f.reseller("GAMMA.example"),
+            Role::ShareA | Role::ShareAQuery => f.share(A, NOW + 60),
+            Role::ShareExpired => f.share(A, NOW),
+            Role::Forged => Keyring::new(b"not the service's secret, 32 b!!").issue(&Scope::Admin),
+            Role::Tampered => {
+                let t = f.share(A, NOW + 60);
+                let (_, mac) = t.rsplit_once('.').unwrap();
+                let claims: String = format!(
+                    r#"{{"scope":"share","call_id":"{B}","expires":{}}}"#,
+                    NOW + 60
+                )
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+                format!("vxp1.{claims}.{mac}")
+            }
+            Role::Garbage => "vxp1.zz.zz".into(),
+            Role::Nobody => return None,
+        })
+    }
+
+    /// Whether the token verifies at all.
+    fn valid(self) -> bool {
+        matches!(
+            self,
+            Role::Admin
+                | Role::ResellerBeta
+                | Role::ResellerGamma
+                | Role::ShareA
+                | Role::ShareAQuery
+        )
+    }
+
+    /// The calls this role may see.
+    fn visible(self) -> &'static [&'static str] {
+        match self {
+            Role::Admin => &[A, B, C],
+            Role::ResellerBeta => &[A, C],
+            Role::ResellerGamma => &[B],
+            Role::ShareA | Role::ShareAQuery => &[A],
+            _ => &[],
+        }
+    }
+
+    fn is_share(self) -> bool {
+        matches!(self, Role::ShareA | Role::ShareAQuery)
+    }
+}
+
+/// What each route answers for each role and call.
+fn expected(route: &str, role: Role, call: Option<&str>) -> StatusCode {
+    // The web UI's pages and assets carry no data: public.
+    if route.starts_with("page") || route.starts_with("asset") {
+        return StatusCode::OK;
+    }
+    if !role.valid() {
+        return StatusCode::UNAUTHORIZED;
+    }
+    // A POST takes its token from the header only, never from the URL.
+    if route == "share" && matches!(role, Role::ShareAQuery) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    match (route, call) {
+        ("metrics", _) if matches!(role, Role::Admin) => StatusCode::OK,
+        ("metrics", _) => StatusCode::FORBIDDEN,
+        (_, None) => StatusCode::OK,
+        (_, Some(id)) if !role.visible().contains(&id) => StatusCode::NOT_FOUND,
+        ("share", _) if role.is_share() => StatusCode::FORBIDDEN,
+        _ => StatusCode::OK,
+    }
+}
+
+/// Every route under every role (JSON, pcap, WAV, share, metrics, UI
+/// pages): valid tokens see exactly their calls, out-of-scope answers are
+/// indistinguishable from unknown calls, bad tokens get 401 everywhere, and
+/// pages leak nothing.
+#[tokio::test]
+async fn every_route_under_every_role() {
+    let f = fixture();
+    const UNKNOWN: &str = "nope@192.0.2.99";
+    let per_call: [(&str, Method, &str); 5] = [
+        ("detail", Method::GET, ""),
+        ("pcap", Method::GET, "/pcap"),
+        ("wav", Method::GET, "/legs/0.wav"),
+        ("wav1", Method::GET, "/legs/1.wav"),
+        ("share", Method::POST, "/share"),
+    ];
+    let global: [(&str, &str); 6] = [
+        ("list", "/api/calls"),
+        ("whoami", "/api/whoami"),
+        ("metrics", "/metrics"),
+        ("page-history", "/"),
+        ("asset-js", "/ui/app.js"),
+        ("asset-css", "/ui/app.css"),
+    ];
+    let mut checked = 0;
+    for role in Role::ALL {
+        let token = role.token(&f);
+        let call = |uri: &str| -> (String, Option<String>) {
+            match (role, &token) {
+                (Role::ShareAQuery, Some(t)) => {
+                    let sep = if uri.contains('?') { '&' } else { '?' };
+                    (format!("{uri}{sep}token={t}"), None)
+                }
+                _ => (uri.to_owned(), token.clone()),
+            }
+        };
+        for (name, uri) in global {
+            let (uri, bearer) = call(uri);
+            let (status, body) = f.get(&uri, bearer.as_deref()).await;
+            assert_eq!(status, expected(name, role, None), "{role:?} {uri}");
+            checked += 1;
+            if name.starts_with("page") || name.starts_with("asset") {
+                let text = String::from_utf8(body).unwrap();
+                for id in [A, B, C] {
+                    assert!(!text.contains(id), "{uri} leaks {id}");
+                }
+            } else if name == "list" && status == StatusCode::OK {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let mut ids: Vec<&str> = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["call_id"].as_str().unwrap())
+                    .collect();
+                ids.sort();
+                assert_eq!(ids, role.visible(), "{role:?} list");
+                // A domain filter never widens the scope.
+                let (uri, bearer) = call("/api/calls?domain=gamma.example");
+                let (_, body) = f.get(&uri, bearer.as_deref()).await;
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                for c in v.as_array().unwrap() {
+                    assert!(role.visible().contains(&c["call_id"].as_str().unwrap()));
+                }
+            } else if name == "whoami" && status == StatusCode::OK {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let want = match role {
+                    Role::Admin => "admin",
+                    Role::ResellerBeta | Role::ResellerGamma => "reseller",
+                    _ => "share",
+                };
+                assert_eq!(v["scope"], want, "{role:?} whoami");
+            }
+        }
+        // The deep-link page of every call, and per-call routes for the
+        // three calls and an unknown one.
+        for id in [A, B, C, UNKNOWN] {
+            let (uri, bearer) = call(&format!("/calls/{}", esc(id)));
+            let (status, body) = f.get(&uri, bearer.as_deref()).await;
+            assert_eq!(status, expected("page-call", role, Some(id)), "{uri}");
+            assert!(!String::from_utf8(body).unwrap().contains("192.0.2.1"));
+            checked += 1;
+            for (name, method, suffix) in &per_call {
+                let (uri, bearer) = call(&format!("/api/calls/{}{suffix}", esc(id)));
+                let (status, body) = f.req(method.clone(), &uri, bearer.as_deref()).await;
+                let want = expected(name, role, Some(id));
+                assert_eq!(
+                    status,
+                    want,
+                    "{role:?} {method} {uri}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                checked += 1;
+                match (*name, status) {
+                    ("pcap", StatusCode::OK) => assert_eq!(&body[..4], b"\xd4\xc3\xb2\xa1"),
+                    ("wav" | "wav1", StatusCode::OK) => assert_eq!(&body[..4], b"RIFF"),
+                    ("detail", StatusCode::OK) => {
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        assert_eq!(v["call"]["call_id"], id);
+                    }
+                    (_, StatusCode::NOT_FOUND) => {
+                        // No existence leak: the same answer as for a call
+                        // that does not exist.
+                        let (unknown_uri, bearer) =
+                            call(&format!("/api/calls/{}{suffix}", esc(UNKNOWN)));
+                        let (s2, b2) = f.req(method.clone(), &unknown_uri, bearer.as_deref()).await;
+                        assert_eq!((status, &body), (s2, &b2), "{uri} vs unknown");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!(checked, Role::ALL.len() * (6 + 4 * 6));
+}
