@@ -20,6 +20,9 @@ command -v llc >/dev/null 2>&1 || need_apt+=(llvm)
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v clickhouse-server >/dev/null 2>&1 || need_apt+=(clickhouse-server clickhouse-client)
+# The NQS web UI's browser test: headless Chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 # Network-namespace tests.
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

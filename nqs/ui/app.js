@@ -458,9 +458,11 @@ async function route() {
 
 document.addEventListener('click', (ev) => {
   const a = ev.target.closest && ev.target.closest('a');
-  if (!a || a.id === 'pcap-link' || a.target || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+  if (!a || a.hasAttribute('download') || a.target || ev.defaultPrevented ||
+      ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
   const url = new URL(a.href, location.href);
-  if (url.origin !== location.origin || url.pathname.startsWith('/api/') || url.pathname.startsWith('/ui/')) return;
+  if (!/^https?:$/.test(url.protocol) || url.origin !== location.origin ||
+      url.pathname.startsWith('/api/') || url.pathname.startsWith('/ui/')) return;
   ev.preventDefault();
   history.pushState(null, '', url.pathname + url.search);
   route();
