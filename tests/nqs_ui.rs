@@ -10,23 +10,15 @@
 //! fixtures; skips otherwise unless `VOXPLANE_REQUIRE_TOOLS` /
 //! `VOXPLANE_REQUIRE_FIXTURES` is set.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+mod nqs_common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nqs_common::{Kill, free_port, start_nqs, token};
+
 use fantoccini::{Client, ClientBuilder, Locator};
-
-/// Kills a child process on drop, even when the test fails.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The call of the fixture with two G.711 legs, and its domain.
 const CALL: &str = "25672@192.168.105.110";
@@ -35,77 +27,6 @@ const CALL_DOMAIN: &str = "192.168.105.105";
 const OTHER_DOMAIN: &str = "bestel.com";
 /// Calls in `derived_multicall_4calls.pcap` as the analyser finds them.
 const CALLS: usize = 13;
-
-fn token(data: &Path, scope: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_voxplane"))
-        .args(["token", "create", "--data-dir", data.to_str().unwrap()])
-        .args(scope)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `voxplane nqs --read capture` serving on a port of its choice;
-/// returns once the API lists `calls` calls.
-fn start_nqs(data: &Path, capture: &Path, calls: usize) -> (Kill, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voxplane"))
-        .args(["nqs", "--data-dir", data.to_str().unwrap()])
-        .args(["--http-listen", "127.0.0.1:0", "--read"])
-        .arg(capture)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = Kill(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-                let _ = tx.send(rest.split('/').next().and_then(|p| p.parse::<u16>().ok()));
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("nqs started")
-        .expect("nqs printed its port");
-    let admin = token(data, &["--admin"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while listed(port, &admin) != calls {
-        assert!(Instant::now() < deadline, "nqs did not store {calls} calls");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, port)
-}
-
-/// How many calls `GET /api/calls` lists.
-fn listed(port: u16, token: &str) -> usize {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET /api/calls?limit=1000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    raw.split_once("\r\n\r\n")
-        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
-        .and_then(|v| v.as_array().map(Vec::len))
-        .unwrap_or(0)
-}
 
 /// Starts chromedriver on a free port and waits until it answers.
 fn start_chromedriver() -> (Kill, u16) {
@@ -414,6 +335,8 @@ async fn web_ui_in_headless_chromium() {
     let (_nqs, port) = start_nqs(
         &data,
         &fixtures.join("pcaps/derived_multicall_4calls.pcap"),
+        &[],
+        &[],
         CALLS,
     );
     let (_driver, driver_port) = start_chromedriver();

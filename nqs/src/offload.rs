@@ -155,16 +155,34 @@ pub struct S3Config {
 
 /// An S3 client for `c`: path-style requests, plain HTTP allowed, short
 /// timeouts and one attempt per call (the [`RetryQueue`] retries).
+/// Credentials and region come from the environment (see [`S3Config`]).
 ///
 /// # Errors
 ///
 /// When the configuration is not usable (e.g. a malformed endpoint).
 pub fn s3_store(c: &S3Config) -> Result<object_store::aws::AmazonS3, object_store::Error> {
     let env = |k: &str| std::env::var(k).ok();
+    s3_store_with(
+        c,
+        env("AWS_ACCESS_KEY_ID").zip(env("AWS_SECRET_ACCESS_KEY")),
+        &env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+    )
+}
+
+/// [`s3_store`] with explicit credentials (`(key id, secret)`) and region.
+///
+/// # Errors
+///
+/// When the configuration is not usable (e.g. a malformed endpoint).
+pub fn s3_store_with(
+    c: &S3Config,
+    credentials: Option<(String, String)>,
+    region: &str,
+) -> Result<object_store::aws::AmazonS3, object_store::Error> {
     let mut b = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(&c.endpoint)
         .with_bucket_name(&c.bucket)
-        .with_region(env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()))
+        .with_region(region)
         .with_virtual_hosted_style_request(false)
         // Our queue retries; one quick attempt per try here.
         .with_retry(object_store::RetryConfig {
@@ -179,11 +197,8 @@ pub fn s3_store(c: &S3Config) -> Result<object_store::aws::AmazonS3, object_stor
                 .with_timeout(Duration::from_secs(10))
                 .with_connect_timeout(Duration::from_secs(2)),
         );
-    if let Some(k) = env("AWS_ACCESS_KEY_ID") {
-        b = b.with_access_key_id(k);
-    }
-    if let Some(k) = env("AWS_SECRET_ACCESS_KEY") {
-        b = b.with_secret_access_key(k);
+    if let Some((id, secret)) = credentials {
+        b = b.with_access_key_id(id).with_secret_access_key(secret);
     }
     b.build()
 }

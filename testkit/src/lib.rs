@@ -11,6 +11,8 @@
 
 use std::path::PathBuf;
 
+pub mod weed;
+
 /// The shared fixtures directory: `$VOXPLANE_FIXTURES` if set, else
 /// `../shared/fixtures` beside the workspace. `None` (after printing
 /// `SKIP: …`) when it does not exist.
