@@ -185,6 +185,8 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             .map(|h| Duration::from_secs(h * 3600)),
         max_bytes: args.pcap_max_mb.map(|m| m * 1_000_000),
     };
+    // With S3 offload, retention removes only pcaps already uploaded.
+    let mut removable = None;
     let (offload, objects) = match (&args.s3_endpoint, &args.s3_bucket) {
         (Some(endpoint), Some(bucket)) => {
             let config = nqs::offload::S3Config {
@@ -205,6 +207,7 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
                 stats: stats.clone(),
                 clock: Arc::new(wall_now),
             };
+            removable = Some(nqs::offload::PcapOffload::removable(store.clone()));
             (
                 Some(uploader),
                 Some(Objects {
@@ -257,7 +260,10 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             media_timeout_ns: args.media_timeout_secs.saturating_mul(1_000_000_000),
             ..LiveConfig::default()
         };
-        let spool = PcapSpool::new(pcap_config.clone())?;
+        let mut spool = PcapSpool::new(pcap_config.clone())?;
+        if let Some(removable) = &removable {
+            spool = spool.with_removable(removable.clone());
+        }
         let metrics = metrics.clone();
         Some(tokio::task::spawn_blocking(move || {
             capture(source, live, spool, metrics, &handles)
@@ -276,7 +282,7 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
     });
     // With a capture running, retention runs in the capture thread, which
     // knows the files of open calls; otherwise here.
-    let retention = tokio::spawn(retention_loop(pcap_config, capture.is_some()));
+    let retention = tokio::spawn(retention_loop(pcap_config, removable, capture.is_some()));
     // The uploader finds pending pcaps in the index, so stopping it at any
     // point loses nothing: the next run carries on.
     let offload = offload.map(|o| {
@@ -465,7 +471,11 @@ fn wall_now() -> wire::Timestamp {
     wire::Timestamp::from_secs_nanos(d.as_secs(), d.subsec_nanos())
 }
 
-async fn retention_loop(config: PcapSpoolConfig, capturing: bool) {
+async fn retention_loop(
+    config: PcapSpoolConfig,
+    removable: Option<nqs::pcap_spool::Removable>,
+    capturing: bool,
+) {
     if capturing || (config.max_age.is_none() && config.max_bytes.is_none()) {
         return;
     }
@@ -473,8 +483,13 @@ async fn retention_loop(config: PcapSpoolConfig, capturing: bool) {
     loop {
         tick.tick().await;
         let config = config.clone();
+        let removable = removable.clone();
         let result = tokio::task::spawn_blocking(move || {
-            PcapSpool::new(config)?.enforce_retention(SystemTime::now())
+            let mut spool = PcapSpool::new(config)?;
+            if let Some(r) = removable {
+                spool = spool.with_removable(r);
+            }
+            spool.enforce_retention(SystemTime::now())
         })
         .await;
         match result {

@@ -117,14 +117,17 @@ fn pcaps_reach_s3_survive_an_outage_and_are_served_from_it() {
         404
     );
 
-    // 3. S3 goes away, nqs restarts and reads another capture: its pcap
-    //    stays local and queued, and the removed one cannot be served.
+    // 3. S3 goes away, nqs restarts with a spool limit of 0 MB and reads
+    //    another capture: retention removes the uploaded pcaps only; the
+    //    new pcap stays local and queued; what is only in S3 answers 503.
     drop(weed);
     drop(nqs);
+    let mut args2 = args.to_vec();
+    args2.extend(["--pcap-max-mb", "0"]);
     let (_nqs, port) = start_nqs(
         &data,
         &fixtures.join("audio/rtp/harvard_pcmu.pcap"),
-        &args,
+        &args2,
         &env,
         CALLS + 1,
     );
@@ -147,6 +150,23 @@ fn pcaps_reach_s3_survive_an_outage_and_are_served_from_it() {
         .expect("the new call is not offloaded");
     let (new_rel, _) = index_paths(&data, &new);
     assert!(data.join("pcaps").join(&new_rel).is_file());
+    let mut left = Vec::new();
+    let mut dirs = vec![data.join("pcaps")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                left.push(p);
+            }
+        }
+    }
+    assert_eq!(
+        left,
+        [data.join("pcaps").join(&new_rel)],
+        "retention kept only the pending pcap"
+    );
 
     // 4. S3 is back (same data): the queued pcap goes up, the old one is
     //    served again.
@@ -165,4 +185,10 @@ fn pcaps_reach_s3_survive_an_outage_and_are_served_from_it() {
     );
     let (status, body) = http_get(port, &format!("/api/calls/{id}/pcap"), &admin);
     assert_eq!((status, body == local), (200, true));
+    // Every call removed by retention is served from S3.
+    for c in calls.as_array().unwrap() {
+        let c = c["call_id"].as_str().unwrap().replace('@', "%40");
+        let (status, body) = http_get(port, &format!("/api/calls/{c}/pcap"), &admin);
+        assert_eq!((status, &body[..4]), (200, &b"\xd4\xc3\xb2\xa1"[..]), "{c}");
+    }
 }

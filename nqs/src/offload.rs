@@ -335,6 +335,18 @@ impl PcapOffload {
         }
     }
 
+    /// What the pcap spool's retention may remove: the pcaps already
+    /// uploaded (a pcap not yet offloaded stays local whatever its age).
+    pub fn removable(index: SqliteSink) -> crate::pcap_spool::Removable {
+        Arc::new(move || match index.offloaded_pcap_paths() {
+            Ok(paths) => Some(paths.into_iter().collect()),
+            Err(e) => {
+                tracing::warn!("pcap retention: reading the offload index: {e}");
+                None
+            }
+        })
+    }
+
     /// The object path of a pcap at `rel` in the spool.
     pub fn object_path(&self, rel: &str) -> String {
         format!("{}{rel}", self.prefix)

@@ -74,9 +74,15 @@ pub struct Retention {
     pub bytes: u64,
 }
 
+/// Which spool files retention may remove (paths relative to the spool
+/// root), asked once per retention pass; `None` when it cannot tell (then
+/// nothing is removed). With S3 offload: the pcaps already uploaded.
+pub type Removable = std::sync::Arc<dyn Fn() -> Option<FxHashSet<String>> + Send + Sync>;
+
 /// The spool. See the module docs for the driving contract.
 pub struct PcapSpool {
     config: PcapSpoolConfig,
+    removable: Option<Removable>,
     open: FxHashMap<usize, OpenPcap>,
     finished: FxHashSet<usize>,
     frame: Vec<u8>,
@@ -101,10 +107,20 @@ impl PcapSpool {
         fs::create_dir_all(&config.dir).map_err(|e| io(&config.dir, e))?;
         Ok(Self {
             config,
+            removable: None,
             open: FxHashMap::default(),
             finished: FxHashSet::default(),
             frame: Vec::with_capacity(2048),
         })
+    }
+
+    /// Restricts retention to the files `removable` lists (e.g. only pcaps
+    /// already offloaded to S3); the others still count towards
+    /// [`PcapSpoolConfig::max_bytes`].
+    #[must_use]
+    pub fn with_removable(mut self, removable: Removable) -> Self {
+        self.removable = Some(removable);
+        self
     }
 
     /// The root directory.
@@ -201,7 +217,8 @@ impl PcapSpool {
 
     /// Removes files older than [`PcapSpoolConfig::max_age`] at `now`, then
     /// the oldest files until the total is within
-    /// [`PcapSpoolConfig::max_bytes`]. Files of open calls are not touched.
+    /// [`PcapSpoolConfig::max_bytes`]. Files of open calls are not touched,
+    /// nor files [`PcapSpool::with_removable`] does not list.
     ///
     /// # Errors
     ///
@@ -218,7 +235,16 @@ impl PcapSpool {
         files.sort_by_key(|&(_, modified, _)| modified);
         let mut out = Retention::default();
         let mut total: u64 = files.iter().map(|(_, _, len)| len).sum();
+        let removable: Option<FxHashSet<PathBuf>> = self.removable.as_ref().map(|f| {
+            f().unwrap_or_default()
+                .iter()
+                .map(|rel| self.config.dir.join(rel))
+                .collect()
+        });
         for (path, modified, len) in files {
+            if removable.as_ref().is_some_and(|r| !r.contains(&path)) {
+                continue;
+            }
             let expired = self
                 .config
                 .max_age
@@ -358,6 +384,7 @@ fn io(path: &Path, source: std::io::Error) -> PcapSpoolError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use wire::capture::{Decoder, FileReader, Transport};
 
     fn packet(ts: u64, payload: &[u8]) -> Packet<'_> {
@@ -521,5 +548,46 @@ mod tests {
         assert_eq!((r.expired, r.evicted), (2, 0));
         assert_eq!(files(dir.path()), 1);
         assert_eq!(spool.open_files(), 1);
+    }
+
+    #[test]
+    fn retention_removes_only_what_is_removable() {
+        let dir = tempfile::tempdir().unwrap();
+        let removable: Arc<Mutex<Option<FxHashSet<String>>>> = Arc::default();
+        let r = removable.clone();
+        let mut spool = PcapSpool::new(PcapSpoolConfig {
+            dir: dir.path().to_path_buf(),
+            rtp_header_only: false,
+            max_age: None,
+            max_bytes: Some(0),
+        })
+        .unwrap()
+        .with_removable(Arc::new(move || r.lock().unwrap().clone()));
+        let t = 1_764_028_801_000_000_000;
+        let mut rels = Vec::new();
+        for call in 0..3usize {
+            spool
+                .handle_packet(
+                    PacketClass::Sip { call: Some(call) },
+                    &packet(t, b"INVITE sip:x SIP/2.0\r\n\r\n"),
+                    |c| Some(format!("call{c}")),
+                )
+                .unwrap();
+            rels.push(spool.finish(call).unwrap().unwrap().path);
+        }
+        let mut listed = Vec::new();
+        walk(dir.path(), &mut listed).unwrap();
+        let now = listed.iter().map(|(_, m, _)| *m).max().unwrap() + Duration::from_secs(60);
+        // Cannot tell (e.g. the index is unreadable): nothing goes.
+        let out = spool.enforce_retention(now).unwrap();
+        assert_eq!(out.evicted, 0);
+        // Only the one uploaded goes, though all three are over the limit,
+        // and the others still count.
+        *removable.lock().unwrap() = Some(std::iter::once(rels[1].clone()).collect());
+        let out = spool.enforce_retention(now).unwrap();
+        assert_eq!(out.evicted, 1);
+        assert!(out.bytes > 0);
+        assert!(!dir.path().join(&rels[1]).exists());
+        assert!(dir.path().join(&rels[0]).exists() && dir.path().join(&rels[2]).exists());
     }
 }

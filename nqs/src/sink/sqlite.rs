@@ -451,6 +451,21 @@ impl SqliteSink {
         Ok(())
     }
 
+    /// Spool paths of the pcaps already offloaded (what retention may
+    /// remove when the offload is on).
+    ///
+    /// # Errors
+    ///
+    /// On any SQLite error.
+    pub fn offloaded_pcap_paths(&self) -> Result<Vec<String>, SinkError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT p.path FROM pcaps p JOIN pcap_objects o USING (call_id) WHERE o.object <> ''",
+        )?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The object path of a call's offloaded pcap.
     ///
     /// # Errors
