@@ -432,4 +432,91 @@ mod tests {
         q.handle_result(Timestamp(10), "x", false);
         assert_eq!(q.poll_timeout(), Some(Timestamp(10 + S)));
     }
+
+    /// The uploader over an in-memory store, on paused tokio time: every
+    /// pending pcap goes up at `<prefix><path>` with its object recorded,
+    /// a vanished file leaves the queue as "missing", rows written later
+    /// are found by the next scan, and nothing is uploaded twice.
+    #[tokio::test(start_paused = true)]
+    async fn uploads_what_the_index_lists() {
+        use crate::sink::{Batch, PcapRow};
+        let dir = tempfile::tempdir().unwrap();
+        let index = SqliteSink::in_memory().unwrap();
+        let row = |call: &str, rel: &str| PcapRow {
+            day: 0,
+            call_id: call.into(),
+            path: rel.into(),
+            packets: 1,
+            bytes: 3,
+            first_ns: 0,
+            last_ns: 0,
+        };
+        let write = |rel: &str, body: &[u8]| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        };
+        write("2025/01/01/a.pcap", b"aaa");
+        index
+            .write_now(&Batch {
+                pcaps: vec![
+                    row("a", "2025/01/01/a.pcap"),
+                    row("gone", "2025/01/01/gone.pcap"),
+                ],
+                ..Batch::default()
+            })
+            .unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let stats = Arc::new(OffloadStats::default());
+        let start = tokio::time::Instant::now();
+        let offload = PcapOffload {
+            store: store.clone(),
+            prefix: "p/".into(),
+            index: index.clone(),
+            pcap_dir: dir.path().to_path_buf(),
+            retry: RetryConfig::default(),
+            scan_interval: Duration::from_secs(1),
+            stats: stats.clone(),
+            clock: Arc::new(move || Timestamp(start.elapsed().as_nanos() as u64)),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(offload.run(async {
+            let _ = stop_rx.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(stats.uploaded.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.missing.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            fetch(store.as_ref(), "p/2025/01/01/a.pcap").await.unwrap(),
+            b"aaa"
+        );
+        assert_eq!(
+            index.pcap_object("a").unwrap().as_deref(),
+            Some("p/2025/01/01/a.pcap")
+        );
+        assert_eq!(index.pcap_object("gone").unwrap().as_deref(), Some(""));
+        assert!(index.pcaps_to_offload(10).unwrap().is_empty());
+        assert_eq!(index.offloaded_pcap_paths().unwrap(), ["2025/01/01/a.pcap"]);
+        // A call finished later: found by the next scan, within a second.
+        write("2025/01/02/b.pcap", b"bbbb");
+        index
+            .write_now(&Batch {
+                pcaps: vec![row("b", "2025/01/02/b.pcap")],
+                ..Batch::default()
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(stats.uploaded.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            fetch(store.as_ref(), "p/2025/01/02/b.pcap").await.unwrap(),
+            b"bbbb"
+        );
+        assert!(matches!(
+            fetch(store.as_ref(), "p/2025/01/01/gone.pcap").await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        stop_tx.send(()).unwrap();
+        task.await.unwrap();
+    }
 }
