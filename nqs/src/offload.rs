@@ -456,16 +456,18 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, body).unwrap();
         };
-        write("2025/01/01/a.pcap", b"aaa");
-        index
-            .write_now(&Batch {
-                pcaps: vec![
-                    row("a", "2025/01/01/a.pcap"),
-                    row("gone", "2025/01/01/gone.pcap"),
-                ],
+        let insert = |pcaps: Vec<PcapRow>| {
+            let batch = Batch {
+                pcaps,
                 ..Batch::default()
-            })
-            .unwrap();
+            };
+            index.write_now(&batch).unwrap();
+        };
+        write("2025/01/01/a.pcap", b"aaa");
+        insert(vec![
+            row("a", "2025/01/01/a.pcap"),
+            row("gone", "2025/01/01/gone.pcap"),
+        ]);
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let stats = Arc::new(OffloadStats::default());
         let start = tokio::time::Instant::now();
@@ -499,12 +501,7 @@ mod tests {
         assert_eq!(index.offloaded_pcap_paths().unwrap(), ["2025/01/01/a.pcap"]);
         // A call finished later: found by the next scan, within a second.
         write("2025/01/02/b.pcap", b"bbbb");
-        index
-            .write_now(&Batch {
-                pcaps: vec![row("b", "2025/01/02/b.pcap")],
-                ..Batch::default()
-            })
-            .unwrap();
+        insert(vec![row("b", "2025/01/02/b.pcap")]);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(stats.uploaded.load(Ordering::Relaxed), 2);
         assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
