@@ -20,8 +20,10 @@
 //! # Pcap offload
 //! The durable queue is the index itself: a `pcaps` row without a
 //! `pcap_objects` row is pending ([`SqliteSink::pcaps_to_offload`]), so
-//! nothing is lost across restarts or outages. The uploader scans the index
-//! every `scan_interval`, puts each pending file at
+//! nothing is lost across restarts or outages. The uploader reads the rows
+//! written since its last scan every `scan_interval` (all pending rows once
+//! at start), keeps at most [`MAX_QUEUED`] in memory (the rest wait in the
+//! index), puts each pending file at
 //! `<prefix><path relative to the spool>` and records that object path
 //! ([`SqliteSink::set_pcap_object`]); the API serves the object when the
 //! local copy is gone (retention).
@@ -227,6 +229,10 @@ pub struct OffloadStats {
     pub pending: AtomicU64,
 }
 
+/// Pcaps the uploader holds in memory at most; further pending rows stay in
+/// the index until there is room (an S3 outage does not grow memory).
+pub const MAX_QUEUED: usize = 10_000;
+
 /// Unix time now, as the driver reads it.
 pub type OffloadClock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -276,19 +282,32 @@ impl PcapOffload {
         let mut paths: BTreeMap<String, String> = BTreeMap::new();
         let mut logged_failure = false;
         let mut next_scan = Timestamp(0);
+        // Rows up to this rowid are uploaded or in `queue`.
+        let mut seen: i64 = 0;
         tokio::pin!(stop);
         loop {
             let now = (self.clock)();
             if now >= next_scan {
                 next_scan = Timestamp(now.0.saturating_add(self.scan_interval.as_nanos() as u64));
-                match self.index.pcaps_to_offload(1000) {
-                    Ok(rows) => {
-                        for (call_id, path) in rows {
-                            queue.handle_enqueue(now, call_id.clone());
-                            paths.insert(call_id, path);
+                while queue.len() < MAX_QUEUED {
+                    let room = (MAX_QUEUED - queue.len()).min(1000) as u32;
+                    match self.index.pcaps_to_offload(seen, room) {
+                        Ok(rows) => {
+                            let more = rows.len() == room as usize;
+                            for (rowid, call_id, path) in rows {
+                                seen = seen.max(rowid);
+                                queue.handle_enqueue(now, call_id.clone());
+                                paths.insert(call_id, path);
+                            }
+                            if !more {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("pcap offload: reading the index: {e}");
+                            break;
                         }
                     }
-                    Err(e) => tracing::warn!("pcap offload: reading the index: {e}"),
                 }
             }
             while let Some(id) = queue.poll_upload((self.clock)()) {
@@ -497,7 +516,7 @@ mod tests {
             Some("p/2025/01/01/a.pcap")
         );
         assert_eq!(index.pcap_object("gone").unwrap().as_deref(), Some(""));
-        assert!(index.pcaps_to_offload(10).unwrap().is_empty());
+        assert!(index.pcaps_to_offload(0, 10).unwrap().is_empty());
         assert_eq!(index.offloaded_pcap_paths().unwrap(), ["2025/01/01/a.pcap"]);
         // A call finished later: found by the next scan, within a second.
         write("2025/01/02/b.pcap", b"bbbb");

@@ -416,19 +416,29 @@ impl SqliteSink {
             .optional()?)
     }
 
-    /// Pcaps not yet offloaded to the object store (`(call_id, path)`,
-    /// oldest first): the S3 offload's durable queue.
+    /// Pcaps not yet offloaded to the object store, in the order their
+    /// rows were written, after row `after` (a rowid; 0 for all):
+    /// `(rowid, call_id, path)`. The S3 offload's durable queue; the rowid
+    /// lets it read only new rows on each scan (a range on the primary
+    /// key, not a scan of the table).
     ///
     /// # Errors
     ///
     /// On any SQLite error.
-    pub fn pcaps_to_offload(&self, limit: u32) -> Result<Vec<(String, String)>, SinkError> {
+    pub fn pcaps_to_offload(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, String)>, SinkError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(
-            "SELECT p.call_id, p.path FROM pcaps p LEFT JOIN pcap_objects o USING (call_id) \
-             WHERE o.call_id IS NULL ORDER BY p.first_ns LIMIT ?1",
+            "SELECT p.rowid, p.call_id, p.path FROM pcaps p \
+             LEFT JOIN pcap_objects o USING (call_id) \
+             WHERE p.rowid > ?1 AND o.call_id IS NULL ORDER BY p.rowid LIMIT ?2",
         )?;
-        let rows = st.query_map([i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map(params![after, i64::from(limit)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
