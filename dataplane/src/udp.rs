@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::Backend;
+use crate::backend::Running;
 use crate::mirror::{self, MirrorConsumer, MirrorPacket, MirrorProducer};
 use crate::ng::NgServer;
 use crate::relay::{
@@ -98,14 +98,14 @@ impl IoCounters {
 }
 
 /// A running UDP backend. Dropping it stops the workers.
-#[derive(Debug)]
-pub struct UdpBackend {
-    control: UdpControl,
-    threads: Vec<thread::JoinHandle<()>>,
-    consumers: Vec<MirrorConsumer>,
-}
+pub type UdpBackend = Running<Udp>;
 
-impl UdpBackend {
+/// The `udp` kind of [`Running`] backend (it owns nothing besides its
+/// workers).
+#[derive(Debug)]
+pub struct Udp;
+
+impl Running<Udp> {
     /// Starts `config.workers` workers.
     ///
     /// # Errors
@@ -139,44 +139,8 @@ impl UdpBackend {
             control: UdpControl { workers: senders },
             threads,
             consumers,
+            kind: Udp,
         })
-    }
-
-    /// The consumer ends of the workers' mirror rings (once; empty without
-    /// [`MirrorConfig::ring_bytes`]).
-    pub fn take_mirror_consumers(&mut self) -> Vec<MirrorConsumer> {
-        std::mem::take(&mut self.consumers)
-    }
-
-    /// A control handle (cheap to clone, usable from any thread).
-    pub fn control(&self) -> UdpControl {
-        self.control.clone()
-    }
-
-    /// The sum of all workers' counters.
-    pub fn counters(&self) -> (RelayCounters, IoCounters) {
-        self.control.counters()
-    }
-}
-
-impl Drop for UdpBackend {
-    fn drop(&mut self) {
-        for tx in &self.control.workers {
-            let _ = tx.send(Cmd::Shutdown);
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Backend for UdpBackend {
-    fn control(&self) -> Box<dyn Control + Send> {
-        Box::new(UdpBackend::control(self))
-    }
-
-    fn counters(&self) -> RelayCounters {
-        UdpBackend::counters(self).0
     }
 }
 
@@ -770,7 +734,11 @@ pub(crate) mod tests {
     }
 
     /// What a backend under the recording scenario provides.
-    pub(crate) type Started = (Box<dyn Backend>, Vec<MirrorConsumer>, UdpControl);
+    pub(crate) type Started = (
+        Box<dyn crate::backend::Backend>,
+        Vec<MirrorConsumer>,
+        UdpControl,
+    );
 
     /// The recording scenario for any backend built from a [`UdpConfig`]
     /// (`start` returns `None` to skip where the backend is unavailable).
