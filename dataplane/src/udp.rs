@@ -587,7 +587,7 @@ impl Worker {
                 }
             }
             self.relay.handle_timeout(now);
-            self.drain_events(now);
+            self.drain_events();
         }
     }
 
@@ -608,14 +608,13 @@ impl Worker {
         }
     }
 
-    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
     fn command(&mut self, cmd: Cmd) {
         apply_command(&mut self.relay, &self.io, cmd);
         // Open the new sessions' ports before replying to the next command.
-        self.drain_events(Instant::now());
+        self.drain_events();
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    fn drain_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
             match event {
                 RelayEvent::PortsOpened { rtp } => {
@@ -628,11 +627,8 @@ impl Worker {
                         self.close(local);
                     }
                 }
-                RelayEvent::MediaTimeout { call_id } => {
-                    if self.relay.delete(now, &call_id).is_ok() {
-                        self.io.timeout_deletes += 1;
-                    }
-                }
+                // The core deleted it; its ports closed above.
+                RelayEvent::MediaTimeout { .. } => self.io.timeout_deletes += 1,
                 RelayEvent::Latched { .. } => {}
             }
         }

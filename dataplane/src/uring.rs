@@ -169,7 +169,7 @@ impl Worker {
                     }
                     Ok(cmd) => {
                         udp::apply_command(&mut self.relay, &self.io, cmd);
-                        self.drain_events(Instant::now());
+                        self.drain_events();
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
@@ -193,7 +193,7 @@ impl Worker {
             }
             self.mirrors.flush(&mut self.io);
             self.relay.handle_timeout(now);
-            self.drain_events(now);
+            self.drain_events();
         }
     }
 
@@ -302,7 +302,7 @@ impl Worker {
         }
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    fn drain_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
             match event {
                 RelayEvent::PortsOpened { rtp } => {
@@ -315,11 +315,8 @@ impl Worker {
                         self.close(local);
                     }
                 }
-                RelayEvent::MediaTimeout { call_id } => {
-                    if self.relay.delete(now, &call_id).is_ok() {
-                        self.io.timeout_deletes += 1;
-                    }
-                }
+                // The core deleted it; its ports closed above.
+                RelayEvent::MediaTimeout { .. } => self.io.timeout_deletes += 1,
                 RelayEvent::Latched { .. } => {}
             }
         }

@@ -194,16 +194,16 @@ impl RelayHandler {
     }
 
     /// Runs a control command and acts on the events it raised.
-    fn command(&mut self, now: Instant, cmd: Cmd) {
+    fn command(&mut self, cmd: Cmd) {
         apply_command(&mut self.relay, &self.io, cmd);
-        self.drain_events(now);
+        self.drain_events();
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    /// Acts on the core's events: ports need no work (the XDP program
+    /// steers the whole range); a media timeout was a delete.
+    fn drain_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
-            if let RelayEvent::MediaTimeout { call_id } = event
-                && self.relay.delete(now, &call_id).is_ok()
-            {
+            if let RelayEvent::MediaTimeout { .. } = event {
                 self.io.timeout_deletes += 1;
             }
         }
@@ -322,13 +322,13 @@ fn run(mut worker: Worker<RelayHandler>, rx: &mpsc::Receiver<Cmd>) {
                     }
                     return;
                 }
-                Ok(cmd) => h.command(now, cmd),
+                Ok(cmd) => h.command(cmd),
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
         if h.relay.poll_timeout().is_some_and(|at| at <= now) {
             h.relay.handle_timeout(now);
-            h.drain_events(now);
+            h.drain_events();
         }
     }
 }
