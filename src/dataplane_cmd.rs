@@ -358,6 +358,12 @@ fn render_metrics(control: &UdpControl) -> String {
         "HEP3 copies not sent.",
         io.hep_errors,
     );
+    metric(
+        "voxplane_relay_unroutable_total",
+        "counter",
+        "AF_XDP: forwards dropped for want of a next hop (not in the neighbour table) or TTL.",
+        io.unroutable,
+    );
     let _ = writeln!(
         out,
         "# HELP voxplane_relay_drops_total Datagrams dropped, by reason.\n# TYPE voxplane_relay_drops_total counter"

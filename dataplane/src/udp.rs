@@ -81,6 +81,10 @@ pub struct IoCounters {
     pub hep_packets: u64,
     /// HEP3 packets not sent (encoding too long, socket refused).
     pub hep_errors: u64,
+    /// AF_XDP: forwards dropped for want of a next hop (IPv6, a peer not
+    /// in the neighbour table) or of a valid rewrite (TTL expired); also
+    /// counted in `tx_errors`.
+    pub unroutable: u64,
 }
 
 impl IoCounters {
@@ -94,6 +98,7 @@ impl IoCounters {
         self.mirror_ring_drops += o.mirror_ring_drops;
         self.hep_packets += o.hep_packets;
         self.hep_errors += o.hep_errors;
+        self.unroutable += o.unroutable;
     }
 }
 

@@ -75,24 +75,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfXdpError> {
 /// # Errors
 /// As [`run`].
 pub fn run_with_ports(cfg: &RunConfig, dst_ports: Option<&[u16]>) -> Result<RunReport, AfXdpError> {
-    // Replies come back to our source ports: src_port .. src_port + 2 × calls.
-    let last = u32::from(cfg.leg.src_port) + 2 * cfg.calls.max(1) - 1;
-    let mut prog = MediaRedirect::load(MediaConfig {
-        port_lo: cfg.leg.src_port,
-        port_hi: u16::try_from(last).unwrap_or(u16::MAX),
-        flags: 0,
-    })?;
-    prog.attach(&cfg.iface)?;
     let start = cfg.epoch;
-    let handler = RxHandler {
-        start,
-        receiver: Receiver::new(cfg.calls, cfg.packets_per_stream),
-    };
-    let mut worker = Worker::new(&WorkerConfig::new(&[&cfg.iface], 0), handler)?;
-    worker.register(PortId(0), &mut prog)?;
+    let set_up = set_up(cfg);
+    // Wait at the barrier even after a failed set-up, so the generator of
+    // the other leg is not left waiting for ever.
     if let Some(barrier) = &cfg.barrier {
         barrier.wait();
     }
+    let (_prog, mut worker) = set_up?;
     // The schedule starts now; send timestamps stay on the shared epoch.
     let began = Instant::now();
     let offset = began.saturating_duration_since(start).as_nanos() as u64;
@@ -151,6 +141,41 @@ pub fn run_with_ports(cfg: &RunConfig, dst_ports: Option<&[u16]>) -> Result<RunR
         latency: worker.handler().receiver.histogram().clone(),
     })
 }
+
+/// Loads and attaches the program for the replies (to our source ports:
+/// `src_port .. src_port + 2 × calls`) and opens the socket.
+fn set_up(cfg: &RunConfig) -> Result<(MediaRedirect, Worker<RxHandler>), AfXdpError> {
+    let last = u32::from(cfg.leg.src_port) + 2 * cfg.calls.max(1) - 1;
+    let mut prog = MediaRedirect::load(MediaConfig {
+        port_lo: cfg.leg.src_port,
+        port_hi: u16::try_from(last).unwrap_or(u16::MAX),
+        flags: 0,
+    })?;
+    prog.attach(&cfg.iface)?;
+    let config = WorkerConfig::new(&[&cfg.iface], 0);
+    // The previous run's socket on this queue is released asynchronously
+    // by the kernel: binding again at once can meet EBUSY for a moment.
+    let mut tries = 0;
+    let worker = loop {
+        let handler = RxHandler {
+            start: cfg.epoch,
+            receiver: Receiver::new(cfg.calls, cfg.packets_per_stream),
+        };
+        match Worker::new(&config, handler) {
+            Ok(w) => break w,
+            Err(AfXdpError::Socket { errno: EBUSY, .. }) if tries < 40 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    worker.register(PortId(0), &mut prog)?;
+    Ok((prog, worker))
+}
+
+/// Linux's EBUSY.
+const EBUSY: i32 = 16;
 
 struct RxHandler {
     start: Instant,

@@ -310,6 +310,7 @@ fn run(mut worker: Worker<RelayHandler>, rx: &mpsc::Receiver<Cmd>) {
         let h = worker.handler_mut();
         h.io.tx_packets = stats.tx;
         h.io.tx_errors = stats.tx_ring_full + h.unroutable;
+        h.io.unroutable = h.unroutable;
         h.mirrors.flush(&mut h.io);
         loop {
             match rx.try_recv() {

@@ -18,6 +18,9 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, 
 
 use super::AfXdpError;
 
+/// Most `sendto` kicks per TX ring per [`super::Worker::poll`] round.
+const KICKS_PER_ROUND: usize = 16;
+
 /// Size of one UMEM frame, bytes (a page: room for any MTU-1500 frame plus
 /// headroom).
 pub const FRAME_SIZE: u32 = 4096;
@@ -323,8 +326,18 @@ impl Xsk {
     /// `sendto` sends a limited batch, so the driver kicks while frames are
     /// pending (design.md, pitfalls).
     pub fn kick(&mut self) {
-        if self.tx.pending() > 0 {
+        // Each `sendto` moves at most a small batch (32 in Linux 6.x) in
+        // copy mode: kick again while it makes progress, bounded so a
+        // stuck device cannot hold the worker.
+        for _ in 0..KICKS_PER_ROUND {
+            let before = self.tx.pending();
+            if before == 0 {
+                break;
+            }
             self.tx.wake();
+            if self.tx.pending() >= before {
+                break;
+            }
         }
     }
 
