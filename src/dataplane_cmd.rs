@@ -548,14 +548,23 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unbuilt_backends_and_bad_ranges() {
+    fn refuses_afxdp_without_an_interface_and_bad_ranges() {
         let e = start(&DataplaneArgs {
             backend: BackendKind::Afxdp,
             ..args()
         })
         .err()
         .unwrap();
-        assert!(e.to_string().contains("not available"), "{e}");
+        assert!(e.to_string().contains("needs --iface"), "{e}");
+        // A missing interface is a clear error, not a panic.
+        let e = start(&DataplaneArgs {
+            backend: BackendKind::Afxdp,
+            iface: Some("vx-no-such-if0".into()),
+            ..args()
+        })
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("AF_XDP"), "{e:#}");
         assert!(parse_range("30001-30010").is_err());
         assert!(parse_range("30000").is_err());
         assert_eq!(parse_range("30000-30099"), Ok(30000..=30099));
