@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use dataplane::afxdp::{AfXdpBackend, AfXdpConfig};
 use dataplane::relay::{DropReason, RelayConfig};
 use dataplane::udp::{MirrorConfig, UdpBackend, UdpConfig, UdpControl, serve_ng};
 use dataplane::uring::UringBackend;
@@ -28,7 +29,8 @@ pub enum BackendKind {
     Udp,
     /// io_uring: multishot receive into provided buffers.
     Uring,
-    /// AF_XDP (built separately; not wired into this command yet).
+    /// AF_XDP on `--iface` (root: CAP_NET_ADMIN, CAP_BPF); busy-polls one
+    /// core per worker.
     Afxdp,
 }
 
@@ -48,10 +50,13 @@ pub struct DataplaneArgs {
     /// Packet I/O backend.
     #[arg(long, value_enum, default_value = "udp")]
     backend: BackendKind,
-    /// Network interface (AF_XDP).
-    #[arg(long, value_name = "IFACE")]
+    /// Network interfaces media arrives on and leaves by (AF_XDP; comma
+    /// separated). The `media_redirect` XDP program is attached to each for
+    /// the port range; everything else stays with the kernel.
+    #[arg(long, value_name = "IFACE[,IFACE]")]
     iface: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core; for AF_XDP, one per rx queue
+    /// of the first interface).
     #[arg(long)]
     workers: Option<usize>,
     /// Serve Prometheus counters on http://ADDR:PORT/metrics.
@@ -111,6 +116,7 @@ pub struct Running {
 enum RunningBackend {
     Udp(UdpBackend),
     Uring(UringBackend),
+    Afxdp(AfXdpBackend),
 }
 
 impl RunningBackend {
@@ -118,6 +124,7 @@ impl RunningBackend {
         match self {
             RunningBackend::Udp(b) => b.control(),
             RunningBackend::Uring(b) => b.control(),
+            RunningBackend::Afxdp(b) => b.control(),
         }
     }
 }
@@ -143,10 +150,22 @@ impl Drop for Running {
 
 /// Starts the backend, the ng listener and the metrics endpoint.
 pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
+    let interfaces: Vec<String> = args
+        .iface
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     if args.backend == BackendKind::Afxdp {
-        bail!("backend afxdp is not available in this build; use --backend udp or uring");
-    }
-    if args.iface.is_some() {
+        if interfaces.is_empty() {
+            bail!("--backend afxdp needs --iface IFACE[,IFACE]");
+        }
+        if args.media_addr.iter().any(IpAddr::is_ipv6) {
+            tracing::warn!("the afxdp backend forwards IPv4 only; IPv6 media is dropped");
+        }
+    } else if args.iface.is_some() {
         tracing::warn!("--iface is used by the afxdp backend only; ignored");
     }
     let pick = |v6: bool| args.media_addr.iter().copied().find(|a| a.is_ipv6() == v6);
@@ -159,9 +178,10 @@ pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
         media_timeout: Duration::from_secs(args.media_timeout),
         ..RelayConfig::default()
     };
-    let workers = args
-        .workers
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = args.workers.unwrap_or_else(|| match interfaces.first() {
+        Some(iface) if args.backend == BackendKind::Afxdp => rx_queues(iface),
+        _ => thread::available_parallelism().map_or(1, |n| n.get()),
+    });
     let config = UdpConfig {
         relay,
         workers,
@@ -175,7 +195,18 @@ pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
         BackendKind::Uring => RunningBackend::Uring(
             UringBackend::start(config).context("starting the io_uring backend")?,
         ),
-        _ => RunningBackend::Udp(UdpBackend::start(config).context("starting the UDP backend")?),
+        BackendKind::Afxdp => RunningBackend::Afxdp(
+            AfXdpBackend::start(AfXdpConfig {
+                relay: config.relay,
+                interfaces,
+                workers: config.workers,
+                mirror: config.mirror,
+            })
+            .context("starting the AF_XDP backend")?,
+        ),
+        BackendKind::Udp => {
+            RunningBackend::Udp(UdpBackend::start(config).context("starting the UDP backend")?)
+        }
     };
     let ng_socket = UdpSocket::bind(args.ng_listen)
         .with_context(|| format!("binding the ng socket {}", args.ng_listen))?;
@@ -208,6 +239,19 @@ pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
         ng_thread: Some(ng_thread),
         _backend: backend,
     })
+}
+
+/// The number of rx queues of `iface` (one AF_XDP worker each), from
+/// sysfs; 1 when unknown.
+fn rx_queues(iface: &str) -> usize {
+    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(0)
+        .max(1)
 }
 
 fn serve_metrics(listener: &TcpListener, control: &UdpControl) {
@@ -275,7 +319,7 @@ fn render_metrics(control: &UdpControl) -> String {
     metric(
         "voxplane_relay_tx_errors_total",
         "counter",
-        "Forwarded datagrams the kernel refused.",
+        "Forwarded datagrams not sent (kernel refused; AF_XDP: TX ring full or no next hop).",
         io.tx_errors,
     );
     metric(
@@ -313,6 +357,12 @@ fn render_metrics(control: &UdpControl) -> String {
         "counter",
         "HEP3 copies not sent.",
         io.hep_errors,
+    );
+    metric(
+        "voxplane_relay_unroutable_total",
+        "counter",
+        "AF_XDP: forwards dropped for want of a next hop (not in the neighbour table) or TTL.",
+        io.unroutable,
     );
     let _ = writeln!(
         out,
@@ -498,14 +548,23 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unbuilt_backends_and_bad_ranges() {
+    fn refuses_afxdp_without_an_interface_and_bad_ranges() {
         let e = start(&DataplaneArgs {
             backend: BackendKind::Afxdp,
             ..args()
         })
         .err()
         .unwrap();
-        assert!(e.to_string().contains("not available"), "{e}");
+        assert!(e.to_string().contains("needs --iface"), "{e}");
+        // A missing interface is a clear error, not a panic.
+        let e = start(&DataplaneArgs {
+            backend: BackendKind::Afxdp,
+            iface: Some("vx-no-such-if0".into()),
+            ..args()
+        })
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("AF_XDP"), "{e:#}");
         assert!(parse_range("30001-30010").is_err());
         assert!(parse_range("30000").is_err());
         assert_eq!(parse_range("30000-30099"), Ok(30000..=30099));

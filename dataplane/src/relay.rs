@@ -67,8 +67,8 @@ pub struct RelayConfig {
     /// How long after a leg's SDP (offer or answer) its remote may be
     /// learned from the first packets.
     pub latch_window: Duration,
-    /// A session with no packet on either leg for this long raises
-    /// [`RelayEvent::MediaTimeout`].
+    /// A session with no packet on either leg for this long is deleted
+    /// and raises [`RelayEvent::MediaTimeout`].
     pub media_timeout: Duration,
     /// Largest UDP payload accepted, in octets.
     pub max_payload: usize,
@@ -379,8 +379,8 @@ pub enum RelayEvent {
         /// The latched remote.
         remote: SocketAddr,
     },
-    /// No media on either leg for [`RelayConfig::media_timeout`]. The
-    /// session is kept until deleted.
+    /// No media on either leg for [`RelayConfig::media_timeout`]: the
+    /// session has been deleted (its `PortsClosed` events come first).
     MediaTimeout {
         /// The call.
         call_id: String,
@@ -540,11 +540,12 @@ impl Relay {
                 session.last_activity = now;
                 self.timers.push(Reverse((now + timeout, slot, generation)));
             } else if due <= now {
-                session.timed_out = true;
+                // As rtpengine does: a call whose media stopped is deleted
+                // (its ports close first), and the driver is told why.
+                let call_id = session.call_id.to_string();
                 self.counters.media_timeouts += 1;
-                self.events.push_back(RelayEvent::MediaTimeout {
-                    call_id: session.call_id.to_string(),
-                });
+                let _ = self.delete(now, &call_id);
+                self.events.push_back(RelayEvent::MediaTimeout { call_id });
             } else {
                 self.timers.push(Reverse((due, slot, generation)));
             }
@@ -729,7 +730,6 @@ impl Relay {
         let on_rtcp_port = offset % 2 == 1;
         let max_payload = self.config.max_payload;
         let latch_window = self.config.latch_window;
-        let timeout = self.config.media_timeout;
         let Some(Some(session)) = self.slots.get_mut(slot as usize) else {
             return Verdict::Drop(DropReason::UnknownPort);
         };
@@ -744,11 +744,6 @@ impl Relay {
         );
         if let Some(event) = session.pending_event.take() {
             self.events.push_back(*event);
-        }
-        if session.timed_out && matches!(verdict, Verdict::Forward(_)) {
-            session.timed_out = false;
-            self.timers
-                .push(Reverse((now + timeout, slot, session.generation)));
         }
         verdict
     }
@@ -793,7 +788,6 @@ impl Relay {
             flags: SessionFlags::default(),
             generation,
             recording: false,
-            timed_out: false,
             pending_event: None,
         });
         self.by_call.insert(call_id.into(), slot);
@@ -900,7 +894,6 @@ struct Session {
     flags: SessionFlags,
     generation: u32,
     recording: bool,
-    timed_out: bool,
     pending_event: Option<Box<RelayEvent>>,
 }
 

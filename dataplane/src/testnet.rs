@@ -254,6 +254,17 @@ mod tests {
         }
     }
 
+    /// The relay shard(s) every backend's scenarios run with.
+    fn relay_config() -> RelayConfig {
+        RelayConfig {
+            media_v4: Some(TestNet::addr(Host::Relay)),
+            media_v6: None,
+            ports: 30000..=30399,
+            max_sessions: 100,
+            ..RelayConfig::default()
+        }
+    }
+
     fn net() -> Option<TestNet> {
         match TestNet::create() {
             Ok(n) => Some(n),
@@ -317,13 +328,7 @@ mod tests {
         let backend = net
             .run_in(Host::Relay, || {
                 UdpBackend::start(UdpConfig {
-                    relay: RelayConfig {
-                        media_v4: Some(TestNet::addr(Host::Relay)),
-                        media_v6: None,
-                        ports: 30000..=30399,
-                        max_sessions: 100,
-                        ..RelayConfig::default()
-                    },
+                    relay: relay_config(),
                     workers: 2,
                     ..UdpConfig::default()
                 })
@@ -340,13 +345,7 @@ mod tests {
         let backend = net
             .run_in(Host::Relay, || {
                 crate::uring::UringBackend::start(UdpConfig {
-                    relay: RelayConfig {
-                        media_v4: Some(TestNet::addr(Host::Relay)),
-                        media_v6: None,
-                        ports: 30000..=30399,
-                        max_sessions: 100,
-                        ..RelayConfig::default()
-                    },
+                    relay: relay_config(),
                     workers: 2,
                     ..UdpConfig::default()
                 })
@@ -356,5 +355,68 @@ mod tests {
             Ok(b) => conformance::run_all(&b, &Netns(&net)),
             Err(e) => eprintln!("SKIP: io_uring unavailable: {e}"),
         }
+    }
+
+    /// The scenarios against the AF_XDP backend on the relay's two veths.
+    /// The relay resolves its neighbours first, as any host would once
+    /// signalling has flowed: the backend takes next hops from the kernel's
+    /// neighbour table and drops (and counts) media to unresolved peers.
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn conformance_afxdp_across_namespaces() {
+        use crate::afxdp::{AfXdpBackend, AfXdpConfig, Neighbours};
+        let Some(net) = net() else { return };
+        for peer in [Host::Caller, Host::Callee] {
+            let ip = TestNet::addr(peer);
+            let resolved = net
+                .run_in(Host::Relay, move || {
+                    let probe = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    (0..200).any(|_| {
+                        probe.send_to(b"arp", (ip, 9)).unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        matches!(ip, IpAddr::V4(v4) if Neighbours::read().unwrap().mac(v4).is_some())
+                    })
+                })
+                .unwrap();
+            assert!(resolved, "the relay never resolved {ip}");
+        }
+        let started = net
+            .run_in(Host::Relay, || {
+                AfXdpBackend::start(AfXdpConfig {
+                    relay: relay_config(),
+                    interfaces: vec!["r0".into(), "r1".into()],
+                    workers: 1,
+                    ..AfXdpConfig::default()
+                })
+            })
+            .unwrap();
+        let backend = match started {
+            Ok(b) => b,
+            Err(e) if std::env::var_os("VOXPLANE_REQUIRE_TOOLS").is_none() => {
+                eprintln!("SKIP: AF_XDP unavailable: {e}");
+                return;
+            }
+            Err(e) => panic!("AF_XDP backend: {e}"),
+        };
+        /// The namespaces, where fragments stay with the relay's kernel.
+        struct Xdp<'a>(Netns<'a>);
+        impl conformance::TestNet for Xdp<'_> {
+            fn endpoint(&self, role: Role) -> UdpSocket {
+                self.0.endpoint(role)
+            }
+            fn relay_ip(&self) -> IpAddr {
+                self.0.relay_ip()
+            }
+            fn fragments_reach_relay(&self) -> bool {
+                false
+            }
+        }
+        conformance::run_all(&backend, &Xdp(Netns(&net)));
+        let (_, io) = backend.counters();
+        assert_eq!(
+            io.tx_errors, 0,
+            "every forward had a next hop and a TX slot"
+        );
+        drop(backend);
     }
 }

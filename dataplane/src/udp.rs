@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::Backend;
+use crate::backend::Running;
 use crate::mirror::{self, MirrorConsumer, MirrorPacket, MirrorProducer};
 use crate::ng::NgServer;
 use crate::relay::{
@@ -81,6 +81,10 @@ pub struct IoCounters {
     pub hep_packets: u64,
     /// HEP3 packets not sent (encoding too long, socket refused).
     pub hep_errors: u64,
+    /// AF_XDP: forwards dropped for want of a next hop (IPv6, a peer not
+    /// in the neighbour table) or of a valid rewrite (TTL expired); also
+    /// counted in `tx_errors`.
+    pub unroutable: u64,
 }
 
 impl IoCounters {
@@ -94,18 +98,19 @@ impl IoCounters {
         self.mirror_ring_drops += o.mirror_ring_drops;
         self.hep_packets += o.hep_packets;
         self.hep_errors += o.hep_errors;
+        self.unroutable += o.unroutable;
     }
 }
 
 /// A running UDP backend. Dropping it stops the workers.
-#[derive(Debug)]
-pub struct UdpBackend {
-    control: UdpControl,
-    threads: Vec<thread::JoinHandle<()>>,
-    consumers: Vec<MirrorConsumer>,
-}
+pub type UdpBackend = Running<Udp>;
 
-impl UdpBackend {
+/// The `udp` kind of [`Running`] backend (it owns nothing besides its
+/// workers).
+#[derive(Debug)]
+pub struct Udp;
+
+impl Running<Udp> {
     /// Starts `config.workers` workers.
     ///
     /// # Errors
@@ -139,44 +144,8 @@ impl UdpBackend {
             control: UdpControl { workers: senders },
             threads,
             consumers,
+            kind: Udp,
         })
-    }
-
-    /// The consumer ends of the workers' mirror rings (once; empty without
-    /// [`MirrorConfig::ring_bytes`]).
-    pub fn take_mirror_consumers(&mut self) -> Vec<MirrorConsumer> {
-        std::mem::take(&mut self.consumers)
-    }
-
-    /// A control handle (cheap to clone, usable from any thread).
-    pub fn control(&self) -> UdpControl {
-        self.control.clone()
-    }
-
-    /// The sum of all workers' counters.
-    pub fn counters(&self) -> (RelayCounters, IoCounters) {
-        self.control.counters()
-    }
-}
-
-impl Drop for UdpBackend {
-    fn drop(&mut self) {
-        for tx in &self.control.workers {
-            let _ = tx.send(Cmd::Shutdown);
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Backend for UdpBackend {
-    fn control(&self) -> Box<dyn Control + Send> {
-        Box::new(UdpBackend::control(self))
-    }
-
-    fn counters(&self) -> RelayCounters {
-        UdpBackend::counters(self).0
     }
 }
 
@@ -623,7 +592,7 @@ impl Worker {
                 }
             }
             self.relay.handle_timeout(now);
-            self.drain_events(now);
+            self.drain_events();
         }
     }
 
@@ -644,14 +613,13 @@ impl Worker {
         }
     }
 
-    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
     fn command(&mut self, cmd: Cmd) {
         apply_command(&mut self.relay, &self.io, cmd);
         // Open the new sessions' ports before replying to the next command.
-        self.drain_events(Instant::now());
+        self.drain_events();
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    fn drain_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
             match event {
                 RelayEvent::PortsOpened { rtp } => {
@@ -664,11 +632,8 @@ impl Worker {
                         self.close(local);
                     }
                 }
-                RelayEvent::MediaTimeout { call_id } => {
-                    if self.relay.delete(now, &call_id).is_ok() {
-                        self.io.timeout_deletes += 1;
-                    }
-                }
+                // The core deleted it; its ports closed above.
+                RelayEvent::MediaTimeout { .. } => self.io.timeout_deletes += 1,
                 RelayEvent::Latched { .. } => {}
             }
         }
@@ -770,7 +735,11 @@ pub(crate) mod tests {
     }
 
     /// What a backend under the recording scenario provides.
-    pub(crate) type Started = (Box<dyn Backend>, Vec<MirrorConsumer>, UdpControl);
+    pub(crate) type Started = (
+        Box<dyn crate::backend::Backend>,
+        Vec<MirrorConsumer>,
+        UdpControl,
+    );
 
     /// The recording scenario for any backend built from a [`UdpConfig`]
     /// (`start` returns `None` to skip where the backend is unavailable).

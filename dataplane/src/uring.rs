@@ -16,9 +16,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::backend::Backend;
-use crate::mirror::MirrorConsumer;
-use crate::relay::{Control, ControlError, Relay, RelayCounters, RelayEvent, RxMeta, Verdict};
+use crate::backend::Running;
+use crate::relay::{ControlError, Relay, RelayEvent, RxMeta, Verdict};
 use crate::udp::{self, CONTROL_LATENCY, Cmd, IoCounters, Mirrors, UdpConfig, UdpControl};
 
 pub mod sys;
@@ -42,14 +41,14 @@ fn split(ud: u64) -> (u64, u32, u32) {
 }
 
 /// A running io_uring backend. Dropping it stops the workers.
-#[derive(Debug)]
-pub struct UringBackend {
-    control: UdpControl,
-    threads: Vec<thread::JoinHandle<()>>,
-    consumers: Vec<MirrorConsumer>,
-}
+pub type UringBackend = Running<Uring>;
 
-impl UringBackend {
+/// The `uring` kind of [`Running`] backend (its rings live on the worker
+/// threads).
+#[derive(Debug)]
+pub struct Uring;
+
+impl Running<Uring> {
     /// Starts `config.workers` workers.
     ///
     /// # Errors
@@ -104,42 +103,8 @@ impl UringBackend {
             control: UdpControl::new(senders),
             threads,
             consumers,
+            kind: Uring,
         })
-    }
-
-    /// The consumer ends of the workers' mirror rings (once; empty without
-    /// [`udp::MirrorConfig::ring_bytes`]).
-    pub fn take_mirror_consumers(&mut self) -> Vec<MirrorConsumer> {
-        std::mem::take(&mut self.consumers)
-    }
-
-    /// A control handle (cheap to clone, usable from any thread).
-    pub fn control(&self) -> UdpControl {
-        self.control.clone()
-    }
-
-    /// The sum of all workers' counters.
-    pub fn counters(&self) -> (RelayCounters, IoCounters) {
-        self.control.counters()
-    }
-}
-
-impl Backend for UringBackend {
-    fn control(&self) -> Box<dyn Control + Send> {
-        Box::new(UringBackend::control(self))
-    }
-
-    fn counters(&self) -> RelayCounters {
-        UringBackend::counters(self).0
-    }
-}
-
-impl Drop for UringBackend {
-    fn drop(&mut self) {
-        self.control.shutdown();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
@@ -204,7 +169,7 @@ impl Worker {
                     }
                     Ok(cmd) => {
                         udp::apply_command(&mut self.relay, &self.io, cmd);
-                        self.drain_events(Instant::now());
+                        self.drain_events();
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
@@ -228,7 +193,7 @@ impl Worker {
             }
             self.mirrors.flush(&mut self.io);
             self.relay.handle_timeout(now);
-            self.drain_events(now);
+            self.drain_events();
         }
     }
 
@@ -337,7 +302,7 @@ impl Worker {
         }
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    fn drain_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
             match event {
                 RelayEvent::PortsOpened { rtp } => {
@@ -350,11 +315,8 @@ impl Worker {
                         self.close(local);
                     }
                 }
-                RelayEvent::MediaTimeout { call_id } => {
-                    if self.relay.delete(now, &call_id).is_ok() {
-                        self.io.timeout_deletes += 1;
-                    }
-                }
+                // The core deleted it; its ports closed above.
+                RelayEvent::MediaTimeout { .. } => self.io.timeout_deletes += 1,
                 RelayEvent::Latched { .. } => {}
             }
         }

@@ -4,6 +4,8 @@
 //! this machine; AF_XDP reaches 1.2–1.6 Mpps (design.md).
 
 use std::sync::{Arc, Barrier};
+
+use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 
 use dataplane::afxdp::{
@@ -53,6 +55,8 @@ pub struct RunReport {
     pub send_secs: f64,
     /// The worker's counters.
     pub worker: WorkerStats,
+    /// One-way latency, µs (to merge the legs of a run).
+    pub latency: Histogram<u64>,
 }
 
 /// Runs the generator to completion in the calling thread (busy-polling).
@@ -62,34 +66,37 @@ pub struct RunReport {
 /// # Errors
 /// When the XDP program or the AF_XDP socket cannot be set up.
 pub fn run(cfg: &RunConfig) -> Result<RunReport, AfXdpError> {
-    // Replies come back to our source ports: src_port .. src_port + 2 × calls.
-    let last = u32::from(cfg.leg.src_port) + 2 * cfg.calls.max(1) - 1;
-    let mut prog = MediaRedirect::load(MediaConfig {
-        port_lo: cfg.leg.src_port,
-        port_hi: u16::try_from(last).unwrap_or(u16::MAX),
-        flags: 0,
-    })?;
-    prog.attach(&cfg.iface)?;
+    run_with_ports(cfg, None)
+}
+
+/// As [`run`], sending stream `i` to `dst_ports[i]` (the ports a relay
+/// allocated for each call) when given.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with_ports(cfg: &RunConfig, dst_ports: Option<&[u16]>) -> Result<RunReport, AfXdpError> {
     let start = cfg.epoch;
-    let handler = RxHandler {
-        start,
-        receiver: Receiver::new(cfg.calls, cfg.packets_per_stream),
-    };
-    let mut worker = Worker::new(&WorkerConfig::new(&[&cfg.iface], 0), handler)?;
-    worker.register(PortId(0), &mut prog)?;
+    let set_up = set_up(cfg);
+    // Wait at the barrier even after a failed set-up, so the generator of
+    // the other leg is not left waiting for ever.
     if let Some(barrier) = &cfg.barrier {
         barrier.wait();
     }
+    let (_prog, mut worker) = set_up?;
     // The schedule starts now; send timestamps stay on the shared epoch.
     let began = Instant::now();
     let offset = began.saturating_duration_since(start).as_nanos() as u64;
     let mut generator =
         Generator::new(cfg.leg, cfg.calls, cfg.packets_per_stream, cfg.ssrc_base).start_at(offset);
+    if let Some(ports) = dst_ports {
+        generator = generator.with_dst_ports(ports.to_vec());
+    }
     let mut buf = [0u8; FRAME_LEN];
     let mut pending: Option<usize> = None;
     let mut sent = 0u64;
     while generator.poll_timeout().is_some() || pending.is_some() {
         let now_ns = start.elapsed().as_nanos() as u64;
+        let before = sent;
         loop {
             let len = match pending.take() {
                 Some(len) => len,
@@ -106,12 +113,17 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfXdpError> {
                 break;
             }
         }
-        worker.poll(Instant::now());
+        if worker.poll(Instant::now()) == 0 && sent == before {
+            // Idle: let a generator sharing this core (the other leg) run.
+            std::thread::yield_now();
+        }
     }
     let send_secs = began.elapsed().as_secs_f64();
     let drain_until = Instant::now() + cfg.drain;
     while Instant::now() < drain_until {
-        worker.poll(Instant::now());
+        if worker.poll(Instant::now()) == 0 {
+            std::thread::yield_now();
+        }
     }
     let rx = worker.handler().receiver.report();
     let loss_pct = if sent == 0 {
@@ -126,8 +138,44 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfXdpError> {
         loss_pct,
         send_secs,
         worker: worker.stats(),
+        latency: worker.handler().receiver.histogram().clone(),
     })
 }
+
+/// Loads and attaches the program for the replies (to our source ports:
+/// `src_port .. src_port + 2 × calls`) and opens the socket.
+fn set_up(cfg: &RunConfig) -> Result<(MediaRedirect, Worker<RxHandler>), AfXdpError> {
+    let last = u32::from(cfg.leg.src_port) + 2 * cfg.calls.max(1) - 1;
+    let mut prog = MediaRedirect::load(MediaConfig {
+        port_lo: cfg.leg.src_port,
+        port_hi: u16::try_from(last).unwrap_or(u16::MAX),
+        flags: 0,
+    })?;
+    prog.attach(&cfg.iface)?;
+    let config = WorkerConfig::new(&[&cfg.iface], 0);
+    // The previous run's socket on this queue is released asynchronously
+    // by the kernel: binding again at once can meet EBUSY for a moment.
+    let mut tries = 0;
+    let worker = loop {
+        let handler = RxHandler {
+            start: cfg.epoch,
+            receiver: Receiver::new(cfg.calls, cfg.packets_per_stream),
+        };
+        match Worker::new(&config, handler) {
+            Ok(w) => break w,
+            Err(AfXdpError::Socket { errno: EBUSY, .. }) if tries < 40 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    worker.register(PortId(0), &mut prog)?;
+    Ok((prog, worker))
+}
+
+/// Linux's EBUSY.
+const EBUSY: i32 = 16;
 
 struct RxHandler {
     start: Instant,

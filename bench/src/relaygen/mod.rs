@@ -58,6 +58,8 @@ pub struct Generator {
     ssrc_base: u32,
     /// Where the schedule starts on the caller's clock, ns.
     offset_ns: u64,
+    /// The relay's port for each stream, when not `leg.dst_port + 2i`.
+    dst_ports: Option<Vec<u16>>,
 }
 
 impl Generator {
@@ -80,7 +82,16 @@ impl Generator {
             next: 0,
             ssrc_base,
             offset_ns: 0,
+            dst_ports: None,
         }
+    }
+
+    /// Sends stream `i` to `ports[i]` instead of `leg.dst_port + 2i` (the
+    /// ports a relay allocated for each call). Streams beyond the list keep
+    /// the default.
+    pub fn with_dst_ports(mut self, ports: Vec<u16>) -> Generator {
+        self.dst_ports = Some(ports);
+        self
     }
 
     /// Starts the schedule `offset_ns` after time zero (the send
@@ -130,7 +141,11 @@ impl Generator {
     fn emit(&self, stream: u32, index: u32, now_ns: u64, f: &mut [u8]) -> usize {
         let leg = &self.leg;
         let src_port = leg.src_port + 2 * stream as u16;
-        let dst_port = leg.dst_port + 2 * stream as u16;
+        let dst_port = self
+            .dst_ports
+            .as_ref()
+            .and_then(|p| p.get(stream as usize).copied())
+            .unwrap_or(leg.dst_port + 2 * stream as u16);
         f[0..6].copy_from_slice(&leg.dst_mac);
         f[6..12].copy_from_slice(&leg.src_mac);
         f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -239,6 +254,11 @@ impl Receiver {
         self.received += 1;
         let us = now_ns.saturating_sub(send_ns) / 1000;
         self.latency.saturating_record(us.max(1));
+    }
+
+    /// The one-way latency histogram, µs.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.latency
     }
 
     /// The figures so far.
@@ -396,6 +416,20 @@ mod tests {
         assert_eq!(seen[2].2, q0.wrapping_add(1));
         assert_eq!(seen[2].3, t0.wrapping_add(TS_STEP));
         assert_eq!(seen[4].2, q0.wrapping_add(2));
+    }
+
+    #[test]
+    fn allocated_ports_replace_the_default_layout() {
+        let mut g = Generator::new(leg(), 3, 1, 0).with_dst_ports(vec![31000, 30404]);
+        let mut buf = [0u8; FRAME_LEN];
+        let mut ports = Vec::new();
+        while let Some(due) = g.poll_timeout() {
+            g.poll_transmit(due, &mut buf).unwrap();
+            ports.push(u16::from_be_bytes([buf[36], buf[37]]));
+            assert!(parse(&buf).is_some(), "checksum covers the new port");
+        }
+        // Stream 2 is not in the list: the default layout.
+        assert_eq!(ports, [31000, 30404, 30004]);
     }
 
     #[test]

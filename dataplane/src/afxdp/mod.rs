@@ -44,7 +44,9 @@
 //! # Ok::<(), dataplane::afxdp::AfXdpError>(())
 //! ```
 
+mod ceiling;
 mod neigh;
+mod relay;
 #[allow(
     unsafe_code,
     reason = "the AF_XDP backend's unsafe edge: UMEM memory and sockets"
@@ -58,7 +60,9 @@ use aya::maps::{Array, MapData, PerCpuArray, XskMap};
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use xdp_common::{COUNTERS_MAP, MEDIA_CONFIG_MAP, MEDIA_REDIRECT_PROGRAM, XSKS_MAP};
 
+pub use ceiling::{MEDIA_REFLECT_OBJECT, MediaReflect};
 pub use neigh::{Neighbour, Neighbours};
+pub use relay::{AfXdpBackend, AfXdpConfig, RelayHandler, XdpPrograms, interface_mac};
 pub use sys::{FRAME_SIZE, FramePool, RxFrame};
 pub use xdp_common::{MediaConfig, MediaCounter};
 
@@ -101,6 +105,9 @@ pub enum AfXdpError {
     /// More queues than the program's `XSKMAP` has entries.
     #[error("rx queue {0} is beyond the XSKMAP ({max} entries)", max = xdp_common::MAX_QUEUES)]
     QueueOutOfRange(u32),
+    /// A relay worker could not be configured or started.
+    #[error("relay worker: {0}")]
+    Worker(String),
 }
 
 /// An XDP action, as the kernel numbers them (`enum xdp_action`).
@@ -508,6 +515,12 @@ impl<H: FrameHandler> Worker<H> {
     /// The handler (e.g. to read its counters).
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// The handler, mutably (a driver runs control commands against it
+    /// between rounds).
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
     }
 
     /// Where the UMEM's frames are: free in the pool, on fill rings (the

@@ -18,6 +18,9 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, 
 
 use super::AfXdpError;
 
+/// Most `sendto` kicks per TX ring per [`super::Worker::poll`] round.
+const KICKS_PER_ROUND: usize = 16;
+
 /// Size of one UMEM frame, bytes (a page: room for any MTU-1500 frame plus
 /// headroom).
 pub const FRAME_SIZE: u32 = 4096;
@@ -323,8 +326,18 @@ impl Xsk {
     /// `sendto` sends a limited batch, so the driver kicks while frames are
     /// pending (design.md, pitfalls).
     pub fn kick(&mut self) {
-        if self.tx.pending() > 0 {
+        // Each `sendto` moves at most a small batch (32 in Linux 6.x) in
+        // copy mode: kick again while it makes progress, bounded so a
+        // stuck device cannot hold the worker.
+        for _ in 0..KICKS_PER_ROUND {
+            let before = self.tx.pending();
+            if before == 0 {
+                break;
+            }
             self.tx.wake();
+            if self.tx.pending() >= before {
+                break;
+            }
         }
     }
 
@@ -404,6 +417,41 @@ impl Drop for Area {
 // thread moves that ownership (workers are created on their own thread, but
 // may be built elsewhere and sent).
 unsafe impl Send for Area {}
+
+/// The link-layer address of interface `name` in the calling thread's
+/// network namespace (`SIOCGIFHWADDR`), or the errno.
+pub(crate) fn hardware_address(name: &str) -> Result<[u8; 6], i32> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(libc::ENODEV);
+    }
+    // SAFETY: socket(2) takes no pointers; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name (zeroed above,
+    // shorter than IFNAMSIZ) and writes a sockaddr into `req`, which lives
+    // for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    // SAFETY: a successful SIOCGIFHWADDR filled the `ifru_hwaddr` member.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(data) {
+        *dst = src as u8;
+    }
+    Ok(mac)
+}
 
 #[cfg(test)]
 mod tests {

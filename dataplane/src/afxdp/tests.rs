@@ -383,3 +383,174 @@ fn committed_objects_match_their_sources() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One's complement sum check of an IPv4 header (0 when valid).
+fn header_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `media_v4` with a valid IPv4 header checksum.
+fn media_v4_checked(sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = ether(0x0800, &[], &ipv4(17, 0x4000, &udp(sport, dport, &rtp())));
+    let sum = header_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+#[test]
+fn ceiling_reflects_media_rewritten_and_passes_the_rest() {
+    let test = "ceiling_reflects_media_rewritten_and_passes_the_rest";
+    let mut prog = match MediaReflect::load(MEDIA) {
+        Ok(p) => p,
+        Err(e) if !skippable(&e) => panic!("{test}: cannot load media_reflect: {e}"),
+        Err(e) => {
+            eprintln!("SKIP: {test}: cannot load the XDP program (needs CAP_BPF): {e}");
+            return;
+        }
+    };
+    let frame = media_v4_checked(40000, 30002);
+    let (action, out) = prog.test_run(&frame).unwrap();
+    assert_eq!(action, XdpAction::Tx);
+    assert_eq!(out.len(), frame.len());
+    assert_eq!((&out[0..6], &out[6..12]), (&MAC_SRC[..], &MAC_DST[..]));
+    assert_eq!(out[14 + 8], 63, "TTL decremented");
+    assert_eq!(&out[26..30], &frame[30..34], "addresses swapped");
+    assert_eq!(&out[30..34], &frame[26..30]);
+    assert_eq!(&out[34..36], &frame[36..38], "ports swapped");
+    assert_eq!(&out[36..38], &frame[34..36]);
+    assert_eq!(
+        header_checksum(&out[14..34]),
+        0,
+        "IPv4 checksum still valid"
+    );
+    assert_eq!(
+        &out[38..],
+        &frame[38..],
+        "UDP length, checksum, payload kept"
+    );
+
+    // Outside the range, not IPv4 UDP, TTL 1: the kernel's.
+    assert_eq!(
+        prog.test_run(&media_v4_checked(40000, 29999)).unwrap().0,
+        XdpAction::Pass
+    );
+    let mut ttl1 = media_v4_checked(40000, 30002);
+    ttl1[14 + 8] = 1;
+    assert_eq!(prog.test_run(&ttl1).unwrap().0, XdpAction::Pass);
+    let v6 = ether(0x86dd, &[], &ipv6(17, &udp(40000, 30002, &rtp())));
+    assert_eq!(prog.test_run(&v6).unwrap().0, XdpAction::Pass);
+    let tcp = ether(0x0800, &[], &ipv4(6, 0, &[0; 20]));
+    assert_eq!(prog.test_run(&tcp).unwrap().0, XdpAction::Pass);
+    assert_eq!(prog.counters().unwrap(), (1, 4));
+}
+
+#[test]
+fn relay_handler_forwards_rewritten_frames_and_drops_spoofed_ones() {
+    use crate::relay::{Answer, Offer, Relay, RelayConfig, SessionFlags};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    #[expect(clippy::disallowed_methods, reason = "a fixed origin for virtual time")]
+    let now = Instant::now();
+    let relay = Relay::new(RelayConfig {
+        media_v4: Some("192.0.2.2".parse().unwrap()),
+        ports: 30000..=30099,
+        ..RelayConfig::default()
+    })
+    .unwrap();
+    let sdp = |ip: &str, port: u16| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\n"
+        )
+    };
+    // "lo" exists in every namespace; its MAC is all zeroes.
+    let mut h = RelayHandler::new(relay, &["lo".to_owned(), "lo".to_owned()]).unwrap();
+    let flags = SessionFlags::default();
+    let offered = h
+        .relay
+        .offer(
+            now,
+            &Offer {
+                call_id: "c1",
+                from_tag: "a",
+                sdp: &sdp("192.0.2.1", 40000),
+                flags,
+            },
+        )
+        .unwrap();
+    let answered = h
+        .relay
+        .answer(
+            now,
+            &Answer {
+                call_id: "c1",
+                from_tag: "a",
+                to_tag: "b",
+                sdp: &sdp("198.18.2.2", 50000),
+                flags,
+            },
+        )
+        .unwrap();
+    let port_of = |s: &str| -> u16 {
+        s.lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (caller_to, callee_to) = (port_of(&answered), port_of(&offered));
+    let callee_mac = [2, 0, 0, 0, 0, 0x22];
+    h.set_next_hop(Ipv4Addr::new(198, 18, 2, 2), PortId(1), callee_mac);
+
+    // From the caller (192.0.2.1:40000) to its relay port: out of port 1 to the callee.
+    let mut frame = media_v4_checked(40000, caller_to);
+    let verdict = h.handle(now + Duration::from_millis(1), PortId(0), &mut frame);
+    assert_eq!(verdict, Verdict::Tx(PortId(1)));
+    let parsed = crate::frame::parse(&frame).unwrap();
+    assert_eq!(parsed.meta.src.ip().to_string(), "192.0.2.2");
+    assert_eq!(
+        parsed.meta.src.port(),
+        callee_to,
+        "sent from the callee's relay port"
+    );
+    assert_eq!(parsed.meta.dst.to_string(), "198.18.2.2:50000");
+    assert_eq!(&frame[0..6], &callee_mac);
+    assert_eq!(header_checksum(&frame[14..34]), 0);
+
+    // A spoofed source on the same port after latching: dropped.
+    let mut spoofed = media_v4_checked(40002, caller_to);
+    assert_eq!(
+        h.handle(now + Duration::from_secs(10), PortId(0), &mut spoofed),
+        Verdict::Drop
+    );
+    // A destination with no next hop: dropped and counted.
+    h.set_next_hop(Ipv4Addr::new(198, 18, 2, 2), PortId(1), callee_mac);
+    let mut back = media_v4_checked(40000, callee_to);
+    // From the callee's side but the caller's address is not in the table.
+    back[26..30].copy_from_slice(&[198, 18, 2, 2]);
+    back[34..36].copy_from_slice(&50000u16.to_be_bytes());
+    let sum = header_checksum(&{
+        let mut h = back[14..34].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    back[24..26].copy_from_slice(&sum.to_be_bytes());
+    h.refreshed = Some(now + Duration::from_secs(10));
+    assert_eq!(
+        h.handle(now + Duration::from_secs(10), PortId(1), &mut back),
+        Verdict::Drop
+    );
+    assert_eq!(h.unroutable(), 1);
+    // Not UDP at all: passed (and counted by the worker).
+    let mut arp = ether(0x0806, &[], &[0; 28]);
+    assert_eq!(h.handle(now, PortId(0), &mut arp), Verdict::Pass);
+}

@@ -470,23 +470,35 @@ fn media_timeout_on_virtual_time() {
     );
     assert_eq!(relay.poll_timeout(), Some(now + Duration::from_secs(50)));
     relay.handle_timeout(now + Duration::from_secs(50));
-    assert_eq!(
-        relay.poll_event(),
-        Some(RelayEvent::MediaTimeout {
-            call_id: "c1".into()
-        })
+    let events: Vec<RelayEvent> = std::iter::from_fn(|| relay.poll_event()).collect();
+    assert!(
+        matches!(events.as_slice(), [
+            RelayEvent::PortsClosed { .. },
+            RelayEvent::PortsClosed { .. },
+            RelayEvent::MediaTimeout { call_id },
+        ] if call_id == "c1"),
+        "{events:?}"
     );
     assert_eq!(relay.poll_timeout(), None);
-    // Media resumes: the timer is armed again.
-    let _ = send(
-        &mut relay,
-        now + Duration::from_secs(60),
-        CALLER,
-        caller_port,
-        rtp(1, 2),
+    // The core deleted the session: its ports closed, later media is
+    // for an unknown port.
+    assert!(relay.is_empty());
+    assert_eq!(
+        relay.query(now, "c1").err(),
+        Some(ControlError::UnknownCall)
     );
-    assert_eq!(relay.poll_timeout(), Some(now + Duration::from_secs(90)));
+    assert_eq!(
+        send(
+            &mut relay,
+            now + Duration::from_secs(60),
+            CALLER,
+            caller_port,
+            rtp(1, 2),
+        ),
+        Verdict::Drop(DropReason::UnknownPort)
+    );
     assert_eq!(relay.counters().media_timeouts, 1);
+    assert_eq!(relay.counters().sessions_deleted, 1);
 }
 
 #[test]
