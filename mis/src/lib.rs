@@ -6,7 +6,7 @@
 //!
 //! | module | what | I/O |
 //! |---|---|---|
-//! | [`proto`] | the versioned ingest protocol (frames, media header) | none |
+//! | [`proto`] | the versioned ingest protocol (frames, media header), re-exported from `wire::mis` | none |
 //! | [`recorder`] | sessions, per-leg reorder, SSRC runs, DTMF, rendering | none (`now` passed in) |
 //! | [`journal`] | journal record format, torn-tail detection | none |
 //! | [`wav`] | WAV bytes | none |
@@ -39,7 +39,9 @@
 pub mod index;
 pub mod journal;
 pub mod offload;
-pub mod proto;
+/// The ingest protocol; it lives in `wire` so a sender (the dataplane's
+/// mirror sink) shares the one implementation.
+pub use wire::mis as proto;
 pub mod recorder;
 pub mod server;
 pub mod wav;
