@@ -203,7 +203,7 @@ impl Worker {
                         return;
                     }
                     Ok(cmd) => {
-                        udp::apply_command(&mut self.relay, &self.io, cmd);
+                        udp::apply_command(&mut self.relay, &mut self.io, &mut self.mirrors, cmd);
                         self.drain_events(Instant::now());
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
@@ -351,9 +351,13 @@ impl Worker {
                     }
                 }
                 RelayEvent::MediaTimeout { call_id } => {
-                    if self.relay.delete(now, &call_id).is_ok() {
-                        self.io.timeout_deletes += 1;
-                    }
+                    udp::timeout_delete(
+                        &mut self.relay,
+                        &mut self.io,
+                        &mut self.mirrors,
+                        now,
+                        &call_id,
+                    );
                 }
                 RelayEvent::Latched { .. } => {}
             }

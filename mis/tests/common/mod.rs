@@ -184,7 +184,8 @@ pub fn payload(leg: u8, i: u16) -> [u8; 160] {
     [(i as u8).wrapping_mul(3) ^ (leg * 0x40) ^ 0x11; 160]
 }
 
-pub fn datagram(id: u64, leg: u8, i: u16) -> Vec<u8> {
+/// RTP packet `i` of leg `leg`: PCMU, 20 ms, one SSRC per leg.
+pub fn rtp(leg: u8, i: u16) -> Vec<u8> {
     let p = payload(leg, i);
     let repr = RtpRepr {
         payload_type: PayloadType::PCMU,
@@ -198,6 +199,11 @@ pub fn datagram(id: u64, leg: u8, i: u16) -> Vec<u8> {
     let mut pkt = RtpPacket::new_unchecked(&mut rtp[..]);
     repr.emit(&mut pkt).unwrap();
     pkt.payload_mut().copy_from_slice(&p);
+    rtp
+}
+
+pub fn datagram(id: u64, leg: u8, i: u16) -> Vec<u8> {
+    let rtp = rtp(leg, i);
     let mut out = Vec::new();
     MediaRepr {
         session: SessionId(id),
