@@ -12,7 +12,9 @@
 //! | [`wav`] | WAV bytes | none |
 //! | [`index`] | recording metadata and search | none |
 //! | [`offload`] | S3 upload retry queue (backoff) | none |
-//! | [`server`] | tokio driver: sockets, journal files, atomic writes, HTTP API | yes |
+//! | [`retention`] | which local recordings to delete (age, total size, uploaded first) | none |
+//! | [`server`] | tokio driver: sockets, journal files, atomic writes | yes |
+//! | [`api`] | the HTTP API: search, download, share links, metrics; token scopes | yes |
 //!
 //! Driving the core (what [`server`] does, minus the files):
 //!
@@ -36,6 +38,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod index;
 pub mod journal;
 pub mod offload;
@@ -43,5 +46,6 @@ pub mod offload;
 /// mirror sink) shares the one implementation.
 pub use wire::mis as proto;
 pub mod recorder;
+pub mod retention;
 pub mod server;
 pub mod wav;

@@ -106,6 +106,8 @@ pub struct Stats {
     /// Packets of payload types that are neither G.711, comfort noise nor
     /// telephone-event (not rendered).
     pub unsupported_payload: u64,
+    /// Sessions started.
+    pub started: u64,
     /// Sessions finished by stop.
     pub stopped: u64,
     /// Sessions finished by idle timeout.
@@ -260,6 +262,7 @@ impl Recorder {
                 }
                 self.sessions
                     .insert(start.session, Session::new(now, start.clone()));
+                self.stats.started += 1;
             }
             Control::Update(u) => {
                 let s = self.session_mut(u.session)?;

@@ -54,6 +54,15 @@ fn ng(control: &mut dyn Control, command: &str, call_id: &str) -> Vec<u8> {
     resp[3..].to_vec()
 }
 
+fn metric(http: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, body) = http_get(http, "/metrics");
+    let key = format!("voxplane_mis_{name} ");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&key).map(|v| v.trim().parse().unwrap()))
+        .unwrap()
+}
+
 /// The channel's samples after its leading silence (the leg's start
 /// offset, which follows the relay's capture times).
 fn trimmed(ch: &[i16]) -> &[i16] {
@@ -132,8 +141,17 @@ fn relayed_call_recorded_bit_exact() {
     assert_eq!(backend.counters().1.mis_packets, 0);
 
     assert_eq!(ng(&mut control, "start recording", call), b"d6:result2:oke");
-    // The Start travels over TCP, the copies over UDP: give it a head start.
-    std::thread::sleep(Duration::from_millis(200));
+    // The Start travels over TCP, the copies over UDP: copies that overtake
+    // it are dropped as for an unknown session (docs/dataplane.md), so the
+    // parties talk once the recorder has the session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(srv.http, "sessions_started_total") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the recorder never got the Start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for i in 0..N {
         caller.send_to(&rtp(0, i), caller_dst).unwrap();
         callee.send_to(&rtp(1, i), callee_dst).unwrap();
