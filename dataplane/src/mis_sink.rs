@@ -16,9 +16,9 @@
 //! worker that connects, negotiates the version and writes frames; the
 //! worker hands it frames through a bounded queue and never waits — a full
 //! queue drops the frame and counts it. After a reconnect the link
-//! replays the Start (and Updates) of every session still recorded, so a
-//! recorder restart or a dropped connection loses only the media sent
-//! while it was down. Media copies leave from the worker with non-blocking
+//! replays the Start (and Updates) of every session still recorded, and
+//! the Stops that came while it was down, so a recorder restart or a
+//! dropped connection loses only the media sent while it was down. Media copies leave from the worker with non-blocking
 //! `sendmmsg`, batched per receive batch; a refused send is counted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -395,6 +395,8 @@ type Live = BTreeMap<u64, Vec<Vec<u8>>>;
 #[expect(clippy::disallowed_types, reason = "a driver owns its socket")]
 fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
     let mut live = Live::new();
+    // Stops of sessions the recorder may know, queued while disconnected.
+    let mut stops: Vec<Vec<u8>> = Vec::new();
     let mut conn: Option<std::net::TcpStream> = None;
     let mut retry_at = Instant::now();
     let mut backoff = Duration::from_millis(100);
@@ -407,6 +409,18 @@ fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
             Err(RecvTimeoutError::Disconnected) => closing = true,
         }
         batch.extend(rx.try_iter());
+        // The recorder sends nothing after its HelloAck: a readable socket
+        // means it closed. Seen before writing, the frames wait for the
+        // reconnect instead of vanishing into a dead connection (a close
+        // racing the write itself still loses them: nothing is acked).
+        if !batch.is_empty()
+            && let Some(c) = &conn
+            && !alive(c)
+        {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            stats.connected.store(0, Ordering::Relaxed);
+            conn = None;
+        }
         for m in batch {
             let send = match m.kind {
                 MetaKind::Start => {
@@ -422,7 +436,15 @@ fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
                 },
                 // A Stop for a session the recorder never heard of (its
                 // Start was dropped) is still harmless to send.
-                MetaKind::Stop => live.remove(&m.session.0).is_some(),
+                MetaKind::Stop => {
+                    let known = live.remove(&m.session.0).is_some();
+                    // Down now: the recorder may hold the session from
+                    // before; it gets the Stop after the reconnect.
+                    if known && conn.is_none() && stops.len() < LINK_QUEUE {
+                        stops.push(m.frame.clone());
+                    }
+                    known
+                }
             };
             if send && let Some(c) = &mut conn {
                 if c.write_all(&m.frame).is_ok() {
@@ -431,6 +453,9 @@ fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     stats.connected.store(0, Ordering::Relaxed);
                     conn = None;
+                    if m.kind == MetaKind::Stop && stops.len() < LINK_QUEUE {
+                        stops.push(m.frame);
+                    }
                 }
             }
         }
@@ -439,7 +464,7 @@ fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
         }
         if conn.is_none() && Instant::now() >= retry_at {
             match connect(addr).and_then(|mut c| {
-                for f in live.values().flatten() {
+                for f in live.values().flatten().chain(&stops) {
                     c.write_all(f)?;
                     stats.frames.fetch_add(1, Ordering::Relaxed);
                 }
@@ -449,6 +474,7 @@ fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                     stats.connected.store(1, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
+                    stops.clear();
                     conn = Some(c);
                 }
                 Err(_) => {
@@ -459,6 +485,21 @@ fn link_main(addr: SocketAddr, rx: &Receiver<Meta>, stats: &LinkStats) {
             }
         }
     }
+}
+
+/// Whether the recorder's end is still open (no EOF, no error pending).
+#[expect(clippy::disallowed_types, reason = "a driver owns its socket")]
+fn alive(c: &std::net::TcpStream) -> bool {
+    if c.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let r = c.peek(&mut [0u8; 1]);
+    let restored = c.set_nonblocking(false).is_ok();
+    restored
+        && match r {
+            Ok(n) => n > 0,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
 }
 
 /// Connects and negotiates the protocol version.
@@ -619,5 +660,88 @@ mod tests {
         assert!(s.legs.iter().all(|l| l.codecs.is_empty()));
         assert_eq!(calls.stop_all(Timestamp(3)).len(), 1);
         assert!(calls.is_empty());
+    }
+
+    /// A recorder stand-in on loopback: answers the handshake, then
+    /// collects frames until the connection closes.
+    #[expect(clippy::disallowed_types, reason = "a real TCP peer for the link")]
+    fn serve_once(listener: &std::net::TcpListener, frames: usize) -> Vec<Control> {
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some((f, used)) = FrameView::split(&buf).unwrap() {
+                let msg = Control::parse(&f).unwrap().unwrap();
+                buf.drain(..used);
+                if matches!(msg, Control::Hello { .. }) {
+                    let mut ack = Vec::new();
+                    Control::HelloAck {
+                        version: ProtoVersion(1),
+                    }
+                    .emit(&mut ack)
+                    .unwrap();
+                    c.write_all(&ack).unwrap();
+                }
+                out.push(msg);
+            }
+            if out.len() > frames {
+                return out;
+            }
+            let n = c
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("{e}; got so far: {out:?}"));
+            assert!(n > 0, "link closed early: {out:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[test]
+    #[expect(clippy::disallowed_types, reason = "a real TCP peer for the link")]
+    fn link_replays_starts_and_stops_after_a_reconnect() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let link = MisLink::start(MisConfig {
+            control: addr,
+            media: addr,
+        })
+        .unwrap();
+        let mut calls = MisCalls::new(1, 1);
+        assert!(link.send(calls.recording(Timestamp(1), "a", true).unwrap()));
+        assert!(link.send(calls.recording(Timestamp(1), "b", true).unwrap()));
+        // First connection: Hello, both Starts; then the recorder goes away.
+        let first = serve_once(&listener, 2);
+        assert!(matches!(first[0], Control::Hello { .. }));
+        assert!(matches!(&first[1], Control::Start(s) if s.call_id == "a"));
+        assert!(matches!(&first[2], Control::Start(s) if s.call_id == "b"));
+        // While it is down (the link notices on its next write), "a" stops.
+        assert!(link.send(calls.ended(Timestamp(2), "a").unwrap()));
+        assert!(link.send(calls.recording(Timestamp(3), "c", true).unwrap()));
+        // Second connection: Hello, then the Starts of what still records
+        // (b, c) and the Stop of a, in some order.
+        let second = serve_once(&listener, 3);
+        assert!(matches!(second[0], Control::Hello { .. }));
+        let starts: Vec<&str> = second[1..]
+            .iter()
+            .filter_map(|m| match m {
+                Control::Start(s) => Some(s.call_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(starts.contains(&"b") && starts.contains(&"c"), "{second:?}");
+        assert!(second[1..].contains(&Control::Stop {
+            session: SessionId(1),
+            time: Timestamp(2)
+        }));
+        // Counted once the replay is written, just after the peer read it.
+        for _ in 0..200 {
+            if link.stats().connects.load(Ordering::Relaxed) >= 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(link.stats().connects.load(Ordering::Relaxed), 2);
+        link.close();
     }
 }
