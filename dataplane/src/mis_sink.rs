@@ -664,7 +664,6 @@ mod tests {
 
     /// A recorder stand-in on loopback: answers the handshake, then
     /// collects frames until the connection closes.
-    #[expect(clippy::disallowed_types, reason = "a real TCP peer for the link")]
     fn serve_once(listener: &std::net::TcpListener, frames: usize) -> Vec<Control> {
         let (mut c, _) = listener.accept().unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -698,7 +697,6 @@ mod tests {
     }
 
     #[test]
-    #[expect(clippy::disallowed_types, reason = "a real TCP peer for the link")]
     fn link_replays_starts_and_stops_after_a_reconnect() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
