@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use dataplane::afxdp::{AfXdpBackend, AfXdpConfig};
+use dataplane::mis_sink::MisConfig;
 use dataplane::relay::{DropReason, RelayConfig};
 use dataplane::udp::{MirrorConfig, UdpBackend, UdpConfig, UdpControl, serve_ng};
 use dataplane::uring::UringBackend;
@@ -78,6 +79,17 @@ pub struct DataplaneArgs {
     /// HEP3 capture agent id.
     #[arg(long, default_value_t = 2001)]
     hep_capture_id: u32,
+    /// Send recorded sessions (ng `start recording`) to this `voxplane mis`
+    /// recorder: metadata over TCP to --mis-control-port, RTP copies over
+    /// UDP to --mis-media-port.
+    #[arg(long, value_name = "ADDR")]
+    mis: Option<std::net::IpAddr>,
+    /// The recorder's metadata port (TCP).
+    #[arg(long, default_value_t = 1040)]
+    mis_control_port: u16,
+    /// The recorder's media port (UDP).
+    #[arg(long, default_value_t = 5400)]
+    mis_media_port: u16,
 }
 
 fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -189,6 +201,10 @@ pub fn start(args: &DataplaneArgs) -> anyhow::Result<Running> {
             hep: args.hep_sink,
             hep_capture_id: args.hep_capture_id,
             ring_bytes: None,
+            mis: args.mis.map(|ip| MisConfig {
+                control: SocketAddr::new(ip, args.mis_control_port),
+                media: SocketAddr::new(ip, args.mis_media_port),
+            }),
         },
     };
     let backend = match args.backend {
@@ -364,6 +380,30 @@ fn render_metrics(control: &UdpControl) -> String {
         "AF_XDP: forwards dropped for want of a next hop (not in the neighbour table) or TTL.",
         io.unroutable,
     );
+    metric(
+        "voxplane_relay_mis_packets_total",
+        "counter",
+        "RTP copies sent to the MIS recorder.",
+        io.mis_packets,
+    );
+    metric(
+        "voxplane_relay_mis_drops_total",
+        "counter",
+        "RTP copies to the MIS recorder the socket refused.",
+        io.mis_drops,
+    );
+    metric(
+        "voxplane_relay_mis_metadata_drops_total",
+        "counter",
+        "MIS metadata frames dropped: the link's queue was full.",
+        io.mis_meta_drops,
+    );
+    metric(
+        "voxplane_relay_mis_connected",
+        "gauge",
+        "MIS metadata connections up (one per worker).",
+        io.mis_connected,
+    );
     let _ = writeln!(
         out,
         "# HELP voxplane_relay_drops_total Datagrams dropped, by reason.\n# TYPE voxplane_relay_drops_total counter"
@@ -400,6 +440,9 @@ mod tests {
             media_timeout: 60,
             hep_sink: None,
             hep_capture_id: 2001,
+            mis: None,
+            mis_control_port: 1040,
+            mis_media_port: 5400,
         }
     }
 

@@ -21,9 +21,21 @@ pub struct MisArgs {
     /// Media port (UDP).
     #[arg(long, default_value_t = 5400)]
     media_port: u16,
-    /// Search API address (HTTP; no authentication yet: keep it on loopback).
+    /// Search API address (HTTP). Requests need a token signed with
+    /// DATA_DIR/secret (`voxplane token create --data-dir DIR …`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
     http: SocketAddr,
+    /// Delete local recordings whose call ended more than this many days
+    /// ago (with S3: only once uploaded; the index entry stays).
+    #[arg(long, value_name = "DAYS")]
+    retain_days: Option<u64>,
+    /// Keep the local recordings under this many MiB, deleting the oldest
+    /// (with S3: only uploaded ones).
+    #[arg(long, value_name = "MIB")]
+    retain_max_mib: Option<u64>,
+    /// Serve the API without tokens (only for an API bound to loopback).
+    #[arg(long)]
+    no_auth: bool,
     /// Journal fsync period, ms.
     #[arg(long, default_value_t = 20)]
     fsync_ms: u64,
@@ -60,6 +72,18 @@ pub fn run(args: &MisArgs) -> anyhow::Result<()> {
             _ => None,
         },
         retry: mis::offload::RetryConfig::default(),
+        retention: mis::retention::Policy {
+            max_age_ns: args
+                .retain_days
+                .map(|d| d.saturating_mul(86_400).saturating_mul(1_000_000_000)),
+            max_bytes: args.retain_max_mib.map(|m| m.saturating_mul(1 << 20)),
+        },
+        retention_interval: Duration::from_secs(10),
+        auth: if args.no_auth {
+            None
+        } else {
+            Some(crate::nqs_cmd::keyring(&args.data_dir)?)
+        },
     };
     mis::server::run_blocking(config, |b| {
         println!(

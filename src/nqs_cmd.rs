@@ -528,8 +528,8 @@ fn unix_now() -> u64 {
 }
 
 /// The data directory's signing secret, created (32 random bytes, mode
-/// 0600) on first use.
-fn keyring(dir: &Path) -> anyhow::Result<Keyring> {
+/// 0600) on first use (NQS and MIS data directories alike).
+pub(crate) fn keyring(dir: &Path) -> anyhow::Result<Keyring> {
     use rand::RngCore;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("secret");

@@ -8,6 +8,7 @@
 //! | [`frame`] | applying a verdict to a whole Ethernet frame (AF_XDP), RFC 1624 checksums |
 //! | [`ng`] | rtpengine's ng control protocol, sans-IO (request bytes in, response bytes out) |
 //! | [`mirror`] | copies of recorded sessions' packets: in-process SPSC rings and HEP3 |
+//! | [`mis_sink`] | recorded sessions to a `voxplane mis` recorder (metadata on TCP, RTP copies on UDP) |
 //! | [`backend`] | the backend contract and the relay tests every backend runs |
 //! | [`udp`] | the embedded default backend: `recvmmsg`/`sendmmsg`, a worker per core |
 //! | [`testnet`] | caller / relay / callee network namespaces joined by veth pairs, for tests |
@@ -51,6 +52,7 @@ pub mod afxdp;
 pub mod backend;
 pub mod frame;
 pub mod mirror;
+pub mod mis_sink;
 pub mod ng;
 pub mod relay;
 pub mod testnet;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::backend::Running;
 use crate::mirror::{self, MirrorConsumer, MirrorPacket, MirrorProducer};
+use crate::mis_sink::{Meta, MisCalls, MisConfig, MisLink};
 use crate::ng::NgServer;
 use crate::relay::{
     Answer, Control, ControlError, Offer, Relay, RelayConfig, RelayCounters, RelayEvent, RxMeta,
@@ -58,6 +59,8 @@ pub struct MirrorConfig {
     /// Give each worker an in-process ring of this many octets; take the
     /// consumers with [`UdpBackend::take_mirror_consumers`].
     pub ring_bytes: Option<usize>,
+    /// Send recorded sessions to this MIS recorder ([`crate::mis_sink`]).
+    pub mis: Option<MisConfig>,
 }
 
 /// Counters of one worker beyond the relay core's.
@@ -85,6 +88,14 @@ pub struct IoCounters {
     /// in the neighbour table) or of a valid rewrite (TTL expired); also
     /// counted in `tx_errors`.
     pub unroutable: u64,
+    /// RTP copies sent to the MIS recorder.
+    pub mis_packets: u64,
+    /// RTP copies to the MIS recorder the socket refused (full buffer).
+    pub mis_drops: u64,
+    /// MIS metadata frames dropped because the link's queue was full.
+    pub mis_meta_drops: u64,
+    /// MIS metadata connections up (a gauge, one per worker).
+    pub mis_connected: u64,
 }
 
 impl IoCounters {
@@ -99,6 +110,10 @@ impl IoCounters {
         self.hep_packets += o.hep_packets;
         self.hep_errors += o.hep_errors;
         self.unroutable += o.unroutable;
+        self.mis_packets += o.mis_packets;
+        self.mis_drops += o.mis_drops;
+        self.mis_meta_drops += o.mis_meta_drops;
+        self.mis_connected += o.mis_connected;
     }
 }
 
@@ -324,7 +339,12 @@ pub(crate) enum Cmd {
 
 /// Runs one control command against a worker's shard and replies (shared
 /// by the backends' workers).
-pub(crate) fn apply_command(relay: &mut Relay, io: &IoCounters, cmd: Cmd) {
+pub(crate) fn apply_command(
+    relay: &mut Relay,
+    io: &mut IoCounters,
+    mirrors: &mut Mirrors,
+    cmd: Cmd,
+) {
     match cmd {
         Cmd::Offer(now, r, reply) => {
             let offer = Offer {
@@ -333,7 +353,11 @@ pub(crate) fn apply_command(relay: &mut Relay, io: &IoCounters, cmd: Cmd) {
                 sdp: &r.sdp,
                 flags: r.flags,
             };
-            let _ = reply.send(relay.offer(now, &offer));
+            let result = relay.offer(now, &offer);
+            if result.is_ok() {
+                mirrors.offer(io, &r);
+            }
+            let _ = reply.send(result);
         }
         Cmd::Answer(now, r, reply) => {
             let answer = Answer {
@@ -343,10 +367,18 @@ pub(crate) fn apply_command(relay: &mut Relay, io: &IoCounters, cmd: Cmd) {
                 sdp: &r.sdp,
                 flags: r.flags,
             };
-            let _ = reply.send(relay.answer(now, &answer));
+            let result = relay.answer(now, &answer);
+            if result.is_ok() {
+                mirrors.answer(io, &r);
+            }
+            let _ = reply.send(result);
         }
         Cmd::Delete(now, id, reply) => {
-            let _ = reply.send(relay.delete(now, &id));
+            let result = relay.delete(now, &id);
+            if result.is_ok() {
+                mirrors.ended(io, &id);
+            }
+            let _ = reply.send(result);
         }
         Cmd::Query(now, id, reply) => {
             let _ = reply.send(relay.query(now, &id));
@@ -355,11 +387,16 @@ pub(crate) fn apply_command(relay: &mut Relay, io: &IoCounters, cmd: Cmd) {
             let _ = reply.send(Relay::list(relay).take(limit).map(str::to_owned).collect());
         }
         Cmd::Recording(id, on, reply) => {
-            let _ = reply.send(relay.set_recording(&id, on));
+            let result = relay.set_recording(&id, on);
+            if result.is_ok() {
+                mirrors.recording(io, &id, on);
+            }
+            let _ = reply.send(result);
         }
         Cmd::Counters(reply) => {
             let io = IoCounters {
                 sessions: relay.len() as u64,
+                mis_connected: mirrors.mis_connected(),
                 ..*io
             };
             let _ = reply.send((*relay.counters(), io));
@@ -392,6 +429,35 @@ struct Worker {
 pub(crate) struct Mirrors {
     ring: Option<MirrorProducer>,
     hep: Option<HepSink>,
+    mis: Option<MisSink>,
+}
+
+/// The MIS sink of one worker: the calls it knows, its metadata link and
+/// the media copies of the current batch.
+struct MisSink {
+    calls: MisCalls,
+    link: MisLink,
+    media: UdpBatch,
+}
+
+/// Numbers the workers' MIS session id spaces within this process.
+static MIS_WORKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The wall clock as the ingest protocol's timestamps.
+#[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
+fn wall_now() -> wire::Timestamp {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    wire::Timestamp(u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The relay core deleted a session whose media timed out: count it and
+/// tell the mirrors (the MIS recorder gets its stop). Shared by the
+/// backends' workers.
+pub(crate) fn timed_out(io: &mut IoCounters, mirrors: &mut Mirrors, call_id: &str) {
+    io.timeout_deletes += 1;
+    mirrors.ended(io, call_id);
 }
 
 impl Mirrors {
@@ -407,18 +473,26 @@ impl Mirrors {
             consumer = Some(cons);
         }
         if let Some(dst) = config.hep {
-            let any = match dst {
-                SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-                SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-            };
-            let fd = sys::bind_udp(any)
-                .map_err(|_| ControlError::InvalidConfig("cannot open the HEP socket"))?;
             mirrors.hep = Some(HepSink {
-                fd,
-                dst,
+                batch: UdpBatch::new(dst)
+                    .map_err(|_| ControlError::InvalidConfig("cannot open the HEP socket"))?,
                 capture_id: config.hep_capture_id,
-                out: Vec::new(),
-                ends: Vec::new(),
+            });
+        }
+        if let Some(mis) = config.mis {
+            use std::hash::{BuildHasher, Hasher};
+            // Session ids: a random high part per process (std's randomly
+            // keyed hasher), the worker in the low octet.
+            let random = std::hash::RandomState::new().build_hasher().finish();
+            let worker = MIS_WORKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xff;
+            let media = UdpBatch::new(mis.media)
+                .map_err(|_| ControlError::InvalidConfig("cannot open the MIS media socket"))?;
+            let link = MisLink::start(mis)
+                .map_err(|_| ControlError::InvalidConfig("cannot start the MIS link thread"))?;
+            mirrors.mis = Some(MisSink {
+                calls: MisCalls::new((random & !0xff) | worker, 0x100),
+                link,
+                media,
             });
         }
         Ok((mirrors, consumer))
@@ -426,7 +500,6 @@ impl Mirrors {
 
     /// Copies a forwarded datagram (received as `meta`) to the sinks;
     /// never waits.
-    #[expect(clippy::disallowed_methods, reason = "a driver owns the clock")]
     pub(crate) fn copy(
         &mut self,
         relay: &Relay,
@@ -438,17 +511,15 @@ impl Mirrors {
         let Some((call_id, leg)) = relay.mirror_info(meta.dst.port()) else {
             return;
         };
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = wall_now();
         let packet = MirrorPacket {
             call_id,
             leg,
             kind,
             src: meta.src,
             dst: meta.dst,
-            secs: wall.as_secs(),
-            micros: wall.subsec_micros(),
+            secs: now.0 / 1_000_000_000,
+            micros: (now.0 % 1_000_000_000 / 1000) as u32,
             payload,
         };
         if let Some(ring) = &mut self.ring {
@@ -459,35 +530,138 @@ impl Mirrors {
             }
         }
         if let Some(hep) = &mut self.hep {
-            if mirror::emit_hep3(&packet, hep.capture_id, &mut hep.out) {
-                hep.ends.push(hep.out.len());
+            if mirror::emit_hep3(&packet, hep.capture_id, &mut hep.batch.out) {
+                hep.batch.ends.push(hep.batch.out.len());
             } else {
                 io.hep_errors += 1;
             }
         }
+        // The recorder takes RTP; RTCP copies are not sent to it.
+        if let Some(mis) = &mut self.mis
+            && kind == wire::rtp::Kind::Rtp
+            && mis
+                .calls
+                .media(now, call_id, leg, payload, &mut mis.media.out)
+        {
+            mis.media.ends.push(mis.media.out.len());
+        }
     }
 
-    /// Sends the HEP3 copies gathered since the last flush.
+    /// Sends the copies gathered since the last flush.
     pub(crate) fn flush(&mut self, io: &mut IoCounters) {
         if let Some(hep) = &mut self.hep {
-            hep.flush(io);
+            let (sent, failed) = hep.batch.flush();
+            io.hep_packets += sent;
+            io.hep_errors += failed;
+        }
+        if let Some(mis) = &mut self.mis {
+            let (sent, failed) = mis.media.flush();
+            io.mis_packets += sent;
+            io.mis_drops += failed;
+        }
+    }
+
+    /// An offer the relay accepted.
+    pub(crate) fn offer(&mut self, io: &mut IoCounters, r: &OwnedRequest) {
+        if let Some(mis) = &mut self.mis {
+            let metas = mis.calls.offer(wall_now(), &r.call_id, &r.from_tag, &r.sdp);
+            mis.send(io, metas);
+        }
+    }
+
+    /// An answer the relay accepted.
+    pub(crate) fn answer(&mut self, io: &mut IoCounters, r: &OwnedRequest) {
+        if let Some(mis) = &mut self.mis {
+            let metas = mis.calls.answer(wall_now(), &r.call_id, &r.to_tag, &r.sdp);
+            mis.send(io, metas);
+        }
+    }
+
+    /// Recording switched on or off.
+    pub(crate) fn recording(&mut self, io: &mut IoCounters, call_id: &str, on: bool) {
+        if let Some(mis) = &mut self.mis {
+            let meta = mis.calls.recording(wall_now(), call_id, on);
+            mis.send(io, meta);
+        }
+    }
+
+    /// The relay deleted a session.
+    pub(crate) fn ended(&mut self, io: &mut IoCounters, call_id: &str) {
+        if let Some(mis) = &mut self.mis {
+            // Copies of this batch go out before the Stop is queued.
+            let (sent, failed) = mis.media.flush();
+            io.mis_packets += sent;
+            io.mis_drops += failed;
+            let meta = mis.calls.ended(wall_now(), call_id);
+            mis.send(io, meta);
+        }
+    }
+
+    /// MIS metadata connections up (0 or 1).
+    pub(crate) fn mis_connected(&self) -> u64 {
+        self.mis.as_ref().map_or(0, |m| {
+            m.link
+                .stats()
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+}
+
+impl MisSink {
+    fn send(&mut self, io: &mut IoCounters, metas: impl IntoIterator<Item = Meta>) {
+        for m in metas {
+            if !self.link.send(m) {
+                io.mis_meta_drops += 1;
+            }
+        }
+    }
+}
+
+impl Drop for MisSink {
+    /// A worker that stops ends its recordings: the recorder renders them
+    /// now rather than after its idle timeout.
+    fn drop(&mut self) {
+        let _ = self.media.flush();
+        for m in self.calls.stop_all(wall_now()) {
+            self.link.send(m);
         }
     }
 }
 
 /// HEP3 packets of one batch, sent together.
 struct HepSink {
+    batch: UdpBatch,
+    capture_id: u32,
+}
+
+/// Datagrams to one destination gathered during a receive batch and sent
+/// together with one non-blocking `sendmmsg`.
+struct UdpBatch {
     fd: OwnedFd,
     dst: SocketAddr,
-    capture_id: u32,
     out: Vec<u8>,
     ends: Vec<usize>,
 }
 
-impl HepSink {
-    fn flush(&mut self, io: &mut IoCounters) {
+impl UdpBatch {
+    fn new(dst: SocketAddr) -> io::Result<Self> {
+        let any = match dst {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+        };
+        Ok(Self {
+            fd: sys::bind_udp(any)?,
+            dst,
+            out: Vec::new(),
+            ends: Vec::new(),
+        })
+    }
+
+    /// Sends what was gathered: (sent, refused).
+    fn flush(&mut self) -> (u64, u64) {
         if self.ends.is_empty() {
-            return;
+            return (0, 0);
         }
         let mut start = 0;
         let msgs: Vec<(&[u8], SocketAddr)> = self
@@ -500,10 +674,10 @@ impl HepSink {
             })
             .collect();
         let sent = sys::send_batch(self.fd.as_fd(), &msgs).unwrap_or(0);
-        io.hep_packets += sent as u64;
-        io.hep_errors += (msgs.len() - sent) as u64;
+        let failed = msgs.len() - sent;
         self.out.clear();
         self.ends.clear();
+        (sent as u64, failed as u64)
     }
 }
 
@@ -614,7 +788,7 @@ impl Worker {
     }
 
     fn command(&mut self, cmd: Cmd) {
-        apply_command(&mut self.relay, &self.io, cmd);
+        apply_command(&mut self.relay, &mut self.io, &mut self.mirrors, cmd);
         // Open the new sessions' ports before replying to the next command.
         self.drain_events();
     }
@@ -632,8 +806,11 @@ impl Worker {
                         self.close(local);
                     }
                 }
-                // The core deleted it; its ports closed above.
-                RelayEvent::MediaTimeout { .. } => self.io.timeout_deletes += 1,
+                // The core deleted it (its ports closed above); the
+                // recorder hears the stop.
+                RelayEvent::MediaTimeout { call_id } => {
+                    timed_out(&mut self.io, &mut self.mirrors, &call_id);
+                }
                 RelayEvent::Latched { .. } => {}
             }
         }
@@ -765,6 +942,7 @@ pub(crate) mod tests {
                     hep: Some(collector.local_addr().unwrap()),
                     hep_capture_id: 77,
                     ring_bytes: Some(ring_bytes),
+                    mis: None,
                 },
             };
             let Some((backend, mut rings, control)) = start(config) else {

@@ -168,7 +168,7 @@ impl Worker {
                         return;
                     }
                     Ok(cmd) => {
-                        udp::apply_command(&mut self.relay, &self.io, cmd);
+                        udp::apply_command(&mut self.relay, &mut self.io, &mut self.mirrors, cmd);
                         self.drain_events();
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
@@ -315,8 +315,11 @@ impl Worker {
                         self.close(local);
                     }
                 }
-                // The core deleted it; its ports closed above.
-                RelayEvent::MediaTimeout { .. } => self.io.timeout_deletes += 1,
+                // The core deleted it (its ports closed above); the
+                // recorder hears the stop.
+                RelayEvent::MediaTimeout { call_id } => {
+                    udp::timed_out(&mut self.io, &mut self.mirrors, &call_id);
+                }
                 RelayEvent::Latched { .. } => {}
             }
         }

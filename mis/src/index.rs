@@ -47,6 +47,18 @@ pub struct Entry {
     /// Hold/resume events.
     #[serde(default)]
     pub holds: Vec<HoldEventOwned>,
+    /// Retention removed the local files; the recording is in S3 (under
+    /// the offload prefix, same file names).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub offloaded: bool,
+    /// A tombstone: retention deleted the recording (no S3); loading drops
+    /// the entry.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// [`DtmfEvent`] as stored.
@@ -93,6 +105,8 @@ impl Entry {
             reason: format!("{:?}", rec.reason),
             dtmf: rec.dtmf.iter().map(dtmf).collect(),
             holds: rec.holds.iter().map(hold).collect(),
+            offloaded: false,
+            removed: false,
         }
     }
 }
@@ -159,6 +173,8 @@ impl Query {
 #[derive(Debug, Default)]
 pub struct Index {
     entries: Vec<Entry>,
+    /// Position of each id in `entries`.
+    by_id: std::collections::HashMap<String, usize>,
 }
 
 impl Index {
@@ -177,17 +193,30 @@ impl Index {
         (idx, bad)
     }
 
-    /// Adds or replaces (same id) an entry.
+    /// Adds or replaces (same id) an entry; a tombstone
+    /// ([`Entry::removed`]) removes it.
     pub fn insert(&mut self, e: Entry) {
-        match self.entries.iter_mut().find(|x| x.id == e.id) {
-            Some(x) => *x = e,
-            None => self.entries.push(e),
+        if e.removed {
+            if let Some(i) = self.by_id.remove(&e.id) {
+                self.entries.swap_remove(i);
+                if let Some(moved) = self.entries.get(i) {
+                    self.by_id.insert(moved.id.clone(), i);
+                }
+            }
+            return;
+        }
+        match self.by_id.get(&e.id) {
+            Some(&i) => self.entries[i] = e,
+            None => {
+                self.by_id.insert(e.id.clone(), self.entries.len());
+                self.entries.push(e);
+            }
         }
     }
 
     /// The entry with `id`.
     pub fn get(&self, id: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.id == id)
+        self.by_id.get(id).map(|&i| &self.entries[i])
     }
 
     /// Matching entries, newest first.
@@ -195,6 +224,11 @@ impl Index {
         let mut v: Vec<&Entry> = self.entries.iter().filter(|e| q.matches(e)).collect();
         v.sort_by(|a, b| b.start_ns.cmp(&a.start_ns).then_with(|| a.id.cmp(&b.id)));
         v
+    }
+
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
     }
 
     /// Number of entries.
@@ -236,6 +270,8 @@ mod tests {
             reason: "Stopped".into(),
             dtmf: vec![],
             holds: vec![],
+            offloaded: false,
+            removed: false,
         }
     }
 
@@ -266,5 +302,34 @@ mod tests {
         assert_eq!(q(|q| q.min_duration_ms = Some(2000)), ["b"]);
         assert_eq!(q(|q| q.call_id = Some("c-a".into())), ["a"]);
         assert!(q(|q| q.domain = Some("z.com".into())).is_empty());
+    }
+
+    #[test]
+    fn tombstones_remove_and_flags_round_trip() {
+        let mut bytes = Vec::new();
+        for id in ["a", "b", "c"] {
+            bytes.extend(line(&entry(id, "1", "x.com", 10, 1000)));
+        }
+        let mut gone = entry("a", "1", "x.com", 10, 1000);
+        gone.removed = true;
+        bytes.extend(line(&gone));
+        let mut off = entry("b", "1", "x.com", 10, 1000);
+        off.offloaded = true;
+        bytes.extend(line(&off));
+        // Flags are written only when set, so older readers see the same
+        // lines as before.
+        assert!(!String::from_utf8_lossy(&line(&entry("z", "1", "x", 1, 1))).contains("offloaded"));
+        let (idx, bad) = Index::load(&bytes);
+        assert_eq!((idx.len(), bad), (2, 0));
+        assert!(idx.get("a").is_none());
+        assert!(idx.get("b").unwrap().offloaded);
+        assert_eq!(
+            idx.get("c").unwrap().id,
+            "c",
+            "positions fixed after removal"
+        );
+        let mut ids: Vec<&str> = idx.entries().map(|e| e.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["b", "c"]);
     }
 }

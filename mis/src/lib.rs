@@ -6,13 +6,15 @@
 //!
 //! | module | what | I/O |
 //! |---|---|---|
-//! | [`proto`] | the versioned ingest protocol (frames, media header) | none |
+//! | [`proto`] | the versioned ingest protocol (frames, media header), re-exported from `wire::mis` | none |
 //! | [`recorder`] | sessions, per-leg reorder, SSRC runs, DTMF, rendering | none (`now` passed in) |
 //! | [`journal`] | journal record format, torn-tail detection | none |
 //! | [`wav`] | WAV bytes | none |
 //! | [`index`] | recording metadata and search | none |
 //! | [`offload`] | S3 upload retry queue (backoff) | none |
-//! | [`server`] | tokio driver: sockets, journal files, atomic writes, HTTP API | yes |
+//! | [`retention`] | which local recordings to delete (age, total size, uploaded first) | none |
+//! | [`server`] | tokio driver: sockets, journal files, atomic writes | yes |
+//! | [`api`] | the HTTP API: search, download, share links, metrics; token scopes | yes |
 //!
 //! Driving the core (what [`server`] does, minus the files):
 //!
@@ -36,10 +38,14 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod index;
 pub mod journal;
 pub mod offload;
-pub mod proto;
+/// The ingest protocol; it lives in `wire` so a sender (the dataplane's
+/// mirror sink) shares the one implementation.
+pub use wire::mis as proto;
 pub mod recorder;
+pub mod retention;
 pub mod server;
 pub mod wav;

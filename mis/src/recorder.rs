@@ -106,6 +106,8 @@ pub struct Stats {
     /// Packets of payload types that are neither G.711, comfort noise nor
     /// telephone-event (not rendered).
     pub unsupported_payload: u64,
+    /// Sessions started.
+    pub started: u64,
     /// Sessions finished by stop.
     pub stopped: u64,
     /// Sessions finished by idle timeout.
@@ -260,6 +262,7 @@ impl Recorder {
                 }
                 self.sessions
                     .insert(start.session, Session::new(now, start.clone()));
+                self.stats.started += 1;
             }
             Control::Update(u) => {
                 let s = self.session_mut(u.session)?;
@@ -283,13 +286,18 @@ impl Recorder {
                             time_ns: u.time.0,
                         });
                     }
+                    // A kind added to the protocol later: skipped, as the
+                    // protocol's compatibility rules say.
+                    _ => {}
                 }
             }
             Control::Stop { session, time } => {
                 self.session_mut(*session)?;
                 self.finish(*session, *time, FinishReason::Stopped);
             }
-            Control::Hello { .. } | Control::HelloAck { .. } | Control::Reject { .. } => {}
+            // Handshake frames are the driver's; later message types are
+            // skipped.
+            _ => {}
         }
         Ok(())
     }

@@ -34,21 +34,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use wire::Timestamp;
 
-use crate::index::{self, Entry, Index, Query};
+use crate::index::{self, Entry, Index};
 use crate::journal::{self, RecordKind};
 use crate::offload::{RetryConfig, RetryQueue};
 use crate::proto::{Control, FrameView, MediaPacket, SessionId, negotiate};
 use crate::recorder::{Recorder, RecorderConfig, RecorderError, Recording, Stats};
+use crate::retention;
 use crate::wav;
+use nqs::api::auth::Keyring;
 
 /// Settings of the recorder process.
 #[derive(Clone, Debug)]
@@ -69,6 +67,13 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// Upload retry backoff.
     pub retry: RetryConfig,
+    /// Which local recordings to delete ([`crate::retention`]).
+    pub retention: retention::Policy,
+    /// How often retention is applied.
+    pub retention_interval: Duration,
+    /// Tokens the HTTP API accepts (`nqs::api::auth`: admin, reseller,
+    /// share links); `None` serves everyone (keep the API on loopback).
+    pub auth: Option<Keyring>,
 }
 
 /// Where to offload recordings (shared with NQS's pcap offload).
@@ -105,6 +110,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(Bound)) -> io::Result<()>
         uploads: AtomicU64::new(0),
         upload_failures: AtomicU64::new(0),
         outbox: AtomicU64::new(0),
+        retention_deleted: AtomicU64::new(0),
     });
     let mut core = Core::new(&config, shared.clone())?;
     if let Some(s3) = &config.s3 {
@@ -130,7 +136,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(Bound)) -> io::Result<()>
     }
     core.replay()?;
 
-    let udp = UdpSocket::bind(config.media).await?;
+    let udp = bind_media(config.media)?;
     let tcp = TcpListener::bind(config.control).await?;
     let http = TcpListener::bind(config.http).await?;
     on_ready(Bound {
@@ -141,11 +147,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(Bound)) -> io::Result<()>
 
     let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
     tokio::spawn(accept_control(tcp, tx));
-    let app = axum::Router::new()
-        .route("/api/recordings", get(search))
-        .route("/api/recordings/{file}", get(download))
-        .route("/metrics", get(metrics))
-        .with_state(shared);
+    let app = crate::api::router(shared, config.auth.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "http server stopped");
@@ -168,19 +170,22 @@ pub fn run_blocking(config: Config, on_ready: impl FnOnce(Bound)) -> io::Result<
         .block_on(run(config, on_ready))
 }
 
-struct Shared {
-    index: RwLock<Index>,
-    stats: Mutex<Stats>,
-    dirs: Dirs,
-    uploads: AtomicU64,
-    upload_failures: AtomicU64,
-    outbox: AtomicU64,
+/// State shared by the recorder task, the uploader and the HTTP API.
+pub(crate) struct Shared {
+    pub(crate) index: RwLock<Index>,
+    pub(crate) stats: Mutex<Stats>,
+    pub(crate) dirs: Dirs,
+    pub(crate) uploads: AtomicU64,
+    pub(crate) upload_failures: AtomicU64,
+    pub(crate) outbox: AtomicU64,
+    /// Recordings whose local files retention deleted.
+    pub(crate) retention_deleted: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
-struct Dirs {
+pub(crate) struct Dirs {
     journal: PathBuf,
-    recordings: PathBuf,
+    pub(crate) recordings: PathBuf,
     outbox: PathBuf,
     index: PathBuf,
 }
@@ -208,7 +213,9 @@ impl Dirs {
 struct Core {
     rec: Recorder,
     shared: Arc<Shared>,
-    journals: HashMap<SessionId, File>,
+    journals: HashMap<SessionId, Arc<File>>,
+    /// The journal fsync batch running on its own thread, if any.
+    syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
     dirty: HashSet<SessionId>,
     index_file: File,
     fsync_interval: Duration,
@@ -217,10 +224,15 @@ struct Core {
     batch: HashMap<SessionId, Vec<u8>>,
     /// Recording ids to the uploader, when S3 is configured.
     offload: Option<mpsc::UnboundedSender<String>>,
+    retention: retention::Policy,
+    retention_interval_ns: u64,
+    next_retention: Timestamp,
 }
 
 /// Datagrams taken per wake-up before they are journaled and processed.
 const BATCH: usize = 64;
+/// Most batches drained from the media socket before a metadata frame.
+const DRAIN_BATCHES: usize = 64;
 
 impl Core {
     fn new(config: &Config, shared: Arc<Shared>) -> io::Result<Self> {
@@ -234,9 +246,14 @@ impl Core {
             }),
             shared,
             journals: HashMap::new(),
+            syncing: None,
             dirty: HashSet::new(),
             index_file,
             fsync_interval: config.fsync_interval,
+            retention: config.retention,
+            retention_interval_ns: u64::try_from(config.retention_interval.as_nanos())
+                .unwrap_or(u64::MAX),
+            next_retention: Timestamp(0),
             logged: HashSet::new(),
             batch: HashMap::new(),
             offload: None,
@@ -281,7 +298,7 @@ impl Core {
                     f.set_len(valid as u64)?;
                     drop(f);
                     let f = OpenOptions::new().append(true).open(&path)?;
-                    self.journals.insert(s, f);
+                    self.journals.insert(s, Arc::new(f));
                 }
                 Some(_) => {}
                 None => {
@@ -312,10 +329,38 @@ impl Core {
                     }
                     self.on_media(now(), &mut datagrams)?;
                 }
-                Some(frame) = control.recv() => self.on_control(now(), &frame)?,
+                Some(frame) = control.recv() => {
+                    // Media queued before this frame goes first, so a Stop
+                    // does not overtake the copies sent ahead of it.
+                    self.drain_socket(&udp, &mut buf, &mut datagrams)?;
+                    self.on_control(now(), &frame)?;
+                }
                 _ = tick.tick() => self.on_tick(now())?,
             }
         }
+    }
+
+    /// Processes what the media socket holds now (bounded, so metadata is
+    /// not starved by a flood).
+    fn drain_socket(
+        &mut self,
+        udp: &UdpSocket,
+        buf: &mut [u8],
+        datagrams: &mut Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        for _ in 0..DRAIN_BATCHES {
+            while datagrams.len() < BATCH {
+                match udp.try_recv_from(buf) {
+                    Ok((n, _)) => datagrams.push(buf[..n].to_vec()),
+                    Err(_) => break,
+                }
+            }
+            if datagrams.is_empty() {
+                break;
+            }
+            self.on_media(now(), datagrams)?;
+        }
+        Ok(())
     }
 
     fn on_media(&mut self, now: Timestamp, datagrams: &mut Vec<Vec<u8>>) -> io::Result<()> {
@@ -332,8 +377,8 @@ impl Core {
             if bytes.is_empty() {
                 continue;
             }
-            if let Some(f) = self.journals.get_mut(s) {
-                f.write_all(bytes)?;
+            if let Some(f) = self.journals.get(s) {
+                (&**f).write_all(bytes)?;
                 self.dirty.insert(*s);
             }
             bytes.clear();
@@ -366,7 +411,7 @@ impl Core {
                 f.write_all(&rec)?;
                 f.sync_data()?;
                 sync_dir(&self.shared.dirs.journal)?;
-                self.journals.insert(s.session, f);
+                self.journals.insert(s.session, Arc::new(f));
             }
             Control::Update(u) => self.append_sync(u.session, &rec)?,
             Control::Stop { session, .. } => self.append_sync(*session, &rec)?,
@@ -379,8 +424,8 @@ impl Core {
     }
 
     fn append_sync(&mut self, s: SessionId, rec: &[u8]) -> io::Result<()> {
-        if let Some(f) = self.journals.get_mut(&s) {
-            f.write_all(rec)?;
+        if let Some(f) = self.journals.get(&s) {
+            (&**f).write_all(rec)?;
             f.sync_data()?;
             self.dirty.remove(&s);
         }
@@ -388,10 +433,24 @@ impl Core {
     }
 
     fn on_tick(&mut self, now: Timestamp) -> io::Result<()> {
-        for s in self.dirty.drain() {
-            if let Some(f) = self.journals.get(&s) {
-                f.sync_data()?;
-            }
+        // Journal fsyncs run on a thread of their own, one batch at a time,
+        // so the receive loop never waits for the disk; sessions written
+        // while a batch runs go in the next one.
+        if self.syncing.as_ref().is_some_and(|h| h.is_finished())
+            && let Some(h) = self.syncing.take()
+        {
+            h.join()
+                .map_err(|_| io::Error::other("journal fsync thread panicked"))??;
+        }
+        if self.syncing.is_none() && !self.dirty.is_empty() {
+            let files: Vec<Arc<File>> = self
+                .dirty
+                .drain()
+                .filter_map(|s| self.journals.get(&s).cloned())
+                .collect();
+            self.syncing = Some(std::thread::spawn(move || {
+                files.iter().try_for_each(|f| f.sync_data())
+            }));
         }
         if self.rec.poll_timeout().is_some_and(|t| t <= now) {
             self.rec.handle_timeout(now);
@@ -400,6 +459,72 @@ impl Core {
         if let Ok(mut st) = self.shared.stats.lock() {
             *st = *self.rec.stats();
         }
+        if self.retention.is_active() && now >= self.next_retention {
+            self.next_retention = Timestamp(now.0.saturating_add(self.retention_interval_ns));
+            self.apply_retention(now)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the local files [`retention::select`] picks. Without S3 the
+    /// recording goes (a tombstone in the index); with S3 (only uploaded
+    /// ones are picked) its entry stays, marked offloaded. The index line
+    /// is durable before any file is removed: a crash in between leaves
+    /// orphan files, never an entry without its files.
+    fn apply_retention(&mut self, now: Timestamp) -> io::Result<()> {
+        let dirs = &self.shared.dirs;
+        let s3 = self.offload.is_some();
+        let size = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| fs::metadata(dirs.recordings.join(n)).ok())
+                .map_or(0, |m| m.len())
+        };
+        let doomed: Vec<Entry> = {
+            let Ok(idx) = self.shared.index.read() else {
+                return Ok(());
+            };
+            let local: Vec<&Entry> = idx.entries().filter(|e| !e.offloaded).collect();
+            let candidates: Vec<retention::Local<'_>> = local
+                .iter()
+                .map(|e| retention::Local {
+                    id: &e.id,
+                    end_ns: e.end_ns,
+                    bytes: size(&e.stereo) + size(&e.mono),
+                    deletable: !s3 || !dirs.outbox.join(&e.id).exists(),
+                })
+                .collect();
+            let ids = retention::select(&self.retention, now.0, &candidates);
+            ids.iter().filter_map(|id| idx.get(id).cloned()).collect()
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for e in &doomed {
+            let mut mark = e.clone();
+            mark.offloaded = s3;
+            mark.removed = !s3;
+            self.index_file.write_all(&index::line(&mark))?;
+        }
+        self.index_file.sync_data()?;
+        for e in &doomed {
+            if let Ok(mut idx) = self.shared.index.write() {
+                let mut mark = e.clone();
+                mark.offloaded = s3;
+                mark.removed = !s3;
+                idx.insert(mark);
+            }
+            for name in [&e.stereo, &e.mono].into_iter().flatten() {
+                match fs::remove_file(dirs.recordings.join(name)) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                    _ => {}
+                }
+            }
+            tracing::info!(id = %e.id, offloaded = s3, "retention: local files deleted");
+        }
+        sync_dir(&dirs.recordings)?;
+        self.shared
+            .retention_deleted
+            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -543,98 +668,6 @@ async fn control_connection(mut stream: TcpStream, tx: mpsc::Sender<Vec<u8>>) ->
     }
 }
 
-/// HTTP query of `GET /api/recordings`: `from`/`to` in Unix seconds.
-#[derive(Debug, Default, serde::Deserialize)]
-struct SearchParams {
-    number: Option<String>,
-    domain: Option<String>,
-    call_id: Option<String>,
-    from: Option<u64>,
-    to: Option<u64>,
-    min_duration_ms: Option<u64>,
-    max_duration_ms: Option<u64>,
-}
-
-async fn search(State(s): State<Arc<Shared>>, UrlQuery(p): UrlQuery<SearchParams>) -> Response {
-    let q = Query {
-        number: p.number.filter(|x| !x.is_empty()),
-        domain: p.domain.filter(|x| !x.is_empty()),
-        call_id: p.call_id.filter(|x| !x.is_empty()),
-        from: p.from.map(|t| t.saturating_mul(1_000_000_000)),
-        to: p
-            .to
-            .map(|t| t.saturating_mul(1_000_000_000).saturating_add(999_999_999)),
-        min_duration_ms: p.min_duration_ms,
-        max_duration_ms: p.max_duration_ms,
-    };
-    let Ok(idx) = s.index.read() else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let hits: Vec<&Entry> = idx.search(&q);
-    axum::Json(serde_json::json!({ "recordings": hits })).into_response()
-}
-
-async fn download(State(s): State<Arc<Shared>>, UrlPath(file): UrlPath<String>) -> Response {
-    let (id, mono) = if let Some(id) = file.strip_suffix(".mono.wav") {
-        (id, true)
-    } else if let Some(id) = file.strip_suffix(".wav") {
-        (id, false)
-    } else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    // Only files the index names are served (no path from the URL).
-    let name = {
-        let Ok(idx) = s.index.read() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        let Some(e) = idx.get(id) else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
-        let name = if mono {
-            e.mono.as_ref()
-        } else {
-            e.stereo.as_ref().or(e.mono.as_ref())
-        };
-        match name {
-            Some(n) => n.clone(),
-            None => return StatusCode::NOT_FOUND.into_response(),
-        }
-    };
-    match tokio::fs::read(s.dirs.recordings.join(&name)).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response(),
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let st = s.stats.lock().map(|g| *g).unwrap_or_default();
-    let recordings = s.index.read().map(|i| i.len()).unwrap_or(0);
-    let mut out = String::new();
-    for (name, v) in [
-        ("media_packets_total", st.media),
-        ("dropped_malformed_total", st.malformed),
-        ("dropped_unknown_session_total", st.unknown_session),
-        ("dropped_after_stop_total", st.after_stop),
-        ("dropped_unknown_leg_total", st.unknown_leg),
-        ("rejected_control_total", st.rejected_control),
-        ("duplicates_total", st.duplicates),
-        ("late_packets_total", st.late),
-        ("unsupported_payload_total", st.unsupported_payload),
-        ("sessions_stopped_total", st.stopped),
-        ("sessions_timed_out_total", st.timed_out),
-        ("recordings_indexed", recordings as u64),
-        ("s3_uploads_total", s.uploads.load(Ordering::Relaxed)),
-        (
-            "s3_upload_failures_total",
-            s.upload_failures.load(Ordering::Relaxed),
-        ),
-        ("s3_outbox", s.outbox.load(Ordering::Relaxed)),
-    ] {
-        out.push_str(&format!("voxplane_mis_{name} {v}\n"));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
 fn s3_store(c: &S3Config) -> io::Result<object_store::aws::AmazonS3> {
     nqs::offload::s3_store(c).map_err(io::Error::other)
 }
@@ -722,6 +755,23 @@ async fn upload(
 }
 
 /// Writes `dir/name` atomically: a temporary file, fsync, rename.
+/// Receive buffer asked for on the media socket: it absorbs bursts while
+/// the recorder task renders or writes (the kernel caps it at
+/// `net.core.rmem_max`).
+const MEDIA_RCVBUF: usize = 8 << 20;
+
+/// The media socket, with a large receive buffer.
+fn bind_media(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(e) = sock.set_recv_buffer_size(MEDIA_RCVBUF) {
+        tracing::warn!(error = %e, "media socket: could not enlarge the receive buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp)?;

@@ -11,7 +11,7 @@ mod common;
 
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use mis::proto::{Control, ProtoVersion, SessionId};
@@ -143,4 +143,70 @@ fn call_in_progress_survives_kill_9() {
             .count(),
         0
     );
+}
+
+/// Retention by total size: the oldest recordings' files and index
+/// entries go once the limit is exceeded.
+fn listed(http: std::net::SocketAddr) -> Vec<String> {
+    let (_, body) = http_get(http, "/api/recordings");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["call_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn oldest_recordings_go_over_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // One 1-s call: stereo 32,044 + mono 16,044 octets. Room for two.
+    let srv = Server::start_with(dir.path(), &[(RETAIN_BYTES_ENV, "100000")]);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut ctl = connect(srv.control);
+    for id in 1..=3u64 {
+        send(&mut ctl, &session_start(id));
+        std::thread::sleep(Duration::from_millis(100));
+        send_media(&udp, srv.media, id, 0..50);
+        std::thread::sleep(Duration::from_millis(100));
+        // Calls end one after the other: 1 is the oldest.
+        send(
+            &mut ctl,
+            &Control::Stop {
+                session: SessionId(id),
+                time: Timestamp(1_700_000_001_000_000_000 + id),
+            },
+        );
+        wait_recording(srv.http, &format!("call_id=call-{id}@example.com"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed(srv.http).len() > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "retention never ran: {:?}",
+            listed(srv.http)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut left = listed(srv.http);
+    left.sort();
+    assert_eq!(left, ["call-2@example.com", "call-3@example.com"]);
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 4, "two recordings, stereo and mono: {files:?}");
+    assert!(
+        files.iter().all(|f| !f.contains(&format!("{:016x}", 1))),
+        "{files:?}"
+    );
+    let (_, body) = http_get(srv.http, "/metrics");
+    assert!(String::from_utf8_lossy(&body).contains("voxplane_mis_retention_deleted_total 1"));
+    // The tombstone survives a restart.
+    drop(srv);
+    let srv = Server::start(dir.path());
+    let mut left = listed(srv.http);
+    left.sort();
+    assert_eq!(left, ["call-2@example.com", "call-3@example.com"]);
 }

@@ -14,6 +14,7 @@
 //! | [`dtmf`] | telephone-events (RFC 4733) |
 //! | [`g711`] | G.711 µ-law and A-law, bit-exact with ITU-T G.191 |
 //! | [`hep`] | HEP3 (Homer encapsulation) decode and encode |
+//! | [`mis`] | the MIS recorder ingest protocol: metadata frames (TCP 1040), RTP copy header (UDP 5400) |
 //! | [`capture`] | pcap/pcapng frames down to UDP datagrams and TCP streams |
 //! | [`bencode`] | bencode, the encoding of rtpengine's ng control protocol |
 //!
@@ -26,6 +27,7 @@ pub mod capture;
 pub mod dtmf;
 pub mod g711;
 pub mod hep;
+pub mod mis;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

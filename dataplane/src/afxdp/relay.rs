@@ -30,7 +30,7 @@ use super::{
 use crate::backend::Running;
 use crate::frame::{self, Macs};
 use crate::relay::{self, Relay, RelayConfig, RelayEvent};
-use crate::udp::{Cmd, IoCounters, MirrorConfig, Mirrors, UdpControl, apply_command};
+use crate::udp::{Cmd, IoCounters, MirrorConfig, Mirrors, UdpControl, apply_command, timed_out};
 
 /// Configuration of the AF_XDP backend.
 #[derive(Debug, Clone, Default)]
@@ -195,7 +195,7 @@ impl RelayHandler {
 
     /// Runs a control command and acts on the events it raised.
     fn command(&mut self, cmd: Cmd) {
-        apply_command(&mut self.relay, &self.io, cmd);
+        apply_command(&mut self.relay, &mut self.io, &mut self.mirrors, cmd);
         self.drain_events();
     }
 
@@ -203,8 +203,8 @@ impl RelayHandler {
     /// steers the whole range); a media timeout was a delete.
     fn drain_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
-            if let RelayEvent::MediaTimeout { .. } = event {
-                self.io.timeout_deletes += 1;
+            if let RelayEvent::MediaTimeout { call_id } = event {
+                timed_out(&mut self.io, &mut self.mirrors, &call_id);
             }
         }
     }

@@ -21,6 +21,10 @@ use wire::{PayloadType, Ssrc, Timestamp};
 
 const CHILD_ENV: &str = "MIS_TEST_CHILD_DATA_DIR";
 const S3_ENV: &str = "MIS_TEST_CHILD_S3_ENDPOINT";
+/// The token signing secret of the child's API (no tokens when unset).
+pub const SECRET_ENV: &str = "MIS_TEST_CHILD_SECRET";
+/// The child's retention size limit, octets (none when unset).
+pub const RETAIN_BYTES_ENV: &str = "MIS_TEST_CHILD_RETAIN_BYTES";
 
 /// The body of the child process: each test binary has a `child_server`
 /// test that calls this. Returns at once unless the parent set
@@ -52,6 +56,16 @@ pub fn child_main() {
             initial_backoff_ns: 200_000_000,
             max_backoff_ns: 1_000_000_000,
         },
+        retention: mis::retention::Policy {
+            max_age_ns: None,
+            max_bytes: std::env::var(RETAIN_BYTES_ENV)
+                .ok()
+                .map(|b| b.parse().unwrap()),
+        },
+        retention_interval: Duration::from_millis(100),
+        auth: std::env::var(SECRET_ENV)
+            .ok()
+            .map(|s| nqs::api::auth::Keyring::new(s.as_bytes())),
     };
     mis::server::run_blocking(config, |b| {
         println!("READY {} {} {}", b.control, b.media, b.http);
@@ -184,7 +198,8 @@ pub fn payload(leg: u8, i: u16) -> [u8; 160] {
     [(i as u8).wrapping_mul(3) ^ (leg * 0x40) ^ 0x11; 160]
 }
 
-pub fn datagram(id: u64, leg: u8, i: u16) -> Vec<u8> {
+/// RTP packet `i` of leg `leg`: PCMU, 20 ms, one SSRC per leg.
+pub fn rtp(leg: u8, i: u16) -> Vec<u8> {
     let p = payload(leg, i);
     let repr = RtpRepr {
         payload_type: PayloadType::PCMU,
@@ -198,6 +213,11 @@ pub fn datagram(id: u64, leg: u8, i: u16) -> Vec<u8> {
     let mut pkt = RtpPacket::new_unchecked(&mut rtp[..]);
     repr.emit(&mut pkt).unwrap();
     pkt.payload_mut().copy_from_slice(&p);
+    rtp
+}
+
+pub fn datagram(id: u64, leg: u8, i: u16) -> Vec<u8> {
+    let rtp = rtp(leg, i);
     let mut out = Vec::new();
     MediaRepr {
         session: SessionId(id),
@@ -231,11 +251,31 @@ pub fn expected_leg(leg: u8, n: u16) -> Vec<i16> {
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    http_request(addr, "GET", path, None, "")
+}
+
+/// One HTTP/1.1 request, with an optional bearer token and JSON body:
+/// (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}{ct}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut resp = Vec::new();

@@ -1,4 +1,4 @@
-//! The ingest protocol (version 1), sans-IO: metadata frames on TCP 1040 and
+//! The MIS ingest protocol (version 1), sans-IO: metadata frames on TCP 1040 and
 //! RTP copies on UDP 5400. The byte layout is specified in `docs/mis.md`.
 //!
 //! - Metadata: a stream of frames `len: u32 BE | type: u8 | body`, where
@@ -18,8 +18,8 @@
 //! borrowed views that check lengths once; [`Control`] / [`MediaRepr`] are
 //! owned, validated representations with `parse` and `emit`.
 
+use crate::{PayloadType, Timestamp};
 use thiserror::Error;
-use wire::{PayloadType, Timestamp};
 
 /// Protocol versions this implementation speaks (inclusive).
 pub const VERSIONS: (ProtoVersion, ProtoVersion) = (ProtoVersion(1), ProtoVersion(1));
