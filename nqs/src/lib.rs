@@ -17,15 +17,18 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`capture`] | `AF_PACKET` TPACKET_V3 promiscuous capture, fanout by flow |
 //! | [`service`] | the pipeline: live analyser + per-call pcaps → row batches |
 //! | [`pcap_spool`] | per-call pcaps with retention |
 //! | [`sink`] | SQLite and ClickHouse sinks, batching, back-pressure, disk spool |
 //! | [`api`] | the HTTP API (axum) with scoped tokens |
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// `unsafe` only in the capture backend (`capture::sys`), which opts in.
+#![deny(unsafe_code)]
 
 pub mod analyzer;
 pub mod api;
+pub mod capture;
 pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;

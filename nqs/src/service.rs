@@ -46,6 +46,11 @@ impl Pipeline {
         &self.live
     }
 
+    /// The `/metrics` counters this pipeline updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Handles one decoded packet.
     pub fn handle_packet(&mut self, packet: &Packet<'_>) {
         self.handle_timeout(packet.ts);

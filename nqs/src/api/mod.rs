@@ -65,6 +65,15 @@ pub struct Metrics {
     pub pcap_errors: AtomicU64,
     /// HTTP requests refused for their token (401, 403, out-of-scope 404).
     pub http_denied: AtomicU64,
+    /// Promiscuous capture: frames the kernel rings saw (`tp_packets`).
+    pub capture_packets: AtomicU64,
+    /// Promiscuous capture: frames dropped by the kernel, ring full (`tp_drops`).
+    pub capture_kernel_drops: AtomicU64,
+    /// Promiscuous capture: ring queue freezes (`tp_freeze_q_cnt`).
+    pub capture_freeze_q: AtomicU64,
+    /// Promiscuous capture: frames dropped between the capture threads and
+    /// the analyser (hand-off ring full).
+    pub capture_handoff_drops: AtomicU64,
 }
 
 /// What the handlers share.
@@ -449,6 +458,30 @@ async fn metrics(
         "counter",
         load(&m.http_denied),
     );
+    for (name, help, v) in [
+        (
+            "nqs_capture_packets_total",
+            "Frames the AF_PACKET rings saw (tp_packets).",
+            &m.capture_packets,
+        ),
+        (
+            "nqs_capture_kernel_drops_total",
+            "Frames the kernel dropped, capture ring full (tp_drops).",
+            &m.capture_kernel_drops,
+        ),
+        (
+            "nqs_capture_freeze_q_total",
+            "Capture ring queue freezes (tp_freeze_q_cnt).",
+            &m.capture_freeze_q,
+        ),
+        (
+            "nqs_capture_handoff_drops_total",
+            "Captured frames dropped before analysis (hand-off ring full).",
+            &m.capture_handoff_drops,
+        ),
+    ] {
+        counter(name, help, "counter", load(v));
+    }
     for (name, s) in &st.sinks {
         let _ = writeln!(
             out,
