@@ -366,6 +366,34 @@ impl Analyzer {
         }
     }
 
+    /// Handles a media packet (RTP or RTCP over UDP) that its source already
+    /// attributes to the call `call_id`, such as the dataplane's mirror
+    /// copies: the call is opened by its Call-ID if none of its SIP was seen
+    /// (its SIP fields then stay empty), and a new stream of the packet
+    /// belongs to it. A stream first seen as an orphan stays one.
+    pub fn handle_call_media(&mut self, call_id: &str, packet: &Packet<'_>) -> PacketClass {
+        if call_id.is_empty() || packet.transport != Transport::Udp {
+            return self.handle_packet(packet);
+        }
+        self.counters.packets += 1;
+        let call = match self.call_index.get(call_id) {
+            Some(&i) => i,
+            None => {
+                let i = self.calls.len();
+                self.calls.push(CallState::from_media(packet.ts, call_id));
+                self.call_index.insert(call_id.to_string(), i);
+                i
+            }
+        };
+        self.handle_media(
+            packet.ts,
+            packet.src,
+            packet.dst,
+            packet.payload,
+            Some(call),
+        )
+    }
+
     /// The next event, if any. Drain after every [`Analyzer::handle_packet`].
     pub fn poll_event(&mut self) -> Option<AnalyzerEvent> {
         self.events.pop_front()
@@ -1141,6 +1169,26 @@ impl CallState {
         }
     }
 
+    /// A call known only from media its source attributed to it.
+    fn from_media(now: Timestamp, call_id: &str) -> Self {
+        Self {
+            call_id: call_id.to_string(),
+            from: String::new(),
+            to: String::new(),
+            from_tag: None,
+            method: String::new(),
+            start: now,
+            answer: None,
+            end: None,
+            final_status: None,
+            first_cseq: None,
+            sip_messages: 0,
+            sdp_updates: 0,
+            media: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
     /// Updates the call's timeline; returns the party whose SDP this
     /// message would carry (the sender).
     fn on_message(&mut self, now: Timestamp, msg: &wire::sip::Message<'_>) -> Party {
@@ -1185,20 +1233,9 @@ impl CallState {
 
     fn new_mgcp(now: Timestamp, call_id: &str, verb: &str, endpoint: &str) -> Self {
         Self {
-            call_id: call_id.to_string(),
             from: endpoint.to_string(),
-            to: String::new(),
-            from_tag: None,
             method: format!("MGCP {verb}"),
-            start: now,
-            answer: None,
-            end: None,
-            final_status: None,
-            first_cseq: None,
-            sip_messages: 0,
-            sdp_updates: 0,
-            media: Vec::new(),
-            streams: Vec::new(),
+            ..Self::from_media(now, call_id)
         }
     }
 

@@ -18,6 +18,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`capture`] | `AF_PACKET` TPACKET_V3 promiscuous capture, fanout by flow |
+//! | [`source`] | the dataplane's in-process mirror rings as a source |
 //! | [`service`] | the pipeline: live analyser + per-call pcaps → row batches |
 //! | [`pcap_spool`] | per-call pcaps with retention |
 //! | [`sink`] | SQLite and ClickHouse sinks, batching, back-pressure, disk spool |
@@ -37,4 +38,5 @@ pub mod pcap_spool;
 pub mod render;
 pub mod service;
 pub mod sink;
+pub mod source;
 pub mod stream;

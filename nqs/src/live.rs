@@ -186,6 +186,17 @@ impl LiveAnalyzer {
     /// Handles one decoded packet; its capture time is `now`.
     pub fn handle_packet(&mut self, packet: &Packet<'_>) -> PacketClass {
         let class = self.analyzer.handle_packet(packet);
+        self.after_packet(class, packet)
+    }
+
+    /// Handles a media packet its source attributes to `call_id` (see
+    /// [`Analyzer::handle_call_media`]); its capture time is `now`.
+    pub fn handle_call_media(&mut self, call_id: &str, packet: &Packet<'_>) -> PacketClass {
+        let class = self.analyzer.handle_call_media(call_id, packet);
+        self.after_packet(class, packet)
+    }
+
+    fn after_packet(&mut self, class: PacketClass, packet: &Packet<'_>) -> PacketClass {
         let now = packet.ts;
         let call = match class {
             PacketClass::Sip { call } | PacketClass::Rtcp { call } => call,

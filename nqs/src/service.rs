@@ -55,6 +55,20 @@ impl Pipeline {
     pub fn handle_packet(&mut self, packet: &Packet<'_>) {
         self.handle_timeout(packet.ts);
         let class = self.live.handle_packet(packet);
+        self.record(class, packet);
+    }
+
+    /// Handles a media packet its source attributes to the call `call_id`
+    /// (the dataplane's mirror rings; see
+    /// [`crate::analyzer::Analyzer::handle_call_media`]).
+    pub fn handle_call_media(&mut self, call_id: &str, packet: &Packet<'_>) {
+        self.handle_timeout(packet.ts);
+        let class = self.live.handle_call_media(call_id, packet);
+        self.record(class, packet);
+    }
+
+    /// Writes the packet to its call's pcap, then drains the events.
+    fn record(&mut self, class: crate::analyzer::PacketClass, packet: &Packet<'_>) {
         if let Some(spool) = self.pcaps.as_mut() {
             let analyzer = self.live.analyzer();
             let result = spool.handle_packet(class, packet, |call| {
