@@ -72,6 +72,15 @@ pub struct NqsArgs {
     /// Finish a call after this many seconds without SIP or media.
     #[arg(long, default_value_t = 60)]
     media_timeout_secs: u64,
+    /// Hold at most this many calls (open, or finished within the 10 s
+    /// late window); further new calls are not analysed and are counted
+    /// (`nqs_calls_dropped_total`).
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    max_calls: usize,
+    /// Hold at most this many RTP streams; further new streams are not
+    /// analysed and are counted (`nqs_streams_dropped_total`).
+    #[arg(long, value_name = "N", default_value_t = 500_000)]
+    max_streams: usize,
     /// Remove per-call pcaps older than this many hours.
     #[arg(long)]
     pcap_max_age_hours: Option<u64>,
@@ -241,10 +250,12 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             promiscuous,
             stop: stop.clone(),
         };
-        let live = LiveConfig {
+        let mut live = LiveConfig {
             media_timeout_ns: args.media_timeout_secs.saturating_mul(1_000_000_000),
             ..LiveConfig::default()
         };
+        live.analyzer.max_calls = args.max_calls;
+        live.analyzer.max_streams = args.max_streams;
         let spool = PcapSpool::new(pcap_config.clone())?;
         let metrics = metrics.clone();
         Some(tokio::task::spawn_blocking(move || {
