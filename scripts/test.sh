@@ -26,6 +26,8 @@ command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 # Network-namespace tests.
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The promiscuous-capture test reads the API inside a namespace with curl.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use nqs::api::auth::{Keyring, Scope};
 use nqs::api::{ApiState, Metrics, Objects};
+use nqs::capture::{Capture, CaptureConfig};
 use nqs::live::LiveConfig;
 use nqs::pcap_spool::{PcapSpool, PcapSpoolConfig};
 use nqs::service::Pipeline;
@@ -44,6 +45,17 @@ pub struct NqsArgs {
     /// siptrace, the dataplane's mirror).
     #[arg(long, value_name = "ADDR:PORT")]
     hep_listen: Option<SocketAddr>,
+    /// Capture promiscuously on this interface (AF_PACKET TPACKET_V3 ring;
+    /// repeatable). Needs CAP_NET_RAW.
+    #[arg(long, value_name = "IFACE")]
+    capture: Vec<String>,
+    /// Capture threads; an interface's traffic is spread over them by flow
+    /// (PACKET_FANOUT_HASH) and merged into the one analyser.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    capture_workers: usize,
+    /// Size of each kernel capture ring (per interface and thread), in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    capture_ring_mb: usize,
     /// Also write rows to ClickHouse at this HTTP URL.
     #[arg(long, value_name = "URL")]
     clickhouse: Option<String>,
@@ -60,6 +72,15 @@ pub struct NqsArgs {
     /// Finish a call after this many seconds without SIP or media.
     #[arg(long, default_value_t = 60)]
     media_timeout_secs: u64,
+    /// Hold at most this many calls (open, or finished within the 10 s
+    /// late window); further new calls are not analysed and are counted
+    /// (`nqs_calls_dropped_total`).
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    max_calls: usize,
+    /// Hold at most this many RTP streams; further new streams are not
+    /// analysed and are counted (`nqs_streams_dropped_total`).
+    #[arg(long, value_name = "N", default_value_t = 500_000)]
+    max_streams: usize,
     /// Remove per-call pcaps older than this many hours.
     #[arg(long)]
     pcap_max_age_hours: Option<u64>,
@@ -248,18 +269,38 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let promiscuous = if args.capture.is_empty() {
+        None
+    } else {
+        let config = CaptureConfig {
+            interfaces: args.capture.clone(),
+            workers: args.capture_workers,
+            block_count: (args.capture_ring_mb.max(1) << 20) / CaptureConfig::default().block_size,
+            ..CaptureConfig::default()
+        };
+        let capture = Capture::start(&config)?;
+        eprintln!(
+            "voxplane nqs: capturing on {} ({} thread(s))",
+            args.capture.join(", "),
+            args.capture_workers
+        );
+        Some(capture)
+    };
     let stop = Arc::new(AtomicBool::new(false));
-    let live_hep = hep.is_some();
-    let capture = if args.read.is_some() || hep.is_some() {
+    let live_hep = hep.is_some() || promiscuous.is_some();
+    let capture = if args.read.is_some() || live_hep {
         let source = Source {
             read: args.read.clone(),
             hep,
+            promiscuous,
             stop: stop.clone(),
         };
-        let live = LiveConfig {
+        let mut live = LiveConfig {
             media_timeout_ns: args.media_timeout_secs.saturating_mul(1_000_000_000),
             ..LiveConfig::default()
         };
+        live.analyzer.max_calls = args.max_calls;
+        live.analyzer.max_streams = args.max_streams;
         let mut spool = PcapSpool::new(pcap_config.clone())?;
         if let Some(removable) = &removable {
             spool = spool.with_removable(removable.clone());
@@ -269,7 +310,9 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
             capture(source, live, spool, metrics, &handles)
         }))
     } else {
-        tracing::warn!("no capture source (--read, --hep-listen); serving stored calls only");
+        tracing::warn!(
+            "no capture source (--read, --hep-listen, --capture); serving stored calls only"
+        );
         drop(handles);
         None
     };
@@ -323,11 +366,13 @@ async fn serve(args: &NqsArgs) -> anyhow::Result<()> {
 struct Source {
     read: Option<PathBuf>,
     hep: Option<std::net::UdpSocket>,
+    promiscuous: Option<Capture>,
     stop: Arc<AtomicBool>,
 }
 
 /// Runs the capture sources through one pipeline (a file first, then HEP3
-/// until `stop`); returns (calls finished, packets).
+/// and the promiscuous capture until `stop`); returns (calls finished,
+/// packets).
 fn capture(
     source: Source,
     live: LiveConfig,
@@ -346,47 +391,90 @@ fn capture(
     if let Some(path) = &source.read {
         last = read_file(path, &mut pipeline, &mut out)?;
     }
-    if let Some(socket) = &source.hep {
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .context("HEP3 socket")?;
-        let mut buf = vec![0u8; 65_536];
-        while !source.stop.load(Ordering::Relaxed) {
-            match socket.recv(&mut buf) {
-                Ok(n) => match wire::hep::Hep3Repr::parse(&buf[..n]) {
-                    Ok(Some(hep)) => {
-                        out.packets += 1;
-                        pipeline.handle_packet(&hep.to_packet());
-                    }
-                    // Not HEP3, or unusable: dropped and counted.
-                    Ok(None) | Err(_) => pipeline.frame_dropped(),
-                },
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    // Idle: lifecycle timers run on the wall clock.
-                    pipeline.handle_timeout(wall_now());
-                    out.send(pipeline.take_batch())?;
-                    out.retention(&mut pipeline);
-                    continue;
-                }
-                Err(e) => return Err(e).context("receiving HEP3"),
-            }
-            if out.packets.is_multiple_of(256) {
-                out.send(pipeline.take_batch())?;
-                out.retention(&mut pipeline);
-            }
-        }
-        last = wall_now();
+    if source.hep.is_some() || source.promiscuous.is_some() {
+        last = run_live(source, &mut pipeline, &mut out)?;
     }
     pipeline.finish_all(last);
     out.send(pipeline.take_batch())?;
     out.next_retention = std::time::Instant::now();
     out.retention(&mut pipeline);
     Ok((out.calls, out.packets))
+}
+
+/// Runs the live sources (HEP3, promiscuous capture) until `stop`; returns
+/// the time they ended.
+fn run_live(
+    mut source: Source,
+    pipeline: &mut Pipeline,
+    out: &mut Output<'_>,
+) -> anyhow::Result<wire::Timestamp> {
+    if let Some(socket) = &source.hep {
+        socket.set_nonblocking(true).context("HEP3 socket")?;
+    }
+    let mut buf = vec![0u8; 65_536];
+    let mut decoder = Decoder::new();
+    let mut idle_since = std::time::Instant::now();
+    while !source.stop.load(Ordering::Relaxed) {
+        let before = out.packets;
+        let mut dropped = 0u64;
+        if let Some(capture) = source.promiscuous.as_mut() {
+            capture.drain(4096, |frame| match decoder.decode(frame) {
+                Some(packet) => {
+                    out.packets += 1;
+                    pipeline.handle_packet(&packet);
+                }
+                None => dropped += 1,
+            });
+            let s = capture.stats();
+            let m = pipeline.metrics();
+            for (from, to) in [
+                (&s.kernel_packets, &m.capture_packets),
+                (&s.kernel_drops, &m.capture_kernel_drops),
+                (&s.freeze_q, &m.capture_freeze_q),
+                (&s.handoff_drops, &m.capture_handoff_drops),
+            ] {
+                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        if let Some(socket) = &source.hep {
+            for _ in 0..256 {
+                match socket.recv(&mut buf) {
+                    Ok(n) => match wire::hep::Hep3Repr::parse(&buf[..n]) {
+                        Ok(Some(hep)) => {
+                            out.packets += 1;
+                            pipeline.handle_packet(&hep.to_packet());
+                        }
+                        // Not HEP3, or unusable: dropped and counted.
+                        Ok(None) | Err(_) => dropped += 1,
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).context("receiving HEP3"),
+                }
+            }
+        }
+        for _ in 0..dropped {
+            pipeline.frame_dropped();
+        }
+        if out.packets == before && dropped == 0 {
+            // Idle: after 200 ms without input the lifecycle timers run on
+            // the wall clock.
+            if idle_since.elapsed() >= Duration::from_millis(200) {
+                idle_since = std::time::Instant::now();
+                pipeline.handle_timeout(wall_now());
+                out.send(pipeline.take_batch())?;
+                out.retention(pipeline);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        idle_since = std::time::Instant::now();
+        out.send(pipeline.take_batch())?;
+        out.retention(pipeline);
+    }
+    if let Some(capture) = source.promiscuous.take() {
+        capture.stop();
+    }
+    Ok(wall_now())
 }
 
 /// Where the capture's rows go.

@@ -66,6 +66,13 @@ pub struct AnalyzerConfig {
     /// Encoding names for payload types whose SDP was not captured
     /// (consulted after the SDP, before the static table), e.g. 96 → opus.
     pub codec_overrides: Vec<(PayloadType, String)>,
+    /// Calls held at once (open, or finished and not yet released with
+    /// [`Analyzer::release_call`]); a new Call-ID beyond it is not analysed
+    /// and counts in [`AnalyzerCounters::calls_dropped`].
+    pub max_calls: usize,
+    /// Streams held at once; a new stream beyond it is not analysed and
+    /// counts in [`AnalyzerCounters::streams_dropped`].
+    pub max_streams: usize,
 }
 
 impl Default for AnalyzerConfig {
@@ -78,6 +85,8 @@ impl Default for AnalyzerConfig {
             stream: StreamConfig::default(),
             keep_intervals: false,
             codec_overrides: Vec::new(),
+            max_calls: usize::MAX,
+            max_streams: usize::MAX,
         }
     }
 }
@@ -148,6 +157,27 @@ pub struct AnalyzerCounters {
     pub tcp_backlog_dropped: u64,
     /// Packets that were neither SIP nor media.
     pub other: u64,
+    /// New calls not analysed because [`AnalyzerConfig::max_calls`] were held.
+    pub calls_dropped: u64,
+    /// New streams not analysed because [`AnalyzerConfig::max_streams`]
+    /// were held.
+    pub streams_dropped: u64,
+}
+
+/// How big the analyser's tables are (for memory checks and `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableSizes {
+    /// Calls held (open or not yet released).
+    pub calls: usize,
+    /// Call slots allocated (held + free for reuse).
+    pub call_slots: usize,
+    /// Streams held.
+    pub streams: usize,
+    /// Stream slots allocated (held + free for reuse).
+    pub stream_slots: usize,
+    /// Entries of the hash-keyed indexes (Call-IDs, SDP endpoints, stream
+    /// keys, 5-tuples, SSRCs).
+    pub index_entries: usize,
 }
 
 /// The result of an analysis: calls and streams, cross-referenced by index.
@@ -329,6 +359,12 @@ pub struct Analyzer {
     tcp_backlog: FxHashMap<(SocketAddr, SocketAddr), Vec<u8>>,
     events: VecDeque<AnalyzerEvent>,
     counters: AnalyzerCounters,
+    /// Released call slots, reused by new calls.
+    free_calls: Vec<usize>,
+    /// Released stream slots, reused by new streams.
+    free_streams: Vec<usize>,
+    held_calls: usize,
+    held_streams: usize,
 }
 
 impl Analyzer {
@@ -347,6 +383,10 @@ impl Analyzer {
             tcp_backlog: FxHashMap::default(),
             events: VecDeque::new(),
             counters: AnalyzerCounters::default(),
+            free_calls: Vec::new(),
+            free_streams: Vec::new(),
+            held_calls: 0,
+            held_streams: 0,
         }
     }
 
@@ -366,6 +406,35 @@ impl Analyzer {
         }
     }
 
+    /// Handles a media packet (RTP or RTCP over UDP) that its source already
+    /// attributes to the call `call_id`, such as the dataplane's mirror
+    /// copies: the call is opened by its Call-ID if none of its SIP was seen
+    /// (its SIP fields then stay empty), and a new stream of the packet
+    /// belongs to it. A stream first seen as an orphan stays one.
+    pub fn handle_call_media(&mut self, call_id: &str, packet: &Packet<'_>) -> PacketClass {
+        if call_id.is_empty() || packet.transport != Transport::Udp {
+            return self.handle_packet(packet);
+        }
+        self.counters.packets += 1;
+        let call = match self.call_index.get(call_id) {
+            Some(&i) => i,
+            None => match self.open_call(
+                call_id.to_string(),
+                CallState::from_media(packet.ts, call_id),
+            ) {
+                Some(i) => i,
+                None => return PacketClass::Other,
+            },
+        };
+        self.handle_media(
+            packet.ts,
+            packet.src,
+            packet.dst,
+            packet.payload,
+            Some(call),
+        )
+    }
+
     /// The next event, if any. Drain after every [`Analyzer::handle_packet`].
     pub fn poll_event(&mut self) -> Option<AnalyzerEvent> {
         self.events.pop_front()
@@ -373,7 +442,76 @@ impl Analyzer {
 
     /// Number of calls seen so far.
     pub fn call_count(&self) -> usize {
-        self.calls.len()
+        self.held_calls
+    }
+
+    /// The sizes of the analyser's tables.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            calls: self.held_calls,
+            call_slots: self.calls.len(),
+            streams: self.held_streams,
+            stream_slots: self.streams.len(),
+            index_entries: self.call_index.len()
+                + self.endpoints.len()
+                + self.stream_index.len()
+                + self.flows.len()
+                + self.ssrc_index.len(),
+        }
+    }
+
+    /// Frees a call's state and its streams' (a live driver calls this once
+    /// the call's rows are out): its Call-ID, SDP endpoints and streams
+    /// leave the indexes, and the slots are reused by new calls and
+    /// streams, so a long capture holds only the calls it has not released.
+    /// Its index (and its streams') may then name another call: callers must
+    /// drop them. Unknown or already released indexes are ignored.
+    pub fn release_call(&mut self, call: usize) {
+        let Some(slot) = self.calls.get_mut(call) else {
+            return;
+        };
+        if !slot.held {
+            return;
+        }
+        let state = std::mem::replace(slot, CallState::vacant());
+        let key = match state.method.strip_prefix("MGCP ") {
+            Some(_) => {
+                self.mgcp_transactions.retain(|_, c| *c != call);
+                format!("mgcp:{}", state.call_id)
+            }
+            None => state.call_id,
+        };
+        if self.call_index.get(&key) == Some(&call) {
+            self.call_index.remove(&key);
+        }
+        for addr in state
+            .media
+            .iter()
+            .map(|m| m.addr)
+            .chain(state.rtcp_endpoints)
+        {
+            if self.endpoints.get(&addr).is_some_and(|e| e.call == call) {
+                self.endpoints.remove(&addr);
+            }
+        }
+        for id in state.streams {
+            self.release_stream(id);
+        }
+        self.held_calls -= 1;
+        self.free_calls.push(call);
+    }
+
+    /// Frees a stream that belongs to no call (an orphan the driver saw go
+    /// idle). Streams of a call are freed with [`Analyzer::release_call`];
+    /// for them, and for unknown indexes, this does nothing.
+    pub fn release_orphan_stream(&mut self, id: usize) {
+        if self
+            .streams
+            .get(id)
+            .is_some_and(|s| s.held && s.call.is_none())
+        {
+            self.release_stream(id);
+        }
     }
 
     /// The audio kept for a stream (only with [`AnalyzerConfig::keep_audio`]).
@@ -413,22 +551,13 @@ impl Analyzer {
 
     /// Every call, with the indexes of its reported streams.
     pub fn calls(&self) -> impl Iterator<Item = CallReport> + '_ {
-        self.calls.iter().enumerate().map(|(i, c)| {
-            let mut report = c.report(i);
-            report.streams = c
-                .streams
-                .iter()
-                .copied()
-                .filter(|&id| self.is_reported(id))
-                .collect();
-            report
-        })
+        (0..self.calls.len()).filter_map(|i| self.call_report(i))
     }
 
     /// The report of one call (with its reported streams), or `None` for an
     /// unknown index. Costs one call, unlike [`Analyzer::calls`].
     pub fn call_report(&self, call: usize) -> Option<CallReport> {
-        let c = self.calls.get(call)?;
+        let c = self.calls.get(call).filter(|c| c.held)?;
         let mut report = c.report(call);
         report.streams = c
             .streams
@@ -504,7 +633,7 @@ impl Analyzer {
 
     fn is_reported(&self, id: usize) -> bool {
         self.streams.get(id).is_some_and(|s| {
-            s.call.is_some() || s.stats.packets() >= self.config.min_orphan_packets
+            s.held && (s.call.is_some() || s.stats.packets() >= self.config.min_orphan_packets)
         })
     }
 
@@ -615,12 +744,10 @@ impl Analyzer {
         };
         let call = match self.call_index.get(call_id) {
             Some(&i) => i,
-            None => {
-                let i = self.calls.len();
-                self.calls.push(CallState::new(now, call_id, &msg));
-                self.call_index.insert(call_id.to_string(), i);
-                i
-            }
+            None => match self.open_call(call_id.to_string(), CallState::new(now, call_id, &msg)) {
+                Some(i) => i,
+                None => return PacketClass::Sip { call: None },
+            },
         };
         let party = self.calls[call].on_message(now, &msg);
         if let Some(sdp) = msg.sdp_body() {
@@ -645,11 +772,11 @@ impl Analyzer {
                 let call = match self.call_index.get(&key) {
                     Some(&i) => i,
                     None => {
-                        let i = self.calls.len();
-                        self.calls
-                            .push(CallState::new_mgcp(now, call_id, verb, mgcp.endpoint));
-                        self.call_index.insert(key, i);
-                        i
+                        let state = CallState::new_mgcp(now, call_id, verb, mgcp.endpoint);
+                        match self.open_call(key, state) {
+                            Some(i) => i,
+                            None => return PacketClass::Other,
+                        }
                     }
                 };
                 if self.mgcp_transactions.len() >= MAX_MGCP_TRANSACTIONS {
@@ -734,8 +861,11 @@ impl Analyzer {
             // RTCP on port + 1 is found by `endpoint()`; only other ports
             // (RFC 3605 `a=rtcp`) need their own entry.
             if rtcp_port != port && rtcp_port != port.wrapping_add(1) {
-                self.endpoints
-                    .insert(SocketAddr::new(ip, rtcp_port), ep.clone());
+                let rtcp = SocketAddr::new(ip, rtcp_port);
+                self.endpoints.insert(rtcp, ep.clone());
+                if !state.rtcp_endpoints.contains(&rtcp) {
+                    state.rtcp_endpoints.push(rtcp);
+                }
             }
             self.endpoints.insert(rtp, ep);
         }
@@ -771,7 +901,10 @@ impl Analyzer {
         let key = FlowKey::new(src, dst, rtp.ssrc());
         let id = match self.stream_index.get(&key, &self.streams, |k| *k) {
             Some(id) => id,
-            None => self.new_stream(key, (src, dst, rtp.ssrc()), call),
+            None => match self.new_stream(key, (src, dst, rtp.ssrc()), call) {
+                Some(id) => id,
+                None => return PacketClass::Other,
+            },
         };
         self.handle_rtp(now, id, &rtp)
     }
@@ -784,7 +917,11 @@ impl Analyzer {
         key: FlowKey,
         addrs: (SocketAddr, SocketAddr, Ssrc),
         call: Option<usize>,
-    ) -> usize {
+    ) -> Option<usize> {
+        if self.held_streams >= self.config.max_streams {
+            self.counters.streams_dropped += 1;
+            return None;
+        }
         let (src, dst, _) = addrs;
         let receiver = self.endpoint(&dst).filter(|e| Some(e.call) == call);
         let sender = self.endpoint(&src).filter(|e| Some(e.call) == call);
@@ -808,7 +945,7 @@ impl Analyzer {
             }
             codecs = list.into();
         }
-        let id = self.streams.len();
+        let id = self.free_streams.pop().unwrap_or(self.streams.len());
         let id32 = u32::try_from(id).unwrap_or(u32::MAX);
         let tuple = FlowKey::new(src, dst, Ssrc(0));
         let flow = match self.flows.get(&tuple, &self.streams, FlowKey::without_ssrc) {
@@ -822,7 +959,8 @@ impl Analyzer {
             .ssrc_index
             .insert(addrs.2, u32::try_from(id).unwrap_or(u32::MAX))
             .unwrap_or(u32::MAX);
-        self.streams.push(StreamState {
+        let state = StreamState {
+            held: true,
             flow,
             ssrc_counter: SsrcChangeCounter::default(),
             next_same_ssrc,
@@ -840,12 +978,80 @@ impl Analyzer {
                     intervals: self.config.keep_intervals.then(Vec::new),
                 })
             }),
-        });
+        };
+        match self.streams.get_mut(id) {
+            Some(slot) => *slot = state,
+            None => self.streams.push(state),
+        }
+        self.held_streams += 1;
         self.stream_index.insert(key, id32);
         if let Some(c) = call {
             self.calls[c].streams.push(id);
         }
-        id
+        Some(id)
+    }
+
+    /// Adds a call under `key` in a free slot, or refuses it (counted) when
+    /// [`AnalyzerConfig::max_calls`] are held.
+    fn open_call(&mut self, key: String, state: CallState) -> Option<usize> {
+        if self.held_calls >= self.config.max_calls {
+            self.counters.calls_dropped += 1;
+            return None;
+        }
+        let i = match self.free_calls.pop() {
+            Some(i) => {
+                self.calls[i] = state;
+                i
+            }
+            None => {
+                self.calls.push(state);
+                self.calls.len() - 1
+            }
+        };
+        self.held_calls += 1;
+        self.call_index.insert(key, i);
+        Some(i)
+    }
+
+    /// Takes a stream out of the indexes and frees its slot.
+    fn release_stream(&mut self, id: usize) {
+        let Some(s) = self.streams.get(id).filter(|s| s.held) else {
+            return;
+        };
+        let (key, next) = (s.key, s.next_same_ssrc);
+        let id32 = u32::try_from(id).unwrap_or(u32::MAX);
+        self.stream_index.remove(&key, id32);
+        self.flows.remove(&key.without_ssrc(), id32);
+        // Unlink it from its SSRC's chain (newest first).
+        let ssrc = Ssrc(key.ssrc);
+        match self.ssrc_index.get(&ssrc).copied() {
+            Some(head) if head == id32 => {
+                if next == u32::MAX {
+                    self.ssrc_index.remove(&ssrc);
+                } else {
+                    self.ssrc_index.insert(ssrc, next);
+                }
+            }
+            Some(mut at) => {
+                while let Some(prev) = self.streams.get_mut(at as usize) {
+                    if prev.next_same_ssrc == id32 {
+                        prev.next_same_ssrc = next;
+                        break;
+                    }
+                    at = prev.next_same_ssrc;
+                }
+            }
+            None => {}
+        }
+        // A vacant slot keeps no heap memory (no codecs, no extras).
+        let slot = &mut self.streams[id];
+        slot.held = false;
+        slot.call = None;
+        slot.codecs = Arc::from([]);
+        slot.extras = None;
+        slot.stats = StreamStats::with_config(self.config.stream);
+        self.held_streams -= 1;
+        self.free_streams.push(id);
     }
 
     /// One RTP packet of a known stream.
@@ -975,6 +1181,8 @@ struct Endpoint {
 const MAX_PTS: usize = 6;
 
 struct StreamState {
+    /// In use (not a free slot).
+    held: bool,
     /// The first stream of this stream's 5-tuple (maybe itself), whose
     /// `ssrc_counter` counts the 5-tuple's SSRC changes.
     flow: u32,
@@ -1108,8 +1316,12 @@ struct CallState {
     sip_messages: u64,
     sdp_updates: u32,
     media: Vec<MediaState>,
+    /// RTCP endpoints announced on their own port (RFC 3605 `a=rtcp`).
+    rtcp_endpoints: Vec<SocketAddr>,
     /// Streams of this call (reported or not).
     streams: Vec<usize>,
+    /// In use (not a free slot).
+    held: bool,
 }
 
 impl CallState {
@@ -1137,7 +1349,39 @@ impl CallState {
             sip_messages: 0,
             sdp_updates: 0,
             media: Vec::new(),
+            rtcp_endpoints: Vec::new(),
             streams: Vec::new(),
+            held: true,
+        }
+    }
+
+    /// A free slot (allocates nothing).
+    fn vacant() -> Self {
+        Self {
+            held: false,
+            ..Self::from_media(Timestamp(0), "")
+        }
+    }
+
+    /// A call known only from media its source attributed to it.
+    fn from_media(now: Timestamp, call_id: &str) -> Self {
+        Self {
+            call_id: call_id.to_string(),
+            from: String::new(),
+            to: String::new(),
+            from_tag: None,
+            method: String::new(),
+            start: now,
+            answer: None,
+            end: None,
+            final_status: None,
+            first_cseq: None,
+            sip_messages: 0,
+            sdp_updates: 0,
+            media: Vec::new(),
+            rtcp_endpoints: Vec::new(),
+            streams: Vec::new(),
+            held: true,
         }
     }
 
@@ -1185,20 +1429,9 @@ impl CallState {
 
     fn new_mgcp(now: Timestamp, call_id: &str, verb: &str, endpoint: &str) -> Self {
         Self {
-            call_id: call_id.to_string(),
             from: endpoint.to_string(),
-            to: String::new(),
-            from_tag: None,
             method: format!("MGCP {verb}"),
-            start: now,
-            answer: None,
-            end: None,
-            final_status: None,
-            first_cseq: None,
-            sip_messages: 0,
-            sdp_updates: 0,
-            media: Vec::new(),
-            streams: Vec::new(),
+            ..Self::from_media(now, call_id)
         }
     }
 
@@ -1250,12 +1483,31 @@ impl StreamIndex {
         streams: &[StreamState],
         project: fn(&FlowKey) -> FlowKey,
     ) -> Option<usize> {
-        let id = *self.by_hash.get(&hash_key(key))? as usize;
-        if streams.get(id).is_some_and(|s| project(&s.key) == *key) {
-            Some(id)
-        } else {
-            self.overflow.get(key).map(|&id| id as usize)
+        if let Some(&id) = self.by_hash.get(&hash_key(key))
+            && streams
+                .get(id as usize)
+                .is_some_and(|s| s.held && project(&s.key) == *key)
+        {
+            return Some(id as usize);
         }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(key).map(|&id| id as usize)
+    }
+
+    /// Removes `key`'s entry if it names stream `id`.
+    fn remove(&mut self, key: &FlowKey, id: u32) {
+        let hash = hash_key(key);
+        if self.by_hash.get(&hash) == Some(&id) {
+            self.by_hash.remove(&hash);
+        } else if self.overflow.get(key) == Some(&id) {
+            self.overflow.remove(key);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.overflow.len()
     }
 
     fn insert(&mut self, key: FlowKey, id: u32) {

@@ -17,16 +17,20 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`capture`] | `AF_PACKET` TPACKET_V3 promiscuous capture, fanout by flow |
+//! | [`source`] | the dataplane's in-process mirror rings as a source |
 //! | [`service`] | the pipeline: live analyser + per-call pcaps → row batches |
 //! | [`pcap_spool`] | per-call pcaps with retention |
 //! | [`sink`] | SQLite and ClickHouse sinks, batching, back-pressure, disk spool |
 //! | [`api`] | the HTTP API (axum) with scoped tokens, and the web UI |
 //! | [`offload`] | S3 offload of pcaps (retry queue, uploader) |
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// `unsafe` only in the capture backend (`capture::sys`), which opts in.
+#![deny(unsafe_code)]
 
 pub mod analyzer;
 pub mod api;
+pub mod capture;
 pub mod emodel;
 pub mod histogram;
 pub mod jitter_buffer;
@@ -36,4 +40,5 @@ pub mod pcap_spool;
 pub mod render;
 pub mod service;
 pub mod sink;
+pub mod source;
 pub mod stream;

@@ -47,7 +47,13 @@ pub struct LiveConfig {
     /// to take the 200 OK and late RTP, in ns.
     pub bye_linger_ns: u64,
     /// A call with neither SIP nor RTP/RTCP for this long is finished, in ns.
+    /// An orphan stream (RTP of no call) this long idle is freed.
     pub media_timeout_ns: u64,
+    /// How long a finished call's state is kept to recognise its late
+    /// packets (counted in [`LiveCounters::late_packets`]) before it is
+    /// freed ([`Analyzer::release_call`]), in ns. Packets of the call after
+    /// that are analysed as new.
+    pub late_window_ns: u64,
 }
 
 impl Default for LiveConfig {
@@ -56,6 +62,7 @@ impl Default for LiveConfig {
             analyzer: AnalyzerConfig::default(),
             bye_linger_ns: 2_000_000_000,
             media_timeout_ns: 60_000_000_000,
+            late_window_ns: 10_000_000_000,
         }
     }
 }
@@ -126,6 +133,10 @@ pub enum LiveEvent {
     SipMessage(SipMessageRecord),
     /// A call finished.
     CallFinished(Box<FinishedCall>),
+    /// A finished call's state was freed after its late window: its index
+    /// (from [`FinishedCall::call`]) may now name a new call, so whatever a
+    /// driver keeps by index must be dropped.
+    CallReleased(usize),
 }
 
 /// Counters of the lifecycle.
@@ -144,7 +155,14 @@ pub struct LiveAnalyzer {
     config: LiveConfig,
     analyzer: Analyzer,
     active: FxHashMap<usize, Track>,
+    /// Finished calls not yet released, and when to release them (in
+    /// finishing order, so the queue is sorted).
     finished: FxHashMap<usize, ()>,
+    releases: VecDeque<(u64, usize)>,
+    /// Orphan streams (RTP of no call): last packet time, and lazy
+    /// deadlines to free them when idle.
+    orphans: FxHashMap<usize, Timestamp>,
+    orphan_deadlines: BinaryHeap<Reverse<(u64, usize)>>,
     /// Lazy deadlines: an entry is re-checked against its call's real
     /// deadline when it pops.
     deadlines: BinaryHeap<Reverse<(u64, usize)>>,
@@ -167,6 +185,9 @@ impl LiveAnalyzer {
             analyzer,
             active: FxHashMap::default(),
             finished: FxHashMap::default(),
+            releases: VecDeque::new(),
+            orphans: FxHashMap::default(),
+            orphan_deadlines: BinaryHeap::new(),
             deadlines: BinaryHeap::new(),
             events: VecDeque::new(),
             counters: LiveCounters::default(),
@@ -186,12 +207,26 @@ impl LiveAnalyzer {
     /// Handles one decoded packet; its capture time is `now`.
     pub fn handle_packet(&mut self, packet: &Packet<'_>) -> PacketClass {
         let class = self.analyzer.handle_packet(packet);
+        self.after_packet(class, packet)
+    }
+
+    /// Handles a media packet its source attributes to `call_id` (see
+    /// [`Analyzer::handle_call_media`]); its capture time is `now`.
+    pub fn handle_call_media(&mut self, call_id: &str, packet: &Packet<'_>) -> PacketClass {
+        let class = self.analyzer.handle_call_media(call_id, packet);
+        self.after_packet(class, packet)
+    }
+
+    fn after_packet(&mut self, class: PacketClass, packet: &Packet<'_>) -> PacketClass {
         let now = packet.ts;
         let call = match class {
             PacketClass::Sip { call } | PacketClass::Rtcp { call } => call,
             PacketClass::Rtp { call, .. } => call,
             PacketClass::Other => None,
         };
+        if let PacketClass::Rtp { stream, call: None } = class {
+            self.on_orphan(now, stream);
+        }
         if let Some(call) = call {
             if self.finished.contains_key(&call) {
                 self.counters.late_packets += 1;
@@ -212,8 +247,34 @@ impl LiveAnalyzer {
         class
     }
 
-    /// Finishes the calls whose linger or media timeout passed at `now`.
+    /// Finishes the calls whose linger or media timeout passed at `now`,
+    /// frees finished calls past their late window and idle orphan streams.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(at, call)) = self.releases.front() {
+            if at > now.0 {
+                break;
+            }
+            self.releases.pop_front();
+            self.finished.remove(&call);
+            self.analyzer.release_call(call);
+            self.events.push_back(LiveEvent::CallReleased(call));
+        }
+        while let Some(&Reverse((at, stream))) = self.orphan_deadlines.peek() {
+            if at > now.0 {
+                break;
+            }
+            self.orphan_deadlines.pop();
+            let Some(&last) = self.orphans.get(&stream) else {
+                continue;
+            };
+            let due = last.0.saturating_add(self.config.media_timeout_ns);
+            if due <= now.0 {
+                self.orphans.remove(&stream);
+                self.analyzer.release_orphan_stream(stream);
+            } else {
+                self.orphan_deadlines.push(Reverse((due, stream)));
+            }
+        }
         while let Some(&Reverse((at, call))) = self.deadlines.peek() {
             if at > now.0 {
                 break;
@@ -237,7 +298,15 @@ impl LiveAnalyzer {
 
     /// The earliest time [`LiveAnalyzer::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.deadlines.peek().map(|Reverse((at, _))| Timestamp(*at))
+        [
+            self.deadlines.peek().map(|Reverse((at, _))| *at),
+            self.releases.front().map(|(at, _)| *at),
+            self.orphan_deadlines.peek().map(|Reverse((at, _))| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Timestamp)
     }
 
     /// Finishes every open call (end of input, shutdown).
@@ -253,6 +322,22 @@ impl LiveAnalyzer {
     /// The next event, if any. Drain after every input.
     pub fn poll_event(&mut self) -> Option<LiveEvent> {
         self.events.pop_front()
+    }
+
+    fn on_orphan(&mut self, now: Timestamp, stream: usize) {
+        let timeout = self.config.media_timeout_ns;
+        match self.orphans.entry(stream) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if now > *e.get() {
+                    e.insert(now);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(now);
+                self.orphan_deadlines
+                    .push(Reverse((now.0.saturating_add(timeout), stream)));
+            }
+        }
     }
 
     fn on_activity(&mut self, now: Timestamp, call: usize, packet: &Packet<'_>, sip: bool) {
@@ -342,6 +427,8 @@ impl LiveAnalyzer {
             return;
         };
         self.finished.insert(call, ());
+        self.releases
+            .push_back((now.0.saturating_add(self.config.late_window_ns), call));
         self.counters.active_calls = self.active.len() as u64;
         self.counters.finished_calls += 1;
         let Some(report) = self.analyzer.call_report(call) else {
@@ -472,6 +559,11 @@ mod tests {
     ) -> u64 {
         let caller = "192.0.2.10:5060";
         let callee = "192.0.2.20:5060";
+        // Each call its own SSRCs (as real endpoints pick them at random),
+        // over the same addresses.
+        let ssrc = id
+            .bytes()
+            .fold(0x1111_u32, |h, b| h.wrapping_mul(31) ^ u32::from(b));
         let mut feed = |live: &mut LiveAnalyzer, ts: u64, src: &str, dst: &str, p: &[u8]| {
             live.handle_timeout(Timestamp(ts));
             let _ = live.handle_packet(&packet(ts, src, dst, p));
@@ -517,14 +609,14 @@ mod tests {
                 t,
                 "192.0.2.10:40000",
                 "192.0.2.20:50000",
-                &rtp(seq, seq as u32 * 160, 0x1111),
+                &rtp(seq, seq as u32 * 160, ssrc),
             );
             feed(
                 live,
                 t + 1_000_000,
                 "192.0.2.20:50000",
                 "192.0.2.10:40000",
-                &rtp(seq, seq as u32 * 160, 0x2222),
+                &rtp(seq, seq as u32 * 160, !ssrc),
             );
         }
         if bye {
@@ -616,7 +708,9 @@ mod tests {
             panic!("expected CallFinished, got {e:?}");
         };
         assert_eq!(call.reason, FinishReason::MediaTimeout);
-        assert_eq!(live.poll_timeout(), None);
+        // Only the release of the finished call's state is pending.
+        let finished = end + 5 * S + 1_000_000;
+        assert_eq!(live.poll_timeout(), Some(Timestamp(finished + 10 * S)));
         // Media of the finished call arriving later is counted, not revived.
         let late = rtp(9999, 9999 * 160, 0x1111);
         let _ = live.handle_packet(&packet(
@@ -666,6 +760,100 @@ mod tests {
             ("open", FinishReason::Shutdown)
         );
         assert_eq!(c.request_uri_host.as_deref(), Some("gamma.example"));
+    }
+
+    #[test]
+    fn a_long_capture_of_sequential_calls_stays_bounded() {
+        // 400 calls one after another (the same endpoints and SSRCs, as a
+        // load generator would reuse them): finished calls are freed after
+        // the late window and their slots reused, so the tables stay at
+        // the few calls of the window instead of growing with the capture.
+        let mut live = LiveAnalyzer::new(LiveConfig::default());
+        let mut events = Vec::new();
+        let mut peak = crate::analyzer::TableSizes::default();
+        for i in 0..400u64 {
+            run_call(
+                &mut live,
+                &mut events,
+                i * 4 * S,
+                &format!("seq-{i}"),
+                1,
+                true,
+            );
+            let t = live.analyzer().table_sizes();
+            peak.call_slots = peak.call_slots.max(t.call_slots);
+            peak.stream_slots = peak.stream_slots.max(t.stream_slots);
+            peak.index_entries = peak.index_entries.max(t.index_entries);
+        }
+        while let Some(t) = live.poll_timeout() {
+            live.handle_timeout(t);
+        }
+        while let Some(e) = live.poll_event() {
+            events.push(e);
+        }
+        let finished: Vec<&FinishedCall> = events
+            .iter()
+            .filter_map(|e| match e {
+                LiveEvent::CallFinished(c) => Some(&**c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finished.len(), 400);
+        for (i, c) in finished.iter().enumerate() {
+            assert_eq!(c.call.call_id, format!("seq-{i}"));
+            assert_eq!(c.reason, FinishReason::Bye);
+            assert_eq!(c.streams.len(), 2, "{}", c.call.call_id);
+            for s in &c.streams {
+                assert_eq!((s.packets, s.lost), (50, 0), "{}", c.call.call_id);
+            }
+        }
+        // A 10 s late window over calls 4 s apart: at most 4 held.
+        assert!(peak.call_slots <= 5, "{peak:?}");
+        assert!(peak.stream_slots <= 10, "{peak:?}");
+        assert!(peak.index_entries <= 40, "{peak:?}");
+        let end = live.analyzer().table_sizes();
+        assert_eq!((end.calls, end.streams, end.index_entries), (0, 0, 0));
+        assert_eq!(live.counters().late_packets, 0);
+    }
+
+    #[test]
+    fn orphan_streams_are_freed_when_idle_and_capped() {
+        let config = LiveConfig {
+            analyzer: AnalyzerConfig {
+                max_streams: 50,
+                max_calls: 1,
+                ..AnalyzerConfig::default()
+            },
+            media_timeout_ns: 5 * S,
+            ..LiveConfig::default()
+        };
+        let mut live = LiveAnalyzer::new(config);
+        // An RTP flood without signalling: 80 sources, 20 packets each.
+        let mut t = S;
+        for round in 0..20u16 {
+            for src in 0..80u32 {
+                t += 100_000;
+                let p = rtp(round, u32::from(round) * 160, 0x5000 + src);
+                let from = format!("198.51.100.{}:{}", src % 250, 20000 + src);
+                live.handle_timeout(Timestamp(t));
+                let _ = live.handle_packet(&packet(t, &from, "192.0.2.99:30000", &p));
+            }
+        }
+        let sizes = live.analyzer().table_sizes();
+        assert_eq!(sizes.streams, 50, "capped: {sizes:?}");
+        assert!(live.analyzer().counters().streams_dropped > 0);
+        // Idle for the media timeout: every orphan is freed.
+        live.handle_timeout(Timestamp(t + 6 * S));
+        let sizes = live.analyzer().table_sizes();
+        assert_eq!((sizes.streams, sizes.index_entries), (0, 0), "{sizes:?}");
+        // The call cap: a second Call-ID is refused and counted.
+        for (i, id) in ["a", "b"].iter().enumerate() {
+            let p = sip("INVITE sip:1@x.example SIP/2.0", id, "1 INVITE", None);
+            let at = t + 7 * S + i as u64;
+            let _ = live.handle_packet(&packet(at, "192.0.2.1:5060", "192.0.2.2:5060", &p));
+        }
+        assert_eq!(live.analyzer().call_count(), 1);
+        assert_eq!(live.analyzer().counters().calls_dropped, 1);
     }
 
     #[test]

@@ -188,6 +188,12 @@ impl PcapSpool {
         Ok(())
     }
 
+    /// Forgets a finished call whose index the analyser released (and may
+    /// give to a new call).
+    pub fn release(&mut self, call: usize) {
+        self.finished.remove(&call);
+    }
+
     /// Closes a finished call's pcap and returns its index row (`None`
     /// if the call had no packets written).
     ///

@@ -46,10 +46,29 @@ impl Pipeline {
         &self.live
     }
 
+    /// The `/metrics` counters this pipeline updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Handles one decoded packet.
     pub fn handle_packet(&mut self, packet: &Packet<'_>) {
         self.handle_timeout(packet.ts);
         let class = self.live.handle_packet(packet);
+        self.record(class, packet);
+    }
+
+    /// Handles a media packet its source attributes to the call `call_id`
+    /// (the dataplane's mirror rings; see
+    /// [`crate::analyzer::Analyzer::handle_call_media`]).
+    pub fn handle_call_media(&mut self, call_id: &str, packet: &Packet<'_>) {
+        self.handle_timeout(packet.ts);
+        let class = self.live.handle_call_media(call_id, packet);
+        self.record(class, packet);
+    }
+
+    /// Writes the packet to its call's pcap, then drains the events.
+    fn record(&mut self, class: crate::analyzer::PacketClass, packet: &Packet<'_>) {
         if let Some(spool) = self.pcaps.as_mut() {
             let analyzer = self.live.analyzer();
             let result = spool.handle_packet(class, packet, |call| {
@@ -116,6 +135,11 @@ impl Pipeline {
                 } => self.batch.push_interval(&call_id, stream, &sample),
                 LiveEvent::Interval { call_id: None, .. } => {}
                 LiveEvent::SipMessage(m) => self.batch.push_sip(&m),
+                LiveEvent::CallReleased(call) => {
+                    if let Some(spool) = self.pcaps.as_mut() {
+                        spool.release(call);
+                    }
+                }
                 LiveEvent::CallFinished(call) => {
                     if let Some(spool) = self.pcaps.as_mut() {
                         match spool.finish(call.call.index) {
@@ -137,6 +161,12 @@ impl Pipeline {
         m.sip_messages.store(c.sip_messages, Ordering::Relaxed);
         m.sip_malformed.store(c.sip_malformed, Ordering::Relaxed);
         m.rtp_packets.store(c.rtp_packets, Ordering::Relaxed);
+        m.calls_dropped.store(c.calls_dropped, Ordering::Relaxed);
+        m.streams_dropped
+            .store(c.streams_dropped, Ordering::Relaxed);
+        let t = self.live.analyzer().table_sizes();
+        m.calls_held.store(t.calls as u64, Ordering::Relaxed);
+        m.streams_held.store(t.streams as u64, Ordering::Relaxed);
         let l = self.live.counters();
         m.calls_active.store(l.active_calls, Ordering::Relaxed);
         m.calls_finished.store(l.finished_calls, Ordering::Relaxed);

@@ -68,6 +68,23 @@ pub struct Metrics {
     pub pcap_errors: AtomicU64,
     /// HTTP requests refused for their token (401, 403, out-of-scope 404).
     pub http_denied: AtomicU64,
+    /// Calls the analyser holds (open, or finished within the late window).
+    pub calls_held: AtomicU64,
+    /// Streams the analyser holds.
+    pub streams_held: AtomicU64,
+    /// New calls refused at `--max-calls`.
+    pub calls_dropped: AtomicU64,
+    /// New streams refused at `--max-streams`.
+    pub streams_dropped: AtomicU64,
+    /// Promiscuous capture: frames the kernel rings saw (`tp_packets`).
+    pub capture_packets: AtomicU64,
+    /// Promiscuous capture: frames dropped by the kernel, ring full (`tp_drops`).
+    pub capture_kernel_drops: AtomicU64,
+    /// Promiscuous capture: ring queue freezes (`tp_freeze_q_cnt`).
+    pub capture_freeze_q: AtomicU64,
+    /// Promiscuous capture: frames dropped between the capture threads and
+    /// the analyser (hand-off ring full).
+    pub capture_handoff_drops: AtomicU64,
 }
 
 /// What the handlers share.
@@ -531,6 +548,58 @@ async fn metrics(
             "gauge",
             load(&s.pending),
         );
+    }
+    for (name, help, kind, v) in [
+        (
+            "nqs_calls_held",
+            "Calls the analyser holds (open or within the late window).",
+            "gauge",
+            &m.calls_held,
+        ),
+        (
+            "nqs_streams_held",
+            "Streams the analyser holds.",
+            "gauge",
+            &m.streams_held,
+        ),
+        (
+            "nqs_calls_dropped_total",
+            "New calls not analysed: --max-calls reached.",
+            "counter",
+            &m.calls_dropped,
+        ),
+        (
+            "nqs_streams_dropped_total",
+            "New streams not analysed: --max-streams reached.",
+            "counter",
+            &m.streams_dropped,
+        ),
+        (
+            "nqs_capture_packets_total",
+            "Frames the AF_PACKET rings saw (tp_packets).",
+            "counter",
+            &m.capture_packets,
+        ),
+        (
+            "nqs_capture_kernel_drops_total",
+            "Frames the kernel dropped, capture ring full (tp_drops).",
+            "counter",
+            &m.capture_kernel_drops,
+        ),
+        (
+            "nqs_capture_freeze_q_total",
+            "Capture ring queue freezes (tp_freeze_q_cnt).",
+            "counter",
+            &m.capture_freeze_q,
+        ),
+        (
+            "nqs_capture_handoff_drops_total",
+            "Captured frames dropped before analysis (hand-off ring full).",
+            "counter",
+            &m.capture_handoff_drops,
+        ),
+    ] {
+        counter(name, help, kind, load(v));
     }
     for (name, s) in &st.sinks {
         let _ = writeln!(
