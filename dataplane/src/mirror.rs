@@ -206,12 +206,17 @@ impl MirrorConsumer {
         if self.cons.occupied_len() < 2 {
             return None;
         }
+        // The producer publishes a record's length, header and payload in
+        // three steps, so the length can be visible before the rest: peek
+        // it, and take the record only once all of it is there.
         let mut len = [0u8; 2];
-        self.cons.pop_slice(&mut len);
+        self.cons.peek_slice(&mut len);
         let total = usize::from(u16::from_be_bytes(len));
+        if self.cons.occupied_len() < 2 + total {
+            return None;
+        }
+        self.cons.skip(2);
         self.buf.resize(total, 0);
-        // The producer writes a record whole before the consumer can see
-        // its length, so `total` octets are there.
         let got = self.cons.pop_slice(&mut self.buf);
         decode(&self.buf[..got])
     }
