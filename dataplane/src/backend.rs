@@ -35,11 +35,19 @@ pub struct Running<K> {
     pub(crate) control: UdpControl,
     pub(crate) threads: Vec<JoinHandle<()>>,
     pub(crate) consumers: Vec<MirrorConsumer>,
+    #[cfg_attr(
+        not(feature = "afxdp"),
+        expect(dead_code, reason = "read by the afxdp backend")
+    )]
     pub(crate) kind: K,
 }
 
 impl<K> Running<K> {
     /// No workers yet.
+    #[cfg_attr(
+        not(feature = "afxdp"),
+        expect(dead_code, reason = "used by the afxdp backend")
+    )]
     pub(crate) fn new(kind: K) -> Self {
         Self {
             control: UdpControl::new(Vec::new()),
