@@ -3,7 +3,6 @@
 //! Prometheus counters on `/metrics`.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -122,7 +121,11 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         let control = backend.control();
         thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || serve_metrics(&listener, &driver, &control))?;
+            .spawn(move || {
+                if let Err(e) = serve_metrics(listener, driver, control) {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            })?;
     }
     println!(
         "voxplane up: SIP udp:{} media {:?} ports {}-{} metrics http://{metrics_addr}/metrics data {}",
@@ -151,25 +154,37 @@ fn seed_demo(store: &sbus::store::Store<sbus::sqlite::SqliteStorage>) -> anyhow:
     Ok(())
 }
 
-fn serve_metrics(listener: &TcpListener, driver: &Driver, control: &UdpControl) {
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        if BufReader::new(&stream).read_line(&mut line).is_err() {
-            continue;
-        }
-        let (status, body) = if line.starts_with("GET /metrics ") {
-            ("200 OK", render(&driver.snapshot(), control))
-        } else {
-            ("404 Not Found", "not found\n".to_owned())
-        };
-        let _ = write!(
-            stream,
-            "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+/// `/metrics` on axum, on a small runtime of its own (the SIP core and
+/// the relay run on their own threads).
+fn serve_metrics(
+    listener: TcpListener,
+    driver: Arc<Driver>,
+    control: UdpControl,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = render(&driver.snapshot(), &control);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        body,
+                    )
+                }
+            }),
         );
-    }
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// The Prometheus text exposition of the SIP counters.

@@ -743,7 +743,7 @@ impl<C: Control> B2bua<C> {
             if let Some(tag) = msg.to().and_then(|t| t.tag()) {
                 adopt_remote(&mut call.b, msg, tag, call.branches[branch].peer);
             }
-            let body = match self.rewrite_answer(now, id, Side::B, msg) {
+            let body = match self.rewrite(now, id, Side::B, msg, false) {
                 Ok(b) => b,
                 Err(()) => return,
             };
@@ -844,7 +844,7 @@ impl<C: Control> B2bua<C> {
         call.b_ack = Some(ack);
         self.cancel_branches(now, id, Some(branch));
         let body = self
-            .rewrite_answer(now, id, Side::B, msg)
+            .rewrite(now, id, Side::B, msg, false)
             .unwrap_or_default();
         let contact = self.contact_for(self.calls[&id].a.peer);
         let call = self.calls.get_mut(&id).expect("call checked above");
@@ -859,28 +859,6 @@ impl<C: Control> B2bua<C> {
         if let Some(t) = call.a_invite {
             self.txns.respond(now, t, status, bytes);
         }
-    }
-
-    /// Rewrites the SDP of a message from `from` that answers an offer.
-    fn rewrite_answer(
-        &mut self,
-        now: Instant,
-        id: u64,
-        from: Side,
-        msg: &Message<'_>,
-    ) -> Result<String, ()> {
-        self.rewrite(now, id, from, msg, false)
-    }
-
-    /// Rewrites the SDP of a message from `from` that makes an offer.
-    fn rewrite_offer(
-        &mut self,
-        now: Instant,
-        id: u64,
-        from: Side,
-        msg: &Message<'_>,
-    ) -> Result<String, ()> {
-        self.rewrite(now, id, from, msg, true)
     }
 
     /// Passes an SDP through the relay: an offer from `from` (leg `from`'s
@@ -1160,7 +1138,7 @@ impl<C: Control> B2bua<C> {
         // Forward the request to the other side.
         let offer = msg.sdp_body().is_some();
         let body = match if offer {
-            self.rewrite_offer(now, id, side, msg)
+            self.rewrite(now, id, side, msg, true)
         } else {
             Ok(String::new())
         } {
@@ -1231,9 +1209,9 @@ impl<C: Control> B2bua<C> {
         }
         let body = if msg.sdp_body().is_some() {
             let r = if offer {
-                self.rewrite_answer(now, id, to, msg)
+                self.rewrite(now, id, to, msg, false)
             } else {
-                self.rewrite_offer(now, id, to, msg)
+                self.rewrite(now, id, to, msg, true)
             };
             r.unwrap_or_default()
         } else {
