@@ -12,12 +12,17 @@ use std::time::{Duration, Instant};
 struct Up {
     child: Child,
     sip: String,
+    tls: String,
     metrics: String,
     _dir: tempfile::TempDir,
 }
 
 impl Up {
     fn start(port_range: &str) -> Up {
+        Up::start_with(port_range, &[])
+    }
+
+    fn start_with(port_range: &str, extra: &[&str]) -> Up {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_voxplane"))
             .args(["up", "--data-dir"])
@@ -35,15 +40,20 @@ impl Up {
                 "--t1-ms",
                 "100",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting voxplane up");
         let stdout = child.stdout.take().expect("piped");
         let mut sip = String::new();
+        let mut tls = String::new();
         let mut metrics = String::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("reading voxplane up");
+            if let Some(rest) = line.strip_prefix("voxplane up: SIP tls:") {
+                tls = rest.trim().to_owned();
+            }
             if let Some(rest) = line.strip_prefix("voxplane up: SIP udp:") {
                 sip = rest.split_whitespace().next().unwrap_or("").to_owned();
                 metrics = line
@@ -62,6 +72,7 @@ impl Up {
         Up {
             child,
             sip,
+            tls,
             metrics,
             _dir: dir,
         }
@@ -168,13 +179,13 @@ impl Sipp {
     }
 }
 
-fn register(dir: &Path, up: &Up, user: &str, port: u16) {
+fn register(dir: &Path, up: &Up, user: &str, port: u16, transport: &str) {
     let xml = REGISTER.replace("USER", user);
     sipp(
         dir,
         &format!("register-{user}"),
         &xml,
-        &["-p", &port.to_string(), &up.sip, "-m", "1"],
+        &["-t", transport, "-p", &port.to_string(), &up.sip, "-m", "1"],
     )
     .expect_success(1);
 }
@@ -186,6 +197,7 @@ fn ready() -> bool {
 /// Registers `user` (the callee on `base`), runs the callee scenario there
 /// and the caller on `base + 10`, `calls` times; both must succeed.
 fn call_through(
+    transport: &str,
     ports: &str,
     user: &str,
     base: u16,
@@ -195,13 +207,13 @@ fn call_through(
 ) -> Up {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(ports);
-    register(dir.path(), &up, user, base);
+    register(dir.path(), &up, user, base, transport);
     let n = calls.to_string();
     let uas = sipp(
         dir.path(),
         "uas",
         uas_xml,
-        &["-p", &base.to_string(), "-m", &n],
+        &["-t", transport, "-p", &base.to_string(), "-m", &n],
     );
     std::thread::sleep(Duration::from_millis(300));
     let caller_port = (base + 10).to_string();
@@ -210,6 +222,8 @@ fn call_through(
         "uac",
         uac_xml,
         &[
+            "-t",
+            transport,
             "-p",
             &caller_port,
             "-s",
@@ -231,11 +245,24 @@ fn uac_to_uas_invite_ack_bye() {
     if !ready() {
         return;
     }
-    let up = call_through("41000-41199", "bob", 25070, &UAS, &UAC, 3);
+    let up = call_through("u1", "41000-41199", "bob", 25070, &UAS, &UAC, 3);
     up.expect_metrics(&[
         "voxplane_sip_calls_answered_total 3",
         "voxplane_relay_sessions 0",
         "voxplane_sip_requests_total{method=\"BYE\"} 3",
+    ]);
+}
+
+#[test]
+fn calls_over_tcp() {
+    if !ready() {
+        return;
+    }
+    let up = call_through("t1", "41800-41999", "erin", 25470, &UAS, &UAC, 2);
+    up.expect_metrics(&[
+        "voxplane_sip_calls_answered_total 2",
+        "voxplane_relay_sessions 0",
+        "voxplane_sip_send_errors_total 0",
     ]);
 }
 
@@ -245,6 +272,7 @@ fn cancel_before_answer() {
         return;
     }
     let up = call_through(
+        "u1",
         "41200-41399",
         "carol",
         25170,
@@ -265,6 +293,7 @@ fn bye_from_the_callee() {
         return;
     }
     let up = call_through(
+        "u1",
         "41400-41599",
         "dave",
         25270,
@@ -587,3 +616,63 @@ static UAS_HANGS_UP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         UAS_ANSWER.replace("SDP\n", SDP)
     ))
 });
+
+/// SIP over TLS with the self-signed certificate `up` creates: OPTIONS gets
+/// 200 on the connection, a CRLFCRLF ping gets a CRLF pong (RFC 5626), and
+/// two messages in one write are framed apart. Needs no external tool.
+#[test]
+fn tls_options_framing_and_keepalive_pong() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+
+    let up = Up::start_with("42000-42099", &["--sip-tls-listen", "127.0.0.1:0"]);
+    assert!(!up.tls.is_empty(), "TLS address printed");
+    let cert = up._dir.path().join("data/tls/sip-cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).expect("the self-signed certificate"))
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(&up.tls).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls{n}\r\n\
+             From: <sip:t@voxplane.local>;tag=t{n}\r\nTo: <sip:voxplane.local>\r\nCall-ID: tls{n}\r\n\
+             CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Two requests in one write: both answered, in order.
+    tls.write_all(format!("{}{}", options(1), options(2)).as_bytes())
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("SIP/2.0 200 OK").count() < 2 {
+        let n = tls.read(&mut buf).expect("responses");
+        assert!(n > 0, "connection closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        got.find("CSeq: 1 OPTIONS") < got.find("CSeq: 2 OPTIONS"),
+        "{got}"
+    );
+    tls.write_all(b"\r\n\r\n").unwrap();
+    let n = tls.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"\r\n", "pong");
+    up.expect_metrics(&[
+        "voxplane_sip_connections 1",
+        "voxplane_sip_requests_total{method=\"OPTIONS\"} 2",
+    ]);
+}

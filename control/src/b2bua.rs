@@ -510,7 +510,16 @@ impl<C: Control> B2bua<C> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
                 .min(self.config.max_expires);
-            self.location.bind(now, user, c.uri.as_str(), peer, expires);
+            // On streams, a closed connection is re-opened to the Contact
+            // (the connection id still wins while it is open).
+            let mut target = peer;
+            if peer.transport.is_reliable()
+                && let Some((addr, _)) = msg::uri_target(&c.uri)
+            {
+                target.addr = addr;
+            }
+            self.location
+                .bind(now, user, c.uri.as_str(), target, expires);
         }
         for b in self.location.lookup(now, user) {
             let left = b.expires.saturating_duration_since(now).as_secs();
