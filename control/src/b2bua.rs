@@ -494,8 +494,8 @@ impl<C: Control> B2bua<C> {
 
     fn on_register(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, txn: TxnId) {
         // Minimal in-memory path (replaced by the registrar at the sip2 merge):
-        // loopback sources only, no authentication.
-        if !peer.addr.ip().is_loopback() {
+        // test sources only, no authentication.
+        if !test_source(peer) {
             return self.reply(now, txn, msg, &peer, 403, "");
         }
         let Some(user) = msg.to().and_then(|t| t.uri.user) else {
@@ -536,6 +536,10 @@ impl<C: Control> B2bua<C> {
         //= https://www.rfc-editor.org/rfc/rfc3261#section-16.3
         //# If the Max-Forwards value reaches 0 [...] the element MUST NOT forward
         //# the request [and returns] a 483 (Too many hops) error response.
+        // Until digest authentication is wired in: calls from test sources only.
+        if !test_source(peer) {
+            return self.fail_early(now, txn, msg, &head, 403, Cause::Rejected);
+        }
         let max_forwards = msg.max_forwards().unwrap_or(70);
         if max_forwards == 0 {
             return self.fail_early(now, txn, msg, &head, 483, Cause::Loop);
@@ -1484,6 +1488,17 @@ impl<C: Control> B2bua<C> {
     }
 }
 
+/// Sources the minimal, unauthenticated path accepts: loopback and the
+/// RFC 2544 benchmark range 198.18.0.0/15 the namespace tests use.
+fn test_source(peer: Peer) -> bool {
+    match peer.addr.ip() {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback() || (v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18)
+        }
+        std::net::IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
 /// The relay's (from-tag, to-tag) for SDP going from side `from` to `to`:
 /// the caller is known by its own tag, the callee side by the tag we gave
 /// the caller (so every branch maps onto the relay's leg 1).
@@ -1552,7 +1567,7 @@ mod tests {
 
     use super::*;
 
-    const ALICE: &str = "192.0.2.10:5060";
+    const ALICE: &str = "198.18.0.10:5060";
 
     #[expect(
         clippy::disallowed_methods,
@@ -1596,7 +1611,7 @@ mod tests {
                 now: epoch(),
                 ended: Vec::new(),
             };
-            for (i, contact) in ["192.0.2.20:5060", "192.0.2.21:5060"].iter().enumerate() {
+            for (i, contact) in ["198.18.0.20:5060", "198.18.0.21:5060"].iter().enumerate() {
                 let reg = format!(
                     "REGISTER sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKr{i}\r\n\
                      From: <sip:bob@voxplane.local>;tag=r{i}\r\nTo: <sip:bob@voxplane.local>\r\n\
@@ -1709,7 +1724,7 @@ mod tests {
     #[test]
     fn parallel_ringing_answer_cancels_the_other_fork_and_anchors_media() {
         let mut w = World::new();
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 70);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         assert_eq!(status(&out[0].bytes), 100);
         let invites: Vec<&Transmit> = out
             .iter()
@@ -1723,26 +1738,32 @@ mod tests {
         assert_eq!(m.max_forwards(), Some(69));
         assert_ne!(m.call_id(), Some("a-call"), "the B leg has its own Call-ID");
         // Both ring; the second answers.
-        let r1 = w.send("192.0.2.20:5060", &answer(&invites[0].bytes, 180, "b0", ""));
+        let r1 = w.send(
+            "198.18.0.20:5060",
+            &answer(&invites[0].bytes, 180, "b0", ""),
+        );
         assert_eq!(status(&r1[0].bytes), 180);
-        w.send("192.0.2.21:5060", &answer(&invites[1].bytes, 180, "b1", ""));
+        w.send(
+            "198.18.0.21:5060",
+            &answer(&invites[1].bytes, 180, "b1", ""),
+        );
         let ok = answer(
             &invites[1].bytes,
             200,
             "b1",
-            &sdp("192.0.2.21", 5000, "sendrecv"),
+            &sdp("198.18.0.21", 5000, "sendrecv"),
         );
-        let out = w.send("192.0.2.21:5060", &ok);
+        let out = w.send("198.18.0.21:5060", &ok);
         let ack = out
             .iter()
             .find(|t| method_is(t, "ACK"))
             .expect("ACK to the answering fork");
-        assert_eq!(to(ack), "192.0.2.21:5060".parse().unwrap());
+        assert_eq!(to(ack), "198.18.0.21:5060".parse().unwrap());
         let cancel = out
             .iter()
             .find(|t| method_is(t, "CANCEL"))
             .expect("CANCEL to the other fork");
-        assert_eq!(to(cancel), "192.0.2.20:5060".parse().unwrap());
+        assert_eq!(to(cancel), "198.18.0.20:5060".parse().unwrap());
         let to_alice = out
             .iter()
             .find(|t| status(&t.bytes) == 200)
@@ -1757,16 +1778,19 @@ mod tests {
         let stats = w.b2bua.media().query(w.now, "a-call").unwrap();
         assert_eq!(
             stats.legs[0].remote,
-            Some("192.0.2.10:4000".parse().unwrap())
+            Some("198.18.0.10:4000".parse().unwrap())
         );
         assert_eq!(
             stats.legs[1].remote,
-            Some("192.0.2.21:5000".parse().unwrap())
+            Some("198.18.0.21:5000".parse().unwrap())
         );
         // The cancelled fork answers 200 (CANCEL) and 487 (INVITE): our
         // transaction ACKs the 487.
-        w.send("192.0.2.20:5060", &answer(&cancel.bytes, 200, "b0", ""));
-        let out = w.send("192.0.2.20:5060", &answer(&invites[0].bytes, 487, "b0", ""));
+        w.send("198.18.0.20:5060", &answer(&cancel.bytes, 200, "b0", ""));
+        let out = w.send(
+            "198.18.0.20:5060",
+            &answer(&invites[0].bytes, 487, "b0", ""),
+        );
         assert!(out.iter().any(|t| method_is(t, "ACK")));
         assert_eq!(w.b2bua.dialogs(), 1);
     }
@@ -1777,11 +1801,11 @@ mod tests {
 
     /// Sets up an answered call; returns (bob's INVITE, our 200 to Alice).
     fn answered(w: &mut World) -> (Transmit, Transmit) {
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 70);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         let inv = out.into_iter().find(|t| method_is(t, "INVITE")).unwrap();
         let out = w.send(
-            "192.0.2.20:5060",
-            &answer(&inv.bytes, 200, "bt", &sdp("192.0.2.20", 5000, "sendrecv")),
+            "198.18.0.20:5060",
+            &answer(&inv.bytes, 200, "bt", &sdp("198.18.0.20", 5000, "sendrecv")),
         );
         let ok = out.into_iter().find(|t| status(&t.bytes) == 200).unwrap();
         // Alice's ACK.
@@ -1817,14 +1841,14 @@ mod tests {
     #[test]
     fn the_2xx_is_retransmitted_until_the_ack() {
         let mut w = World::new();
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 70);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         let inv = out.into_iter().find(|t| method_is(t, "INVITE")).unwrap();
-        let ok = answer(&inv.bytes, 200, "bt", &sdp("192.0.2.20", 5000, "sendrecv"));
-        w.send("192.0.2.20:5060", &ok);
+        let ok = answer(&inv.bytes, 200, "bt", &sdp("198.18.0.20", 5000, "sendrecv"));
+        w.send("198.18.0.20:5060", &ok);
         let again = w.advance(Duration::from_millis(1600));
         assert_eq!(again.iter().filter(|t| status(&t.bytes) == 200).count(), 2);
         // B's retransmitted 2xx gets our ACK again.
-        let out = w.send("192.0.2.20:5060", &ok);
+        let out = w.send("198.18.0.20:5060", &ok);
         assert!(out.iter().any(|t| method_is(t, "ACK")));
         // No ACK from Alice for 64*T1: BYE both legs, CDR says no_ack.
         let out = w.advance(Duration::from_secs(40));
@@ -1834,7 +1858,7 @@ mod tests {
         byes.dedup();
         assert_eq!(
             byes,
-            vec![ALICE.parse().unwrap(), "192.0.2.20:5060".parse().unwrap()]
+            vec![ALICE.parse().unwrap(), "198.18.0.20:5060".parse().unwrap()]
         );
         assert_eq!(w.ended.len(), 1);
         assert_eq!(w.ended[0].cause, Cause::NoAck);
@@ -1844,24 +1868,24 @@ mod tests {
     fn reinvite_hold_reaches_the_relay_and_bye_ends_with_stats() {
         let mut w = World::new();
         let (_, ok) = answered(&mut w);
-        let hold = from_alice(&ok, "INVITE", 2, &sdp("192.0.2.10", 4000, "sendonly"));
+        let hold = from_alice(&ok, "INVITE", 2, &sdp("198.18.0.10", 4000, "sendonly"));
         let out = w.send(ALICE, &hold);
         let reinv = out
             .iter()
             .find(|t| method_is(t, "INVITE"))
             .expect("re-INVITE to bob");
-        assert_eq!(to(reinv), "192.0.2.20:5060".parse().unwrap());
+        assert_eq!(to(reinv), "198.18.0.20:5060".parse().unwrap());
         let m = Message::parse(&reinv.bytes).unwrap();
         assert_eq!(m.cseq().unwrap().seq, 2);
         assert_eq!(m.to().unwrap().tag(), Some("bt"));
         assert!(body(reinv).contains("a=sendonly"));
         let out = w.send(
-            "192.0.2.20:5060",
+            "198.18.0.20:5060",
             &answer(
                 &reinv.bytes,
                 200,
                 "bt",
-                &sdp("192.0.2.20", 5000, "recvonly"),
+                &sdp("198.18.0.20", 5000, "recvonly"),
             ),
         );
         assert!(out.iter().any(|t| method_is(t, "ACK")), "we ACK bob's 2xx");
@@ -1885,7 +1909,7 @@ mod tests {
             w.b2bua.media().query(w.now, "a-call").is_err(),
             "session deleted"
         );
-        w.send("192.0.2.20:5060", &answer(&bye.bytes, 200, "bt", ""));
+        w.send("198.18.0.20:5060", &answer(&bye.bytes, 200, "bt", ""));
         w.advance(Duration::from_secs(40));
         assert_eq!(w.b2bua.calls(), 0, "forgotten once its transactions end");
     }
@@ -1893,10 +1917,13 @@ mod tests {
     #[test]
     fn cancel_before_answer_gets_487_and_cancels_the_ringing_forks() {
         let mut w = World::new();
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 70);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         let invites: Vec<Transmit> = out.into_iter().filter(|t| method_is(t, "INVITE")).collect();
-        w.send("192.0.2.20:5060", &answer(&invites[0].bytes, 180, "b0", ""));
-        let cancel = "CANCEL sip:bob@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKa1;rport\r\n\
+        w.send(
+            "198.18.0.20:5060",
+            &answer(&invites[0].bytes, 180, "b0", ""),
+        );
+        let cancel = "CANCEL sip:bob@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKa1;rport\r\n\
              From: \"Alice\" <sip:alice@voxplane.local>;tag=at\r\nTo: <sip:bob@voxplane.local>\r\n\
              Call-ID: a-call\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
         let out = w.send(ALICE, cancel);
@@ -1909,7 +1936,10 @@ mod tests {
         // Only the fork that sent a provisional is cancelled now…
         assert_eq!(out.iter().filter(|t| method_is(t, "CANCEL")).count(), 1);
         // …the other when its first provisional arrives (RFC 3261 §9.1).
-        let out = w.send("192.0.2.21:5060", &answer(&invites[1].bytes, 180, "b1", ""));
+        let out = w.send(
+            "198.18.0.21:5060",
+            &answer(&invites[1].bytes, 180, "b1", ""),
+        );
         assert!(out.iter().any(|t| method_is(t, "CANCEL")));
         assert!(
             !out.iter().any(|t| status(&t.bytes) == 180),
@@ -1922,13 +1952,22 @@ mod tests {
     #[test]
     fn max_forwards_zero_is_483_and_unknown_user_404() {
         let mut w = World::new();
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 0);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 0);
         assert_eq!(status(&out.last().unwrap().bytes), 483);
         let mut w = World::new();
         w.b2bua.location = Location::default();
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 70);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         assert_eq!(status(&out.last().unwrap().bytes), 404);
         assert_eq!(w.ended[0].cause, Cause::NoRoute);
+    }
+
+    #[test]
+    fn unauthenticated_path_refuses_calls_from_other_sources() {
+        let mut w = World::new();
+        let inv = "INVITE sip:bob@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKx\r\n\
+             From: <sip:x@example.com>;tag=x\r\nTo: <sip:bob@voxplane.local>\r\nCall-ID: x1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let out = w.send("192.0.2.99:5060", inv);
+        assert_eq!(status(&out.last().unwrap().bytes), 403);
     }
 
     #[test]
@@ -1936,7 +1975,7 @@ mod tests {
         let mut w = World::new();
         let out = w.send(
             ALICE,
-            "OPTIONS sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKo\r\n\
+            "OPTIONS sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKo\r\n\
              From: <sip:alice@voxplane.local>;tag=o\r\nTo: <sip:voxplane.local>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         );
         let m = Message::parse(&out[0].bytes).unwrap();
@@ -1951,7 +1990,7 @@ mod tests {
         let out = w.invite("this is not sdp", 70);
         assert_eq!(status(&out.last().unwrap().bytes), 488);
         assert_eq!(w.ended[0].cause, Cause::MediaError);
-        let bye = "BYE sip:voxplane@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx\r\n\
+        let bye = "BYE sip:voxplane@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bKx\r\n\
              From: <sip:alice@voxplane.local>;tag=x\r\nTo: <sip:bob@voxplane.local>;tag=y\r\nCall-ID: nope\r\nCSeq: 5 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(status(&w.send(ALICE, bye)[0].bytes), 481);
         assert!(w.send(ALICE, "garbage\r\n\r\n").is_empty());
@@ -1961,10 +2000,16 @@ mod tests {
     #[test]
     fn callee_bye_and_failed_forks_pick_the_best_response() {
         let mut w = World::new();
-        let out = w.invite(&sdp("192.0.2.10", 4000, "sendrecv"), 70);
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         let invites: Vec<Transmit> = out.into_iter().filter(|t| method_is(t, "INVITE")).collect();
-        w.send("192.0.2.20:5060", &answer(&invites[0].bytes, 486, "b0", ""));
-        let out = w.send("192.0.2.21:5060", &answer(&invites[1].bytes, 480, "b1", ""));
+        w.send(
+            "198.18.0.20:5060",
+            &answer(&invites[0].bytes, 486, "b0", ""),
+        );
+        let out = w.send(
+            "198.18.0.21:5060",
+            &answer(&invites[1].bytes, 480, "b1", ""),
+        );
         let final_ = out.iter().find(|t| status(&t.bytes) >= 400).unwrap();
         assert_eq!(status(&final_.bytes), 480, "lowest 4xx of the forks");
         assert_eq!(w.ended[0].cause, Cause::NoRoute);
