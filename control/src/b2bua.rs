@@ -88,6 +88,8 @@ pub enum Cause {
     MediaError,
     /// Too many hops (483).
     Loop,
+    /// No session refresh before Session-Expires (RFC 4028).
+    SessionExpired,
 }
 
 impl Cause {
@@ -103,6 +105,7 @@ impl Cause {
             Cause::NoAck => "no_ack",
             Cause::MediaError => "media_error",
             Cause::Loop => "loop",
+            Cause::SessionExpired => "session_expired",
         }
     }
 }
@@ -220,6 +223,7 @@ pub struct B2bua<C: Control> {
     client: HashMap<TxnId, ClientRole, rustc_hash::FxBuildHasher>,
     server: HashMap<TxnId, ServerRole, rustc_hash::FxBuildHasher>,
     next_id: u64,
+    session_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     branch_seq: std::cell::Cell<u64>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
@@ -298,6 +302,8 @@ struct Call {
     status: u16,
     cause: Option<Cause>,
     pending_client: u32,
+    /// When the session expires without a refresh (RFC 4028).
+    session_deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -338,6 +344,7 @@ impl<C: Control> B2bua<C> {
             client: HashMap::default(),
             server: HashMap::default(),
             next_id: 1,
+            session_timers: std::collections::BinaryHeap::new(),
             branch_seq: std::cell::Cell::new(0),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -396,11 +403,28 @@ impl<C: Control> B2bua<C> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txns.handle_timeout(now);
         self.drain_txn_events(now);
+        self.fire_session_timers(now);
+        self.drain_txn_events(now);
     }
 
     /// The earliest deadline.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.txns.poll_timeout()
+        // Stale session timers (refreshed or ended calls) are dropped here.
+        while let Some(&std::cmp::Reverse((at, id))) = self.session_timers.peek() {
+            if self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.session_deadline == Some(at))
+            {
+                break;
+            }
+            self.session_timers.pop();
+        }
+        let session = self.session_timers.peek().map(|r| r.0.0);
+        match (self.txns.poll_timeout(), session) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next message to send.
@@ -540,6 +564,15 @@ impl<C: Control> B2bua<C> {
         if !test_source(peer) {
             return self.fail_early(now, txn, msg, &head, 403, Cause::Rejected);
         }
+        //= https://www.rfc-editor.org/rfc/rfc4028#section-8
+        //# If the Session-Expires interval is too small [...] the UAS MUST
+        //# reject the request with a 422 response [...] containing a Min-SE
+        //# header field
+        if session_expires(msg).is_some_and(|se| se < MIN_SE) {
+            let bytes = msg::response(422, &head, &format!("Min-SE: {MIN_SE}\r\n"), b"");
+            self.txns.respond(now, txn, 422, bytes);
+            return;
+        }
         let max_forwards = msg.max_forwards().unwrap_or(70);
         if max_forwards == 0 {
             return self.fail_early(now, txn, msg, &head, 483, Cause::Loop);
@@ -597,6 +630,7 @@ impl<C: Control> B2bua<C> {
             status: 0,
             cause: None,
             pending_client: 0,
+            session_deadline: None,
         };
         let mut body = String::new();
         if let Some(sdp) = sdp {
@@ -885,6 +919,7 @@ impl<C: Control> B2bua<C> {
             .rewrite(now, id, Side::B, msg, false)
             .unwrap_or_default();
         let contact = self.contact_for(self.calls[&id].a.peer);
+        self.refresh_session(now, id, msg);
         let call = self.calls.get_mut(&id).expect("call checked above");
         call.phase = Phase::Confirmed;
         call.answered = Some(now);
@@ -1274,6 +1309,15 @@ impl<C: Control> B2bua<C> {
         self.txns.respond(now, server, status, bytes);
         if status >= 200 {
             self.server.remove(&server);
+            // A refresh (re-INVITE or UPDATE) succeeded: restart the session timer.
+            if (200..300).contains(&status)
+                && matches!(
+                    msg.cseq().map(|c| c.method),
+                    Some(Method::Invite | Method::Update)
+                )
+            {
+                self.refresh_session(now, id, msg);
+            }
             // The 2xx to a re-INVITE: ACK it ourselves (end-to-end ACK absorbed).
             if (200..300).contains(&status) && msg.cseq().map(|c| c.method) == Some(Method::Invite)
             {
@@ -1392,6 +1436,57 @@ impl<C: Control> B2bua<C> {
         format!("{}{:x}", self.config.instance, self.next_id)
     }
 
+    /// Ends a confirmed call from the middle: BYE on both legs.
+    fn bye_both(&mut self, now: Instant, id: u64, cause: Cause) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let reqs = [
+            self.dialog_request(&call.a, Method::Bye, call.a.local_cseq + 1, "", ""),
+            self.dialog_request(&call.b, Method::Bye, call.b.local_cseq + 1, "", ""),
+        ];
+        let call = self.calls.get_mut(&id).expect("checked above");
+        call.a.local_cseq += 1;
+        call.b.local_cseq += 1;
+        call.cause = Some(cause);
+        for r in reqs {
+            let _ = self.send_own_with_branch(now, id, r);
+        }
+        self.finish(now, id);
+    }
+
+    /// Starts or refreshes the session timer from a 2xx's Session-Expires.
+    //= https://www.rfc-editor.org/rfc/rfc4028#section-10
+    //# If the side not performing refreshes does not receive a session
+    //# refresh request before the session expiration, it SHOULD send a BYE
+    //# to terminate the session
+    fn refresh_session(&mut self, now: Instant, id: u64, msg: &Message<'_>) {
+        let Some(interval) = session_expires(msg) else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&id) {
+            let at = now + Duration::from_secs(u64::from(interval));
+            call.session_deadline = Some(at);
+            self.session_timers.push(std::cmp::Reverse((at, id)));
+        }
+    }
+
+    fn fire_session_timers(&mut self, now: Instant) {
+        while let Some(&std::cmp::Reverse((at, id))) = self.session_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.session_timers.pop();
+            let live = self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.session_deadline == Some(at) && c.phase == Phase::Confirmed);
+            if live {
+                self.bye_both(now, id, Cause::SessionExpired);
+            }
+        }
+    }
+
     fn drain_txn_events(&mut self, now: Instant) {
         while let Some(e) = self.txns.poll_event() {
             match e {
@@ -1431,28 +1526,7 @@ impl<C: Control> B2bua<C> {
                         //# If the server retransmits the 2xx response for 64*T1 seconds
                         //# without receiving an ACK, the dialog is confirmed, but the
                         //# session SHOULD be terminated. This is accomplished with a BYE
-                        let call = &self.calls[&id];
-                        let reqs = [
-                            self.dialog_request(
-                                &call.a,
-                                Method::Bye,
-                                call.a.local_cseq + 1,
-                                "",
-                                "",
-                            ),
-                            self.dialog_request(
-                                &call.b,
-                                Method::Bye,
-                                call.b.local_cseq + 1,
-                                "",
-                                "",
-                            ),
-                        ];
-                        self.calls.get_mut(&id).expect("found above").cause = Some(Cause::NoAck);
-                        for r in reqs {
-                            let _ = self.send_own_with_branch(now, id, r);
-                        }
-                        self.finish(now, id);
+                        self.bye_both(now, id, Cause::NoAck);
                     }
                 }
                 TxnEvent::Terminated(t) => {
@@ -1502,6 +1576,16 @@ fn test_source(peer: Peer) -> bool {
 /// The relay's (from-tag, to-tag) for SDP going from side `from` to `to`:
 /// the caller is known by its own tag, the callee side by the tag we gave
 /// the caller (so every branch maps onto the relay's leg 1).
+/// Our smallest acceptable session interval (RFC 4028 §4: at least 90 s).
+pub const MIN_SE: u32 = 90;
+
+/// The delta-seconds of a Session-Expires header.
+fn session_expires(msg: &Message<'_>) -> Option<u32> {
+    msg.header("Session-Expires")
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn relay_tags(call: &Call, from: Side, to: Side) -> (&str, &str) {
     let tag = |s: Side| match s {
         Side::A => &*call.a.remote_tag,
@@ -1959,6 +2043,92 @@ mod tests {
         let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
         assert_eq!(status(&out.last().unwrap().bytes), 404);
         assert_eq!(w.ended[0].cause, Cause::NoRoute);
+    }
+
+    fn with_header(msg: &str, header: &str) -> String {
+        msg.replacen("\r\n", &format!("\r\n{header}\r\n"), 1)
+    }
+
+    #[test]
+    fn session_interval_below_min_se_is_422() {
+        let mut w = World::new();
+        let body = sdp("198.18.0.10", 4000, "sendrecv");
+        let req = format!(
+            "INVITE sip:bob@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKse\r\n\
+             From: <sip:alice@voxplane.local>;tag=se\r\nTo: <sip:bob@voxplane.local>\r\nCall-ID: se1\r\n\
+             CSeq: 1 INVITE\r\nSession-Expires: 60\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let out = w.send(ALICE, &req);
+        let last = Message::parse(&out.last().unwrap().bytes).unwrap();
+        assert_eq!(last.status(), Some(422));
+        assert_eq!(last.header("Min-SE"), Some("90"));
+        assert!(!out.iter().any(|t| method_is(t, "INVITE")), "not forwarded");
+    }
+
+    #[test]
+    fn session_timer_byes_both_legs_unless_refreshed() {
+        let mut w = World::new();
+        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
+        let inv = out.into_iter().find(|t| method_is(t, "INVITE")).unwrap();
+        let ok = with_header(
+            &answer(&inv.bytes, 200, "bt", &sdp("198.18.0.20", 5000, "sendrecv")),
+            "Session-Expires: 120;refresher=uac",
+        );
+        let out = w.send("198.18.0.20:5060", &ok);
+        let to_alice = out
+            .iter()
+            .find(|t| status(&t.bytes) == 200)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            Message::parse(&to_alice.bytes)
+                .unwrap()
+                .header("Session-Expires"),
+            Some("120;refresher=uac"),
+            "passed to the caller"
+        );
+        let ack = from_alice(&to_alice, "ACK", 1, "");
+        w.send(ALICE, &ack);
+        // Alice refreshes at 60 s with a re-INVITE; bob accepts with 120 s again.
+        w.advance(Duration::from_secs(60));
+        let out = w.send(
+            ALICE,
+            &with_header(
+                &from_alice(
+                    &to_alice,
+                    "INVITE",
+                    2,
+                    &sdp("198.18.0.10", 4000, "sendrecv"),
+                ),
+                "Session-Expires: 120;refresher=uac",
+            ),
+        );
+        let reinv = out.iter().find(|t| method_is(t, "INVITE")).unwrap();
+        w.send(
+            "198.18.0.20:5060",
+            &with_header(
+                &answer(
+                    &reinv.bytes,
+                    200,
+                    "bt",
+                    &sdp("198.18.0.20", 5000, "sendrecv"),
+                ),
+                "Session-Expires: 120;refresher=uac",
+            ),
+        );
+        let out = w.advance(Duration::from_secs(100)); // 160 s: past the first expiry
+        assert!(!out.iter().any(|t| method_is(t, "BYE")), "refreshed");
+        assert!(w.ended.is_empty());
+        let out = w.advance(Duration::from_secs(30)); // 190 s: 130 s after the refresh
+        let byes: Vec<SocketAddr> = out.iter().filter(|t| method_is(t, "BYE")).map(to).collect();
+        assert!(
+            byes.contains(&ALICE.parse().unwrap())
+                && byes.contains(&"198.18.0.20:5060".parse().unwrap())
+        );
+        assert_eq!(w.ended[0].cause, Cause::SessionExpired);
+        assert!(w.b2bua.media().query(w.now, "a-call").is_err());
     }
 
     #[test]
