@@ -13,7 +13,7 @@
 //! use control::auth::{Authenticator, AuthConfig, Realm, Verdict, ChallengeKind};
 //! use sbus::record::Credentials;
 //!
-//! let t0 = crate::test_origin();
+//! let t0 = Instant::now();
 //! let mut auth = Authenticator::new([7; 32], t0, AuthConfig::default());
 //! // A REGISTER arrives without credentials: answer 401 with these headers.
 //! let headers = auth.challenge(Realm("example.com"), ChallengeKind::Www, t0, false);
