@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod response;
+pub mod security;
 
 /// A real instant as the origin of virtual time in tests (time then only moves by
 /// adding durations to it).
