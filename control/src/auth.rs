@@ -241,6 +241,8 @@ pub struct Authenticator {
     /// Nonces issued at or before this (ms since `origin`) and no longer tracked are
     /// treated as stale.
     forgotten_until: Option<u64>,
+    /// Makes nonces issued in the same millisecond distinct.
+    counter: u32,
     stats: AuthStats,
 }
 
@@ -265,6 +267,7 @@ impl Authenticator {
             cfg,
             seen: HashMap::new(),
             forgotten_until: None,
+            counter: 0,
             stats: AuthStats::default(),
         }
     }
@@ -286,7 +289,8 @@ impl Authenticator {
         stale: bool,
     ) -> Vec<String> {
         self.stats.challenges += 1;
-        let nonce = self.nonce(realm.0, self.ms(now));
+        self.counter = self.counter.wrapping_add(1);
+        let nonce = self.nonce(realm.0, self.ms(now), self.counter);
         let mut algs = vec![Algorithm::Sha256];
         if self.cfg.allow_md5 {
             algs.push(Algorithm::Md5);
@@ -449,20 +453,21 @@ impl Authenticator {
         u64::try_from(now.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// `hex(issued_ms) hex(HMAC-SHA256(key, realm ":" issued_ms)[..16])`.
-    fn nonce(&self, realm: &str, issued: u64) -> String {
-        let mut s = format!("{issued:016x}");
-        s.push_str(&hex(&self.sign(realm, issued)));
+    /// `hex(issued_ms) hex(counter) hex(HMAC-SHA256(key, realm ":" issued_ms counter)[..16])`.
+    fn nonce(&self, realm: &str, issued: u64, counter: u32) -> String {
+        let mut s = format!("{issued:016x}{counter:08x}");
+        s.push_str(&hex(&self.sign(realm, issued, counter)));
         s
     }
 
-    fn sign(&self, realm: &str, issued: u64) -> [u8; 16] {
+    fn sign(&self, realm: &str, issued: u64, counter: u32) -> [u8; 16] {
         // HMAC accepts keys of any length: new_from_slice cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(realm.as_bytes());
         mac.update(b":");
         mac.update(&issued.to_be_bytes());
+        mac.update(&counter.to_be_bytes());
         let full = mac.finalize().into_bytes();
         let mut out = [0; 16];
         out.copy_from_slice(&full[..16]);
@@ -471,12 +476,13 @@ impl Authenticator {
 
     /// The issue time of a nonce we signed for `realm`.
     fn check_nonce(&self, realm: &str, nonce: &str) -> Option<u64> {
-        if nonce.len() != 48 || !nonce.is_ascii() {
+        if nonce.len() != 56 || !nonce.is_ascii() {
             return None;
         }
         let issued = u64::from_str_radix(&nonce[..16], 16).ok()?;
-        let mac = unhex(&nonce[16..])?;
-        constant_time_eq(&mac, &self.sign(realm, issued)).then_some(issued)
+        let counter = u32::from_str_radix(&nonce[16..24], 16).ok()?;
+        let mac = unhex(&nonce[24..])?;
+        constant_time_eq(&mac, &self.sign(realm, issued, counter)).then_some(issued)
     }
 
     fn track(&mut self, nonce: String, issued: u64, nc: u32, now_ms: u64) {
@@ -685,7 +691,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     //= https://www.rfc-editor.org/rfc/rfc2617#section-3.5
