@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod dialplan;
 pub mod registrar;
 pub mod response;
 pub mod security;

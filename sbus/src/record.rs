@@ -116,6 +116,10 @@ pub struct Dialplan {
     pub name: String,
     /// Entries, tried in order.
     pub entries: Vec<DialplanEntry>,
+    /// The whole dialplan document in the text format `control` defines
+    /// (`docs/dialplan.md`); `entries` then summarise its rules.
+    #[serde(default)]
+    pub text: String,
 }
 
 impl Record for Dialplan {
