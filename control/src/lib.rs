@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cdr;
 pub mod dialplan;
+pub mod provision;
 pub mod registrar;
 pub mod response;
 pub mod security;
