@@ -10,6 +10,7 @@ mod demo;
 mod mis_cmd;
 mod nqs_cmd;
 mod output;
+mod provision_cmd;
 mod sbus_cmd;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Command {
     Mis(mis_cmd::MisArgs),
     /// Benchmarks: relay, sbus, nqs, mis, sip (each beside its peer).
     Bench(bench_cmd::BenchArgs),
+    #[command(flatten)]
+    Provision(provision_cmd::Command),
     /// Print the version and build information.
     Version,
 }
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Command::Token(args) => nqs_cmd::token(&args),
         Command::Mis(args) => mis_cmd::run(&args),
         Command::Bench(args) => bench_cmd::run(&args),
+        Command::Provision(cmd) => provision_cmd::run(&cmd),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -49,7 +49,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// A dialplan that does not parse.
-    #[error("dialplan: {0}")]
+    #[error(transparent)]
     Dialplan(#[from] ParseError),
 }
 
