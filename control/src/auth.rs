@@ -175,8 +175,11 @@ pub struct AuthConfig {
     /// Most nonces whose counts are tracked at once (bounded memory). When full, the
     /// oldest are forgotten and any nonce issued before them is answered `stale=true`.
     pub max_tracked_nonces: usize,
-    /// Whether to offer (and accept) MD5 besides SHA-256.
-    pub allow_md5: bool,
+    /// The algorithms offered (and accepted), most preferred first: one challenge
+    /// header each, in this order (RFC 8760 §2.4: the UAC uses the topmost one it
+    /// supports). Default SHA-256 then MD5. Legacy clients that just take the first
+    /// header and only know MD5 (sipp 3.6, older phones) need MD5 first.
+    pub algorithms: Vec<Algorithm>,
 }
 
 impl Default for AuthConfig {
@@ -184,7 +187,7 @@ impl Default for AuthConfig {
         AuthConfig {
             nonce_ttl: Duration::from_secs(300),
             max_tracked_nonces: 65_536,
-            allow_md5: true,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
         }
     }
 }
@@ -279,8 +282,8 @@ impl Authenticator {
     }
 
     /// The challenge header values to put in a 401/407 (named by
-    /// [`ChallengeKind::challenge_header`]), most preferred algorithm first (RFC 8760
-    /// §2.4): SHA-256, then MD5 unless disabled.
+    /// [`ChallengeKind::challenge_header`]), one per configured algorithm, most
+    /// preferred first (RFC 8760 §2.4).
     pub fn challenge(
         &mut self,
         realm: Realm<'_>,
@@ -291,11 +294,9 @@ impl Authenticator {
         self.stats.challenges += 1;
         self.counter = self.counter.wrapping_add(1);
         let nonce = self.nonce(realm.0, self.ms(now), self.counter);
-        let mut algs = vec![Algorithm::Sha256];
-        if self.cfg.allow_md5 {
-            algs.push(Algorithm::Md5);
-        }
-        algs.into_iter()
+        self.cfg
+            .algorithms
+            .iter()
             .map(|a| {
                 let mut v = format!(
                     "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
@@ -356,7 +357,7 @@ impl Authenticator {
         let Some(alg) = Algorithm::from_param(c.algorithm.as_deref()) else {
             return Verdict::Challenge { stale: false };
         };
-        if alg == Algorithm::Md5 && !self.cfg.allow_md5 {
+        if !self.cfg.algorithms.contains(&alg) {
             return Verdict::Challenge { stale: false };
         }
         let now_ms = self.ms(now);
