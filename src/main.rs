@@ -10,6 +10,7 @@ mod demo;
 mod mis_cmd;
 mod nqs_cmd;
 mod output;
+mod provision_cmd;
 mod sbus_cmd;
 mod up_cmd;
 
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Run the SIP core (B2BUA) and the relay in one process.
     Up(up_cmd::UpArgs),
+    #[command(flatten)]
+    Provision(provision_cmd::Command),
     /// Print the version and build information.
     Version,
 }
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Command::Mis(args) => mis_cmd::run(&args),
         Command::Bench(args) => bench_cmd::run(&args),
         Command::Up(args) => up_cmd::run(&args),
+        Command::Provision(cmd) => provision_cmd::run(&cmd),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())
