@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use control::b2bua::{COUNTED_METHODS, Config};
 use control::driver::{Driver, DriverConfig, Snapshot};
+use control::policy::StorePolicy;
+use control::provision::Provisioning;
 use control::transaction::TimerConfig;
 use dataplane::relay::RelayConfig;
 use dataplane::udp::{MirrorConfig, UdpBackend, UdpConfig, UdpControl};
@@ -55,6 +57,18 @@ pub struct UpArgs {
     /// Serve Prometheus counters on http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9090")]
     metrics_listen: SocketAddr,
+    /// Requests per second allowed from one source address (flood
+    /// protection); a load generator on one address needs more.
+    #[arg(long, default_value_t = 100.0)]
+    sip_rate: f64,
+    /// Burst allowed above the rate, per source.
+    #[arg(long, default_value_t = 200.0)]
+    sip_burst: f64,
+    /// Digest algorithms offered in challenges, most preferred first
+    /// (RFC 8760). Clients that only read the first challenge and know MD5
+    /// only (sipp 3.6, some phones) need `md5,sha-256`.
+    #[arg(long, value_delimiter = ',', default_value = "sha-256,md5")]
+    digest: Vec<String>,
     /// Seconds without media after which a relay session is deleted.
     #[arg(long, default_value_t = 60)]
     media_timeout: u64,
@@ -79,9 +93,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store = sbus::store::Store::open(&args.data_dir, sbus::types::MemberId(1))
-        .with_context(|| format!("opening the SBUS store in {}", args.data_dir.display()))?;
-    seed_demo(&store)?;
+    let store = Arc::new(
+        sbus::store::Store::open(&args.data_dir, sbus::types::MemberId(1))
+            .with_context(|| format!("opening the SBUS store in {}", args.data_dir.display()))?,
+    );
+    let provisioning = Provisioning::new(Arc::clone(&store));
+    seed_demo(&provisioning)?;
+    let policy = StorePolicy::new(provisioning).context("reading provisioning")?;
     let pick = |v6: bool| args.media_addr.iter().copied().find(|a| a.is_ipv6() == v6);
     let relay = RelayConfig {
         media_v4: pick(false),
@@ -99,17 +117,22 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         mirror: MirrorConfig::default(),
     })
     .context("starting the UDP relay")?;
-    let instance = format!("{:08x}", rand::random::<u32>());
-    let core = Config {
-        timers: TimerConfig {
-            t1: Duration::from_millis(args.t1_ms),
-            t2: Duration::from_millis(args.t2_ms),
-            t4: Duration::from_millis(args.t4_ms),
-        },
-        local: Default::default(),
-        instance,
-        max_expires: 3600,
+    let mut core = Config::new(format!("{:08x}", rand::random::<u32>()), rand::random());
+    core.timers = TimerConfig {
+        t1: Duration::from_millis(args.t1_ms),
+        t2: Duration::from_millis(args.t2_ms),
+        t4: Duration::from_millis(args.t4_ms),
     };
+    core.auth.algorithms = args
+        .digest
+        .iter()
+        .map(|a| {
+            control::auth::Algorithm::from_param(Some(a))
+                .with_context(|| format!("unknown digest algorithm {a:?} (md5, sha-256)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    core.guard.rate_per_s = args.sip_rate;
+    core.guard.burst = args.sip_burst;
     let tls = match args.sip_tls_listen {
         Some(addr) => Some((addr, tls_config(args, addr)?)),
         None => None,
@@ -123,14 +146,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             core,
         },
         backend.control(),
-        Box::new(|record| {
-            tracing::info!(
-                call_id = %record.call_id,
-                status = record.status,
-                cause = record.cause.as_str(),
-                "call ended"
-            );
-        }),
+        Box::new(policy),
+        cdr_sink(Arc::clone(&store))?,
     )
     .with_context(|| format!("binding SIP on {}", args.sip_listen))?;
     let driver = Arc::new(driver);
@@ -198,18 +215,50 @@ fn tls_config(args: &UpArgs, addr: SocketAddr) -> anyhow::Result<Arc<rustls::Ser
     Ok(control::driver::tls_config(&cert, &key)?)
 }
 
-/// The demo domain on first start.
-fn seed_demo(store: &sbus::store::Store<sbus::sqlite::SqliteStorage>) -> anyhow::Result<()> {
-    use sbus::record::Domain;
-    if store.get::<Domain>("voxplane.local")?.is_none() {
-        store.put(&Domain {
-            name: "voxplane.local".into(),
-            placement: Default::default(),
-            description: "demo domain seeded by voxplane up".into(),
-        })?;
-        println!("seeded demo domain voxplane.local");
+/// The demo domain and two users on first start (their passwords are
+/// printed once: only digests are stored).
+fn seed_demo(p: &Provisioning) -> anyhow::Result<()> {
+    if p.domains()?.iter().any(|d| d.name == DEMO_DOMAIN) {
+        return Ok(());
+    }
+    p.add_domain(DEMO_DOMAIN, Default::default())?;
+    for user in ["alice", "bob"] {
+        let password: String = {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            (0..12)
+                .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+                .collect()
+        };
+        p.add_user(&format!("{user}@{DEMO_DOMAIN}"), &password, user)?;
+        println!("voxplane up: demo user {user}@{DEMO_DOMAIN} password {password}");
     }
     Ok(())
+}
+
+/// The demo domain `voxplane up` seeds.
+const DEMO_DOMAIN: &str = "voxplane.local";
+
+/// CDRs are written to the store by a thread of their own (a durable commit
+/// per call must not stall the SIP core).
+fn cdr_sink(store: Arc<sbus::store::Store>) -> anyhow::Result<control::driver::CallSink> {
+    let (tx, rx) = std::sync::mpsc::channel::<control::b2bua::CallRecord>();
+    thread::Builder::new().name("cdr".into()).spawn(move || {
+        for record in rx {
+            tracing::info!(
+                call_id = %record.call_id,
+                status = record.status,
+                cause = record.cause.as_str(),
+                "call ended"
+            );
+            if let Err(e) = control::cdr::write(&store, &record.to_cdr()) {
+                tracing::error!(error = %e, call_id = %record.call_id, "CDR not written");
+            }
+        }
+    })?;
+    Ok(Box::new(move |record| {
+        let _ = tx.send(record);
+    }))
 }
 
 /// `/metrics` on axum, on a small runtime of its own (the SIP core and
@@ -351,6 +400,12 @@ fn render(s: &Snapshot, control: &UdpControl) -> String {
             "gauge",
             "Confirmed dialogs.",
             s.dialogs as u64,
+        ),
+        (
+            "voxplane_sip_registrations",
+            "gauge",
+            "Registered contacts.",
+            s.registrations as u64,
         ),
         (
             "voxplane_sip_send_errors_total",

@@ -13,6 +13,8 @@ struct Up {
     child: Child,
     sip: String,
     tls: String,
+    /// Demo user → password, as printed on first start.
+    passwords: std::collections::HashMap<String, String>,
     metrics: String,
     _dir: tempfile::TempDir,
 }
@@ -48,6 +50,9 @@ impl Up {
                 // Short timers keep the failure paths of the tests quick.
                 "--t1-ms",
                 "100",
+                // sipp 3.6 answers the first challenge and knows MD5 only.
+                "--digest",
+                "md5,sha-256",
             ])
             .args(extra)
             .stdout(Stdio::piped())
@@ -57,9 +62,17 @@ impl Up {
         let stdout = child.stdout.take().expect("piped");
         let mut sip = String::new();
         let mut tls = String::new();
+        let mut passwords = std::collections::HashMap::new();
         let mut metrics = String::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("reading voxplane up");
+            if let Some(rest) = line.strip_prefix("voxplane up: demo user ") {
+                let mut f = rest.split_whitespace();
+                if let (Some(aor), Some(_), Some(pw)) = (f.next(), f.next(), f.next()) {
+                    let user = aor.split('@').next().unwrap_or("").to_owned();
+                    passwords.insert(user, pw.to_owned());
+                }
+            }
             if let Some(rest) = line.strip_prefix("voxplane up: SIP tls:") {
                 tls = rest.trim().to_owned();
             }
@@ -82,6 +95,7 @@ impl Up {
             child,
             sip,
             tls,
+            passwords,
             metrics,
             _dir: dir,
         }
@@ -99,6 +113,10 @@ impl Up {
             assert!(Instant::now() < deadline, "want {want:?} in\n{m}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn password(&self, user: &str) -> &str {
+        self.passwords.get(user).map_or("", String::as_str)
     }
 
     fn metrics(&self) -> String {
@@ -238,7 +256,19 @@ fn register_at(
         &xml,
         ns,
         ip,
-        &["-t", transport, "-p", &port.to_string(), &up.sip, "-m", "1"],
+        &[
+            "-t",
+            transport,
+            "-p",
+            &port.to_string(),
+            &up.sip,
+            "-m",
+            "1",
+            "-au",
+            user,
+            "-ap",
+            up.password(user),
+        ],
     )
     .expect_success(1);
 }
@@ -281,6 +311,10 @@ fn call_through(
             &caller_port,
             "-s",
             user,
+            "-au",
+            "alice",
+            "-ap",
+            up.password("alice"),
             &up.sip,
             "-m",
             &n,
@@ -311,7 +345,7 @@ fn calls_over_tcp() {
     if !ready() {
         return;
     }
-    let up = call_through("t1", "41800-41999", "erin", 25470, &UAS, &UAC, 2);
+    let up = call_through("t1", "41800-41999", "bob", 25470, &UAS, &UAC, 2);
     up.expect_metrics(&[
         "voxplane_sip_calls_answered_total 2",
         "voxplane_relay_sessions 0",
@@ -327,7 +361,7 @@ fn cancel_before_answer() {
     let up = call_through(
         "u1",
         "41200-41399",
-        "carol",
+        "bob",
         25170,
         &UAS_RING_CANCELLED,
         &UAC_CANCEL,
@@ -348,7 +382,7 @@ fn bye_from_the_callee() {
     let up = call_through(
         "u1",
         "41400-41599",
-        "dave",
+        "bob",
         25270,
         &UAS_HANGS_UP,
         &UAC_RECEIVES_BYE,
@@ -371,7 +405,19 @@ fn unknown_user_gets_404() {
         dir.path(),
         "uac",
         &UAC_EXPECT_404,
-        &["-p", "25380", "-s", "nobody", &up.sip, "-m", "1"],
+        &[
+            "-p",
+            "25380",
+            "-s",
+            "nobody",
+            &up.sip,
+            "-m",
+            "1",
+            "-au",
+            "alice",
+            "-ap",
+            up.password("alice"),
+        ],
     )
     .expect_success(1);
 }
@@ -389,6 +435,23 @@ const REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
       Contact: <sip:USER@[local_ip]:[local_port]>
       Expires: 300
       Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send>
+    <![CDATA[
+      REGISTER sip:voxplane.local SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:USER@voxplane.local>;tag=[pid]reg
+      To: <sip:USER@voxplane.local>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:USER@[local_ip]:[local_port]>
+      Expires: 300
+      Max-Forwards: 70
+      [authentication]
       Content-Length: 0
 
     ]]>
@@ -424,6 +487,35 @@ const UAC_HEAD: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 SDP
     ]]>
   </send>
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@voxplane.local>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      [authentication]
+SDP
+    ]]>
+  </send>
 "#;
 
 const ACK_AND_BYE: &str = r#"
@@ -434,7 +526,7 @@ const ACK_AND_BYE: &str = r#"
       From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: 2 ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -463,7 +555,7 @@ static UAC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
       From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: 3 BYE
       Max-Forwards: 70
       Content-Length: 0
 
@@ -484,7 +576,7 @@ static UAC_CANCEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
       From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@voxplane.local>
       Call-ID: [call_id]
-      CSeq: 1 CANCEL
+      CSeq: 2 CANCEL
       Max-Forwards: 70
       Content-Length: 0
 
@@ -499,7 +591,7 @@ static UAC_CANCEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
       From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: 2 ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -541,7 +633,7 @@ static UAC_EXPECT_404: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
       From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: 2 ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -804,11 +896,23 @@ fn rtp_crosses_the_relay_between_namespaces() {
     let uac = sipp_at(
         dir.path(),
         "uac",
-        "uac_pcap",
+        &UAC_PCAP,
         Some(&caller),
         "198.18.1.2",
         &[
-            "-p", "5080", "-mp", "16000", "-s", "bob", &up.sip, "-m", "1",
+            "-p",
+            "5080",
+            "-mp",
+            "16000",
+            "-s",
+            "bob",
+            &up.sip,
+            "-m",
+            "1",
+            "-au",
+            "alice",
+            "-ap",
+            up.password("alice"),
         ],
     );
     uac.expect_success(1);
@@ -867,3 +971,36 @@ fn rtp_crosses_the_relay_between_namespaces() {
     drop(up);
     drop(net);
 }
+
+/// The caller of the media test: authenticated INVITE offering G.711 A-law
+/// and telephone-event, then sipp's own A-law pcap played after the ACK.
+static UAC_PCAP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    uac(&format!(
+        r#"  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+{ACK_AND_BYE}
+  <nop>
+    <action>
+      <exec play_pcap_audio="pcap/g711a.pcap"/>
+    </action>
+  </nop>
+  <pause milliseconds="9000"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    ))
+    .replace("m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000", "m=audio [media_port] RTP/AVP 8 101\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000")
+});

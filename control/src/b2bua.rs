@@ -11,12 +11,17 @@
 //! drain [`B2bua::poll_transmit`] and [`B2bua::poll_event`]. `now` is an
 //! argument everywhere; the relay control calls take it too.
 //!
-//! # Routing (before the registrar/dialplan merge)
+//! # Admission and routing
 //!
-//! Calls are routed to users registered with [`Location`], a minimal
-//! in-memory location table fed by unauthenticated REGISTERs. It accepts
-//! only loopback sources and is meant for tests until the registrar,
-//! digest authentication and dialplans replace it.
+//! Every message first passes [`security::Guard`] (per-source rate limit,
+//! scanner user agents, RFC 4475 semantic checks answered statelessly).
+//! REGISTER goes to the [`Registrar`] (digest, RFC 8760). An INVITE is
+//! accepted from a trunk trusted by source address, or from a subscriber
+//! who answers a 407 digest challenge for the domain of its From URI (no
+//! open relay). The domain's dialplan decides: ring a user (every
+//! registered contact in parallel), a trunk (its codec list filters the
+//! offer), another core, or reject. With no rule matching, the
+//! Request-URI user of the domain is rung.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -25,7 +30,12 @@ use std::time::{Duration, Instant};
 use dataplane::relay::{Answer, Control, Offer, SessionFlags, SessionStats};
 use wire::sip::{Message, Method, Uri};
 
+use crate::auth::{AuthConfig, Authenticator, ChallengeKind, Realm, Verdict};
+use crate::dialplan::{Action, CallInfo, CallSource};
 use crate::msg::{self, ALLOW};
+use crate::policy::Policy;
+use crate::registrar::{Registrar, RegistrarConfig};
+use crate::security::{self, Guard, GuardConfig, Screen};
 use crate::transaction::{
     RequestVerdict, ResponseVerdict, TimerConfig, Transactions, Transmit, TxnEvent, TxnId,
 };
@@ -63,8 +73,29 @@ pub struct Config {
     /// A random token (from the driver's RNG) that prefixes our Call-IDs,
     /// tags and branches, so they are unique across restarts.
     pub instance: String,
-    /// Longest registration accepted, in seconds.
-    pub max_expires: u32,
+    /// The nonce key of digest authentication (random, from the driver).
+    pub auth_key: [u8; 32],
+    /// Digest settings.
+    pub auth: AuthConfig,
+    /// Rate limit, scanners, supported extensions.
+    pub guard: GuardConfig,
+    /// Registration bounds.
+    pub registrar: RegistrarConfig,
+}
+
+impl Config {
+    /// Defaults around the given instance token and nonce key.
+    pub fn new(instance: String, auth_key: [u8; 32]) -> Config {
+        Config {
+            timers: TimerConfig::default(),
+            local: LocalAddrs::default(),
+            instance,
+            auth_key,
+            auth: AuthConfig::default(),
+            guard: GuardConfig::default(),
+            registrar: RegistrarConfig::default(),
+        }
+    }
 }
 
 /// Why a call ended, for CDRs.
@@ -133,6 +164,47 @@ pub struct CallRecord {
     pub cause: Cause,
     /// The relay's final statistics, when media was anchored.
     pub media: Option<SessionStats>,
+    /// The domain the call was routed in.
+    pub domain: String,
+    /// Wall-clock start, answer and end (ms since the Unix epoch).
+    pub unix_ms: (u64, Option<u64>, u64),
+}
+
+impl CallRecord {
+    /// The stored CDR (`sbus::record::Cdr`) of this call, with the relay's
+    /// per-leg statistics.
+    pub fn to_cdr(&self) -> sbus::record::Cdr {
+        use crate::cdr::{CallRecorder, Cause as CdrCause};
+        let (start, answer, end) = self.unix_ms;
+        let mut rec = CallRecorder::start(&self.call_id, &self.domain, &self.from, &self.to, start);
+        if let Some(a) = answer {
+            rec.answer(a);
+        }
+        if let Some(media) = &self.media {
+            for (role, leg) in ["caller", "callee"].iter().zip(&media.legs) {
+                rec.leg(sbus::record::CdrLeg {
+                    role: (*role).to_owned(),
+                    peer: leg.remote.map(|a| a.to_string()).unwrap_or_default(),
+                    codec: String::new(),
+                    packets: leg.rtp_packets,
+                    bytes: leg.rtp_bytes,
+                    drops: leg.drops.total(),
+                    lost: leg.lost,
+                });
+            }
+        }
+        let cause = match self.cause {
+            Cause::CallerBye => CdrCause::CallerBye,
+            Cause::CalleeBye => CdrCause::CalleeBye,
+            Cause::Cancelled => CdrCause::Cancel,
+            Cause::Timeout | Cause::NoAck => CdrCause::Timeout,
+            Cause::SessionExpired => CdrCause::MediaTimeout,
+            Cause::Rejected | Cause::NoRoute | Cause::MediaError | Cause::Loop => {
+                CdrCause::Rejected
+            }
+        };
+        rec.end(end, self.status, cause)
+    }
 }
 
 /// What the B2BUA reports to its driver.
@@ -171,53 +243,17 @@ pub const COUNTED_METHODS: [&str; 9] = [
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "other",
 ];
 
-/// Minimal in-memory location table (before the registrar merge).
-#[derive(Debug, Default)]
-pub struct Location {
-    bindings: HashMap<String, Vec<Binding>>,
-}
-
-/// One registered contact.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    /// The Contact URI.
-    pub contact: String,
-    /// Where the REGISTER came from (requests go there: NAT-friendly).
-    pub peer: Peer,
-    /// When it expires.
-    pub expires: Instant,
-}
-
-impl Location {
-    /// The live contacts of `user`.
-    pub fn lookup(&self, now: Instant, user: &str) -> Vec<Binding> {
-        self.bindings
-            .get(user)
-            .map(|v| v.iter().filter(|b| b.expires > now).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Adds or refreshes (or with `expires` 0 removes) a binding.
-    pub fn bind(&mut self, now: Instant, user: &str, contact: &str, peer: Peer, expires: u32) {
-        let list = self.bindings.entry(user.to_owned()).or_default();
-        list.retain(|b| b.contact != contact && b.expires > now);
-        if expires > 0 {
-            list.push(Binding {
-                contact: contact.to_owned(),
-                peer,
-                expires: now + Duration::from_secs(u64::from(expires)),
-            });
-        }
-    }
-}
-
 /// The B2BUA core. See the [module docs](self).
 pub struct B2bua<C: Control> {
     config: Config,
     txns: Transactions,
     media: C,
-    /// Registrations (minimal in-memory path).
-    pub location: Location,
+    policy: Box<dyn Policy>,
+    guard: Guard,
+    registrar: Registrar,
+    auth: Authenticator,
+    next_sweep: Option<Instant>,
+    unix_ms: u64,
     calls: HashMap<u64, Call, rustc_hash::FxBuildHasher>,
     by_call_id: HashMap<Box<str>, (u64, Side), rustc_hash::FxBuildHasher>,
     client: HashMap<TxnId, ClientRole, rustc_hash::FxBuildHasher>,
@@ -304,6 +340,40 @@ struct Call {
     pending_client: u32,
     /// When the session expires without a refresh (RFC 4028).
     session_deadline: Option<Instant>,
+    domain: Box<str>,
+    started_unix_ms: u64,
+    answered_unix_ms: Option<u64>,
+}
+
+/// Where a call goes.
+struct Route {
+    domain: String,
+    targets: Vec<Target>,
+    /// The trunk's codec list (empty: no filtering).
+    codecs: Vec<String>,
+}
+
+struct Target {
+    contact: String,
+    peer: Peer,
+}
+
+/// Why an INVITE is refused before a call exists.
+struct Refusal {
+    code: u16,
+    cause: Cause,
+    /// Extra header lines (the digest challenge).
+    extra: String,
+}
+
+impl Refusal {
+    fn new(code: u16, cause: Cause) -> Refusal {
+        Refusal {
+            code,
+            cause,
+            extra: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -332,13 +402,19 @@ enum ServerRole {
 }
 
 impl<C: Control> B2bua<C> {
-    /// A B2BUA anchoring media through `media`.
-    pub fn new(config: Config, media: C) -> Self {
+    /// A B2BUA anchoring media through `media`, provisioned by `policy`.
+    /// `origin` is any instant (the epoch of digest nonces).
+    pub fn new(config: Config, media: C, policy: Box<dyn Policy>, origin: Instant) -> Self {
         Self {
             txns: Transactions::new(config.timers),
+            guard: Guard::new(config.guard.clone()),
+            registrar: Registrar::new(config.registrar.clone()),
+            auth: Authenticator::new(config.auth_key, origin, config.auth.clone()),
+            next_sweep: None,
+            unix_ms: 0,
+            policy,
             config,
             media,
-            location: Location::default(),
             calls: HashMap::default(),
             by_call_id: HashMap::default(),
             client: HashMap::default(),
@@ -354,7 +430,30 @@ impl<C: Control> B2bua<C> {
 
     /// Counters since start.
     pub fn counters(&self) -> SipCounters {
-        self.counters
+        let g = self.guard.stats();
+        let a = self.auth.stats();
+        SipCounters {
+            auth_failures: a.rejected + a.forged + a.replayed + a.malformed,
+            rate_limited: g.rate_limited,
+            scanners: g.scanners,
+            ..self.counters
+        }
+    }
+
+    /// Registrations held now.
+    pub fn registrations(&self) -> usize {
+        self.registrar.len()
+    }
+
+    /// The wall clock (ms since the Unix epoch) for dialplan time rules and
+    /// CDRs; the driver sets it before each input.
+    pub fn set_unix_ms(&mut self, unix_ms: u64) {
+        self.unix_ms = unix_ms;
+    }
+
+    /// Lets the policy pick up provisioning changes.
+    pub fn reload_policy(&mut self) {
+        self.policy.reload();
     }
 
     /// The transaction layer (for its counters and size).
@@ -382,12 +481,25 @@ impl<C: Control> B2bua<C> {
 
     /// One received datagram or framed stream message from `peer`.
     pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
-        let msg = match Message::parse(bytes) {
-            Ok(m) => m,
-            Err(wire::sip::Error::Empty) => return,
-            Err(e) => {
-                self.counters.malformed += 1;
-                tracing::debug!(%peer, error = %e, "malformed SIP message");
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return; // keep-alive
+        }
+        let msg = match self.guard.screen(now, peer.addr.ip(), bytes) {
+            Screen::Accept(m) | Screen::Challenge(m) => m,
+            Screen::Respond(response) => {
+                self.counters.malformed += u64::from(Message::parse(bytes).is_err());
+                self.count_out(&response);
+                self.transmits.push_back(Transmit {
+                    peer,
+                    bytes: response,
+                });
+                return;
+            }
+            Screen::Drop(reason) => {
+                if reason == security::DropReason::Garbage {
+                    self.counters.malformed += 1;
+                }
+                tracing::debug!(%peer, ?reason, "SIP message dropped");
                 return;
             }
         };
@@ -401,6 +513,10 @@ impl<C: Control> B2bua<C> {
 
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|t| t <= now) {
+            self.registrar.handle_timeout(now);
+            self.next_sweep = Some(now + Duration::from_secs(5));
+        }
         self.txns.handle_timeout(now);
         self.drain_txn_events(now);
         self.fire_session_timers(now);
@@ -421,10 +537,10 @@ impl<C: Control> B2bua<C> {
             self.session_timers.pop();
         }
         let session = self.session_timers.peek().map(|r| r.0.0);
-        match (self.txns.poll_timeout(), session) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.txns.poll_timeout(), session, self.next_sweep]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next message to send.
@@ -469,12 +585,6 @@ impl<C: Control> B2bua<C> {
             RequestVerdict::Ack => self.on_ack(now, msg),
             RequestVerdict::Cancel { txn, invite } => self.on_cancel(now, peer, msg, txn, invite),
             RequestVerdict::New(txn) => {
-                if let Some(code) = msg.semantic_issues().iter().find_map(|i| i.status_code()) {
-                    // 483 for an out-of-dialog INVITE is handled with routing.
-                    if code != 483 || method != Method::Invite {
-                        return self.reply(now, txn, msg, &peer, code, "");
-                    }
-                }
                 let in_dialog = msg.to().and_then(|t| t.tag()).is_some();
                 if in_dialog {
                     return self.in_dialog(now, peer, msg, txn);
@@ -517,39 +627,14 @@ impl<C: Control> B2bua<C> {
     }
 
     fn on_register(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, txn: TxnId) {
-        // Minimal in-memory path (replaced by the registrar at the sip2 merge):
-        // test sources only, no authentication.
-        if !test_source(peer) {
-            return self.reply(now, txn, msg, &peer, 403, "");
-        }
-        let Some(user) = msg.to().and_then(|t| t.uri.user) else {
-            return self.reply(now, txn, msg, &peer, 400, "");
+        let source = crate::registrar::Source {
+            addr: peer.addr,
+            transport: peer.transport.as_str(),
         };
-        let default = msg.expires().unwrap_or(3600).min(self.config.max_expires);
-        let mut extra = String::new();
-        for c in msg.contacts() {
-            let expires = c
-                .params
-                .value("expires")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-                .min(self.config.max_expires);
-            // On streams, a closed connection is re-opened to the Contact
-            // (the connection id still wins while it is open).
-            let mut target = peer;
-            if peer.transport.is_reliable()
-                && let Some((addr, _)) = msg::uri_target(&c.uri)
-            {
-                target.addr = addr;
-            }
-            self.location
-                .bind(now, user, c.uri.as_str(), target, expires);
-        }
-        for b in self.location.lookup(now, user) {
-            let left = b.expires.saturating_duration_since(now).as_secs();
-            let _ = write!(extra, "Contact: <{}>;expires={left}\r\n", b.contact);
-        }
-        self.reply(now, txn, msg, &peer, 200, &extra);
+        let reply = self
+            .registrar
+            .handle_register(now, msg, source, &mut self.auth, &*self.policy);
+        self.txns.respond(now, txn, reply.status, reply.bytes);
     }
 
     fn on_invite(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, txn: TxnId) {
@@ -560,10 +645,6 @@ impl<C: Control> B2bua<C> {
         //= https://www.rfc-editor.org/rfc/rfc3261#section-16.3
         //# If the Max-Forwards value reaches 0 [...] the element MUST NOT forward
         //# the request [and returns] a 483 (Too many hops) error response.
-        // Until digest authentication is wired in: calls from test sources only.
-        if !test_source(peer) {
-            return self.fail_early(now, txn, msg, &head, 403, Cause::Rejected);
-        }
         //= https://www.rfc-editor.org/rfc/rfc4028#section-8
         //# If the Session-Expires interval is too small [...] the UAS MUST
         //# reject the request with a 422 response [...] containing a Min-SE
@@ -575,25 +656,26 @@ impl<C: Control> B2bua<C> {
         }
         let max_forwards = msg.max_forwards().unwrap_or(70);
         if max_forwards == 0 {
-            return self.fail_early(now, txn, msg, &head, 483, Cause::Loop);
+            return self.fail_early(now, txn, msg, &head, Refusal::new(483, Cause::Loop));
         }
         let (Some(call_id), Some(from), Some(uri)) = (msg.call_id(), msg.from(), msg.request_uri())
         else {
-            return self.fail_early(now, txn, msg, &head, 400, Cause::Rejected);
+            return self.fail_early(now, txn, msg, &head, Refusal::new(400, Cause::Rejected));
         };
         let Some(from_tag) = from.tag() else {
-            return self.fail_early(now, txn, msg, &head, 400, Cause::Rejected);
+            return self.fail_early(now, txn, msg, &head, Refusal::new(400, Cause::Rejected));
         };
         if self.by_call_id.contains_key(call_id) {
             // A second INVITE for a call we hold, with a new branch and no To tag:
             // a merged request (RFC 3261 §8.2.2.2).
-            return self.fail_early(now, txn, msg, &head, 482, Cause::Loop);
+            return self.fail_early(now, txn, msg, &head, Refusal::new(482, Cause::Loop));
         }
-        let user = uri.user.unwrap_or("");
-        let bindings = self.location.lookup(now, user);
-        if bindings.is_empty() {
-            return self.fail_early(now, txn, msg, &head, 404, Cause::NoRoute);
-        }
+        let route = match self.route(now, peer, msg) {
+            Ok(r) => r,
+            Err(refusal) => {
+                return self.fail_early(now, txn, msg, &head, refusal);
+            }
+        };
         let id = self.next_id;
         self.next_id += 1;
         self.counters.calls += 1;
@@ -625,6 +707,9 @@ impl<C: Control> B2bua<C> {
             media: false,
             from_uri: from.uri.as_str().into(),
             to_uri: uri.as_str().into(),
+            domain: route.domain.as_str().into(),
+            started_unix_ms: self.unix_ms,
+            answered_unix_ms: None,
             started: now,
             answered: None,
             status: 0,
@@ -644,6 +729,16 @@ impl<C: Control> B2bua<C> {
                 Ok(rewritten) => {
                     call.media = true;
                     body = rewritten;
+                    if !route.codecs.is_empty() {
+                        match filter_codecs(&body, &route.codecs) {
+                            Some(filtered) => body = filtered,
+                            None => {
+                                call.cause = Some(Cause::MediaError);
+                                self.calls.insert(id, call);
+                                return self.end_unanswered(now, id, 488, None);
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "relay refused the offer");
@@ -674,7 +769,7 @@ impl<C: Control> B2bua<C> {
         };
         let mut pass = String::new();
         msg::pass_headers(&mut pass, msg);
-        for b in &bindings {
+        for b in &route.targets {
             let branch = self.new_branch();
             let via = self.via(b.peer.transport, &branch);
             let contact = self.contact(b.peer.transport);
@@ -719,6 +814,160 @@ impl<C: Control> B2bua<C> {
         self.calls.insert(id, call);
     }
 
+    /// Who is calling (trunk by address, or a subscriber by digest) and
+    /// where the dialplan sends the call.
+    fn route(&mut self, now: Instant, peer: Peer, msg: &Message<'_>) -> Result<Route, Refusal> {
+        let (Some(from), Some(uri)) = (msg.from(), msg.request_uri()) else {
+            return Err(Refusal::new(400, Cause::Rejected));
+        };
+        let from_user = from.uri.user.unwrap_or("");
+        let from_host = from.uri.host.unwrap_or("").to_ascii_lowercase();
+        let ruri_host = uri.host.unwrap_or("").to_ascii_lowercase();
+        let called = uri.user.unwrap_or("");
+        let ip = peer.addr.ip();
+        let trunk = self.policy.trunk_by_ip(ip);
+        let authenticated;
+        let source = match &trunk {
+            Some(t) => CallSource::Trunk(&t.name),
+            None => {
+                //= https://www.rfc-editor.org/rfc/rfc3261#section-22.3
+                //# When a UAC sends a request to a proxy server, the proxy server MAY
+                //# authenticate the originator before the request is processed.
+                if !self.policy.serves(&from_host) {
+                    return Err(Refusal::new(403, Cause::Rejected));
+                }
+                let policy = &*self.policy;
+                let verdict =
+                    self.auth
+                        .verify(msg, ChallengeKind::Proxy, Realm(&from_host), now, |u| {
+                            policy.credentials(&from_host, u)
+                        });
+                match verdict {
+                    Verdict::Authenticated { user, .. } if user == from_user => {
+                        authenticated = user;
+                        CallSource::User(&authenticated)
+                    }
+                    Verdict::Authenticated { .. } | Verdict::Forbidden(_) => {
+                        return Err(Refusal::new(403, Cause::Rejected));
+                    }
+                    Verdict::BadRequest(_) => return Err(Refusal::new(400, Cause::Rejected)),
+                    Verdict::Challenge { stale } => {
+                        let mut extra = String::new();
+                        for v in
+                            self.auth
+                                .challenge(Realm(&from_host), ChallengeKind::Proxy, now, stale)
+                        {
+                            let _ = write!(
+                                extra,
+                                "{}: {v}\r\n",
+                                ChallengeKind::Proxy.challenge_header()
+                            );
+                        }
+                        return Err(Refusal {
+                            code: 407,
+                            cause: Cause::Rejected,
+                            extra,
+                        });
+                    }
+                }
+            }
+        };
+        let domain = if self.policy.serves(&ruri_host) {
+            ruri_host
+        } else {
+            from_host
+        };
+        let info = CallInfo {
+            to: called,
+            from: from_user,
+            source,
+            ip: Some(ip),
+        };
+        let decision = self.policy.dialplan(&domain).evaluate(&info, self.unix_ms);
+        let mut route = Route {
+            domain,
+            targets: Vec::new(),
+            codecs: Vec::new(),
+        };
+        match decision.action {
+            Action::Ring(user) => self.ring(now, &user, &mut route)?,
+            // No rule matched: ring the called user of the domain.
+            Action::NoRoute if decision.rule.is_none() => {
+                self.ring(now, &decision.number, &mut route)?
+            }
+            Action::NoRoute => return Err(Refusal::new(404, Cause::NoRoute)),
+            Action::Reject(code, _) => return Err(Refusal::new(code, Cause::Rejected)),
+            Action::Trunk(name) => {
+                let t = self
+                    .policy
+                    .trunk(&name)
+                    .ok_or(Refusal::new(503, Cause::NoRoute))?;
+                let transport = Transport::from_token(&t.transport).unwrap_or(Transport::Udp);
+                let ip = msg::host_ip(&t.host).ok_or(Refusal::new(503, Cause::NoRoute))?;
+                let port = if t.port == 0 { 5060 } else { t.port };
+                let addr = std::net::SocketAddr::new(ip, port);
+                route.targets.push(Target {
+                    contact: format!("sip:{}@{}", decision.number, msg::hostport(addr)),
+                    peer: Peer {
+                        transport,
+                        addr,
+                        conn: None,
+                    },
+                });
+                route.codecs = t.codecs.clone();
+            }
+            Action::Core(core) => {
+                let target = Uri::parse(msg::uri_of(&core))
+                    .ok()
+                    .and_then(|u| msg::uri_target(&u))
+                    .ok_or(Refusal::new(503, Cause::NoRoute))?;
+                route.targets.push(Target {
+                    contact: format!("sip:{}@{}", decision.number, msg::hostport(target.0)),
+                    peer: Peer {
+                        transport: target.1,
+                        addr: target.0,
+                        conn: None,
+                    },
+                });
+            }
+        }
+        Ok(route)
+    }
+
+    /// Every registered contact of `user` in the route's domain.
+    fn ring(&self, now: Instant, user: &str, route: &mut Route) -> Result<(), Refusal> {
+        if self.policy.credentials(&route.domain, user).is_none() {
+            return Err(Refusal::new(404, Cause::NoRoute));
+        }
+        let aor = format!("{user}@{}", route.domain);
+        for b in self.registrar.lookup(&aor, now) {
+            let transport = Transport::from_token(&b.transport).unwrap_or(Transport::Udp);
+            // Requests go where the REGISTER came from (NAT); on streams, to
+            // the Contact when it is an address (the registering connection,
+            // if still open, is found by address by the stream layer).
+            let mut addr = b.source;
+            if transport.is_reliable()
+                && let Some((contact_addr, _)) = Uri::parse(&b.contact)
+                    .ok()
+                    .and_then(|u| msg::uri_target(&u))
+            {
+                addr = contact_addr;
+            }
+            route.targets.push(Target {
+                contact: b.contact.clone(),
+                peer: Peer {
+                    transport,
+                    addr,
+                    conn: None,
+                },
+            });
+        }
+        if route.targets.is_empty() {
+            return Err(Refusal::new(480, Cause::NoRoute));
+        }
+        Ok(())
+    }
+
     /// Refuses an INVITE before a call exists; the attempt still gets a CDR.
     fn fail_early(
         &mut self,
@@ -726,11 +975,14 @@ impl<C: Control> B2bua<C> {
         txn: TxnId,
         msg: &Message<'_>,
         head: &str,
-        code: u16,
-        cause: Cause,
+        refusal: Refusal,
     ) {
-        let bytes = msg::response(code, head, "", b"");
+        let Refusal { code, cause, extra } = refusal;
+        let bytes = msg::response(code, head, &extra, b"");
         self.txns.respond(now, txn, code, bytes);
+        if code == 407 {
+            return; // a challenge is not a call attempt of its own
+        }
         let record = CallRecord {
             call_id: msg.call_id().unwrap_or("").to_owned(),
             b_call_id: String::new(),
@@ -742,6 +994,8 @@ impl<C: Control> B2bua<C> {
             status: code,
             cause,
             media: None,
+            domain: String::new(),
+            unix_ms: (self.unix_ms, None, self.unix_ms),
         };
         self.events.push_back(CallEvent::Ended(Box::new(record)));
     }
@@ -923,6 +1177,7 @@ impl<C: Control> B2bua<C> {
         let call = self.calls.get_mut(&id).expect("call checked above");
         call.phase = Phase::Confirmed;
         call.answered = Some(now);
+        call.answered_unix_ms = Some(self.unix_ms);
         call.status = status;
         self.counters.answered += 1;
         let mut extra = String::new();
@@ -1102,6 +1357,8 @@ impl<C: Control> B2bua<C> {
             status: call.status,
             cause: call.cause.unwrap_or(Cause::Rejected),
             media,
+            domain: call.domain.to_string(),
+            unix_ms: (call.started_unix_ms, call.answered_unix_ms, self.unix_ms),
         };
         self.events.push_back(CallEvent::Ended(Box::new(record)));
         self.maybe_forget(id);
@@ -1562,20 +1819,78 @@ impl<C: Control> B2bua<C> {
     }
 }
 
-/// Sources the minimal, unauthenticated path accepts: loopback and the
-/// RFC 2544 benchmark range 198.18.0.0/15 the namespace tests use.
-fn test_source(peer: Peer) -> bool {
-    match peer.addr.ip() {
-        std::net::IpAddr::V4(v4) => {
-            v4.is_loopback() || (v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18)
+/// Keeps only the payload types of the first audio section whose encoding
+/// name is in `allowed` (static types by RFC 3551 number, dynamic ones by
+/// their rtpmap); telephone-event always stays. `None` if no codec is left.
+pub fn filter_codecs(sdp: &str, allowed: &[String]) -> Option<String> {
+    const STATIC: &[(&str, &str)] = &[
+        ("0", "PCMU"),
+        ("3", "GSM"),
+        ("4", "G723"),
+        ("8", "PCMA"),
+        ("9", "G722"),
+        ("18", "G729"),
+    ];
+    let rtpmap = |pt: &str| {
+        sdp.lines().find_map(|l| {
+            let rest = l.strip_prefix("a=rtpmap:")?;
+            let (p, enc) = rest.split_once(' ')?;
+            (p == pt).then(|| enc.split('/').next().unwrap_or("").to_owned())
+        })
+    };
+    let name = |pt: &str| {
+        rtpmap(pt).or_else(|| {
+            STATIC
+                .iter()
+                .find(|(p, _)| *p == pt)
+                .map(|(_, n)| (*n).to_owned())
+        })
+    };
+    let mut out = String::with_capacity(sdp.len());
+    let mut removed: Vec<String> = Vec::new();
+    let mut in_audio = false;
+    let mut audio_done = false;
+    let mut kept_codec = true;
+    for line in sdp.split_inclusive('\n') {
+        let text = line.trim_end();
+        if let Some(m) = text.strip_prefix("m=") {
+            in_audio = !audio_done && m.starts_with("audio ");
+            if in_audio {
+                audio_done = true;
+                let mut parts = m.split(' ');
+                let head: Vec<&str> = parts.by_ref().take(3).collect();
+                let mut keep = Vec::new();
+                kept_codec = false;
+                for pt in parts {
+                    let n = name(pt).unwrap_or_default();
+                    if n.eq_ignore_ascii_case("telephone-event") {
+                        keep.push(pt);
+                    } else if allowed.iter().any(|a| a.eq_ignore_ascii_case(&n)) {
+                        keep.push(pt);
+                        kept_codec = true;
+                    } else {
+                        removed.push(pt.to_owned());
+                    }
+                }
+                let _ = write!(out, "m={} {}\r\n", head.join(" "), keep.join(" "));
+                continue;
+            }
         }
-        std::net::IpAddr::V6(v6) => v6.is_loopback(),
+        if in_audio
+            && let Some(rest) = text
+                .strip_prefix("a=rtpmap:")
+                .or_else(|| text.strip_prefix("a=fmtp:"))
+            && removed
+                .iter()
+                .any(|pt| rest.split(' ').next() == Some(pt.as_str()))
+        {
+            continue;
+        }
+        out.push_str(line);
     }
+    kept_codec.then_some(out)
 }
 
-/// The relay's (from-tag, to-tag) for SDP going from side `from` to `to`:
-/// the caller is known by its own tag, the callee side by the tag we gave
-/// the caller (so every branch maps onto the relay's leg 1).
 /// Our smallest acceptable session interval (RFC 4028 §4: at least 90 s).
 pub const MIN_SE: u32 = 90;
 
@@ -1681,34 +1996,50 @@ mod tests {
                 ..RelayConfig::default()
             })
             .unwrap();
-            let config = Config {
-                timers: TimerConfig::default(),
-                local: LocalAddrs {
-                    udp: Some("192.0.2.1:5060".parse().unwrap()),
-                    ..LocalAddrs::default()
-                },
-                instance: "t".into(),
-                max_expires: 3600,
-            };
+            let mut config = Config::new("t".into(), [7; 32]);
+            config.local.udp = Some("192.0.2.1:5060".parse().unwrap());
+            // Alice's address is a trusted trunk (no digest); everyone else
+            // authenticates.
+            let policy = crate::policy::StaticPolicy::default()
+                .user("alice", "voxplane.local", "apw")
+                .user("bob", "voxplane.local", "bpw")
+                .trunk(sbus::record::Trunk {
+                    name: "alice-pbx".into(),
+                    host: "198.18.0.10".into(),
+                    port: 5060,
+                    transport: "udp".into(),
+                    allow_ips: vec!["198.18.0.10/32".into()],
+                    auth: None,
+                    codecs: Vec::new(),
+                    options_ping_s: 0,
+                });
+            let now = epoch();
             let mut w = World {
-                b2bua: B2bua::new(config, relay),
-                now: epoch(),
+                b2bua: B2bua::new(config, relay, Box::new(policy), now),
+                now,
                 ended: Vec::new(),
             };
             for (i, contact) in ["198.18.0.20:5060", "198.18.0.21:5060"].iter().enumerate() {
-                let reg = format!(
-                    "REGISTER sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKr{i}\r\n\
-                     From: <sip:bob@voxplane.local>;tag=r{i}\r\nTo: <sip:bob@voxplane.local>\r\n\
-                     Call-ID: reg{i}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@{contact}>\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                let reg = |cseq: u32, auth: &str| {
+                    format!(
+                        "REGISTER sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKr{i}{cseq}\r\n\
+                         From: <sip:bob@voxplane.local>;tag=r{i}\r\nTo: <sip:bob@voxplane.local>\r\n\
+                         Call-ID: reg{i}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:bob@{contact}>\r\nExpires: 600\r\n{auth}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                    )
+                };
+                let out = w.send(contact, &reg(1, ""));
+                let challenge = Message::parse(&out[0].bytes).unwrap();
+                assert_eq!(challenge.status(), Some(401));
+                let answer = crate::auth::tests::answer(
+                    challenge.header("WWW-Authenticate").unwrap(),
+                    "bob",
+                    "bpw",
+                    "REGISTER",
+                    "sip:voxplane.local",
+                    1,
                 );
-                // The minimal location path accepts loopback only: register
-                // from loopback, pointing at the documentation address.
-                let out = w.send("127.0.0.1:5999", &reg);
+                let out = w.send(contact, &reg(2, &format!("Authorization: {answer}\r\n")));
                 assert_eq!(status(&out[0].bytes), 200);
-                let peer = Peer::udp(contact.parse().unwrap());
-                w.b2bua
-                    .location
-                    .bind(w.now, "bob", &format!("sip:bob@{contact}"), peer, 600);
             }
             w
         }
@@ -2039,8 +2370,14 @@ mod tests {
         let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 0);
         assert_eq!(status(&out.last().unwrap().bytes), 483);
         let mut w = World::new();
-        w.b2bua.location = Location::default();
-        let out = w.invite(&sdp("198.18.0.10", 4000, "sendrecv"), 70);
+        let body = sdp("198.18.0.10", 4000, "sendrecv");
+        let inv = format!(
+            "INVITE sip:nobody@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKn\r\n\
+             From: <sip:alice@voxplane.local>;tag=n\r\nTo: <sip:nobody@voxplane.local>\r\nCall-ID: n1\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let out = w.send(ALICE, &inv);
         assert_eq!(status(&out.last().unwrap().bytes), 404);
         assert_eq!(w.ended[0].cause, Cause::NoRoute);
     }
@@ -2132,12 +2469,60 @@ mod tests {
     }
 
     #[test]
-    fn unauthenticated_path_refuses_calls_from_other_sources() {
+    fn no_open_relay_and_digest_for_subscribers() {
         let mut w = World::new();
+        // A stranger from a domain we do not serve: 403.
         let inv = "INVITE sip:bob@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKx\r\n\
              From: <sip:x@example.com>;tag=x\r\nTo: <sip:bob@voxplane.local>\r\nCall-ID: x1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
         let out = w.send("192.0.2.99:5060", inv);
         assert_eq!(status(&out.last().unwrap().bytes), 403);
+        // Alice from a phone (not the trunk address): 407, then authenticated.
+        let phone = "198.18.0.30:5060";
+        let body = sdp("198.18.0.30", 4000, "sendrecv");
+        let invite = |cseq: u32, auth: &str| {
+            format!(
+                "INVITE sip:bob@voxplane.local SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKp{cseq}\r\n\
+                 From: <sip:alice@voxplane.local>;tag=p\r\nTo: <sip:bob@voxplane.local>\r\nCall-ID: p1\r\n\
+                 CSeq: {cseq} INVITE\r\n{auth}Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let out = w.send(phone, &invite(1, ""));
+        let challenge = Message::parse(&out.last().unwrap().bytes).unwrap();
+        assert_eq!(challenge.status(), Some(407));
+        let ch = challenge.header("Proxy-Authenticate").unwrap();
+        let wrong =
+            crate::auth::tests::answer(ch, "alice", "nope", "INVITE", "sip:bob@voxplane.local", 1);
+        let out = w.send(
+            phone,
+            &invite(2, &format!("Proxy-Authorization: {wrong}\r\n")),
+        );
+        assert_eq!(status(&out.last().unwrap().bytes), 403);
+        let right =
+            crate::auth::tests::answer(ch, "alice", "apw", "INVITE", "sip:bob@voxplane.local", 2);
+        let out = w.send(
+            phone,
+            &invite(3, &format!("Proxy-Authorization: {right}\r\n")),
+        );
+        assert_eq!(
+            out.iter().filter(|t| method_is(t, "INVITE")).count(),
+            2,
+            "both of bob's phones ring"
+        );
+        assert!(w.b2bua.counters().auth_failures >= 1);
+    }
+
+    #[test]
+    fn trunk_codec_list_filters_the_offer() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                   m=audio 30000 RTP/AVP 0 8 18 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:18 G729/8000\r\n\
+                   a=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let out = filter_codecs(sdp, &["PCMA".into(), "G729".into()]).unwrap();
+        assert!(out.contains("m=audio 30000 RTP/AVP 8 18 101\r\n"), "{out}");
+        assert!(
+            !out.contains("PCMU") && out.contains("a=fmtp:18") && out.contains("telephone-event")
+        );
+        assert_eq!(filter_codecs(sdp, &["OPUS".into()]), None);
     }
 
     #[test]

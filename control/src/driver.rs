@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use dataplane::relay::Control;
 
 use crate::b2bua::{B2bua, CallEvent, CallRecord, Config, LocalAddrs, SipCounters};
+use crate::policy::Policy;
 use crate::stream::Streams;
 use crate::transaction::TxnCounters;
 use crate::transport::{Peer, Transport};
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub calls: usize,
     /// Confirmed dialogs.
     pub dialogs: usize,
+    /// Registered contacts.
+    pub registrations: usize,
     /// Messages the transports could not send.
     pub send_errors: u64,
     /// TCP and TLS connections open.
@@ -92,6 +95,7 @@ impl Driver {
     pub fn start<C: Control + Send + 'static>(
         mut config: DriverConfig,
         media: C,
+        policy: Box<dyn Policy>,
         mut sink: CallSink,
     ) -> std::io::Result<Driver> {
         let socket = UdpSocket::bind(config.udp)?;
@@ -149,7 +153,7 @@ impl Driver {
         let core = thread::Builder::new()
             .name("sip-core".into())
             .spawn(move || {
-                let mut b2bua = B2bua::new(config.core, media);
+                let mut b2bua = B2bua::new(config.core, media, policy, Instant::now());
                 run_core(&mut b2bua, &rx, &out, &snap, &mut sink);
             })?;
         Ok(Driver {
@@ -218,6 +222,12 @@ impl Out {
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn receive_udp(socket: &UdpSocket, tx: &mpsc::Sender<Input>) {
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -259,10 +269,14 @@ fn run_core<C: Control>(
             })
             .min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
-            Ok(Input::Datagram(peer, bytes)) => b2bua.handle_datagram(Instant::now(), peer, &bytes),
+            Ok(Input::Datagram(peer, bytes)) => {
+                b2bua.set_unix_ms(unix_ms());
+                b2bua.handle_datagram(Instant::now(), peer, &bytes);
+            }
             Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
         }
+        b2bua.set_unix_ms(unix_ms());
         b2bua.handle_timeout(Instant::now());
         while let Some(t) = b2bua.poll_transmit() {
             if !out.send(t.peer, t.bytes) {
@@ -277,12 +291,14 @@ fn run_core<C: Control>(
         let now = Instant::now();
         if now.duration_since(published) >= Duration::from_millis(100) {
             published = now;
+            b2bua.reload_policy();
             let s = Snapshot {
                 sip: b2bua.counters(),
                 txn: b2bua.transactions().counters(),
                 transactions: b2bua.transactions().len(),
                 calls: b2bua.calls(),
                 dialogs: b2bua.dialogs(),
+                registrations: b2bua.registrations(),
                 send_errors,
                 connections: 0,
             };

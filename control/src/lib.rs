@@ -25,6 +25,7 @@ pub mod cdr;
 pub mod dialplan;
 pub mod driver;
 pub mod msg;
+pub mod policy;
 pub mod provision;
 pub mod registrar;
 pub mod response;
