@@ -518,6 +518,23 @@ SDP
   </send>
 "#;
 
+/// The caller hangs up.
+const CALLER_BYE: &str = r#"  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"#;
+
 const ACK_AND_BYE: &str = r#"
   <send>
     <![CDATA[
@@ -548,21 +565,7 @@ static UAC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
   <recv response="200" rrs="true"/>
 {ACK_AND_BYE}
   <pause milliseconds="200"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 3 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-"#
+{CALLER_BYE}"#
     ))
 });
 
@@ -986,21 +989,48 @@ static UAC_PCAP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     </action>
   </nop>
   <pause milliseconds="9000"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:alice@voxplane.local>;tag=[pid]SIPpTag00[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 3 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-"#
+{CALLER_BYE}"#
     ))
     .replace("m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000", "m=audio [media_port] RTP/AVP 8 101\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000")
 });
+
+/// RFC 4475 §3.3 messages sent over UDP to a running `voxplane up` get the
+/// responses the RFC asks for.
+#[test]
+fn rfc4475_semantic_messages_get_the_rfc_responses() {
+    let Some(fixtures) = testkit::fixtures() else {
+        return;
+    };
+    let up = Up::start("42100-42199");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    for (name, want) in [
+        ("insuf", 400),
+        ("unkscm", 416),
+        ("bext01", 420),
+        ("invut", 415),
+        ("regaut01", 401),
+        ("multi01", 400),
+        ("mcl01", 400),
+        ("sdp01", 406),
+    ] {
+        let bytes = std::fs::read(fixtures.join(format!("rfc4475/semantic/{name}.sip"))).unwrap();
+        socket.send_to(&bytes, &up.sip).unwrap();
+        let mut buf = [0u8; 4096];
+        // Skip a 100 Trying, if any.
+        let status = loop {
+            let (n, _) = socket
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{name}: no response: {e}"));
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let code: u16 = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if code != 100 {
+                break code;
+            }
+        };
+        assert_eq!(status, want, "{name}");
+    }
+    up.expect_metrics(&["voxplane_sip_responses_sent_total{class=\"4xx\"} 8"]);
+}

@@ -485,7 +485,34 @@ impl<C: Control> B2bua<C> {
             return; // keep-alive
         }
         let msg = match self.guard.screen(now, peer.addr.ip(), bytes) {
-            Screen::Accept(m) | Screen::Challenge(m) => m,
+            Screen::Accept(m) => m,
+            Screen::Challenge(m) => {
+                // Credentials in a scheme other than Digest (RFC 4475 §3.3.7):
+                // challenge for Digest.
+                let kind = if m.method() == Some(Method::Register) {
+                    ChallengeKind::Www
+                } else {
+                    ChallengeKind::Proxy
+                };
+                let realm = m
+                    .request_uri()
+                    .and_then(|u| u.host)
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let mut extra = String::new();
+                for v in self.auth.challenge(Realm(&realm), kind, now, false) {
+                    let _ = write!(extra, "{}: {v}\r\n", kind.challenge_header());
+                }
+                let tag = self.new_token();
+                let head = msg::response_head(&m, &peer, Some(&tag));
+                let response = msg::response(kind.status(), &head, &extra, b"");
+                self.count_out(&response);
+                self.transmits.push_back(Transmit {
+                    peer,
+                    bytes: response,
+                });
+                return;
+            }
             Screen::Respond(response) => {
                 self.counters.malformed += u64::from(Message::parse(bytes).is_err());
                 self.count_out(&response);
@@ -1980,6 +2007,7 @@ mod tests {
         b2bua: B2bua<Relay>,
         now: Instant,
         ended: Vec<CallRecord>,
+        _store: tempfile::TempDir,
     }
 
     fn sdp(ip: &str, port: u16, dir: &str) -> String {
@@ -1999,25 +2027,33 @@ mod tests {
             let mut config = Config::new("t".into(), [7; 32]);
             config.local.udp = Some("192.0.2.1:5060".parse().unwrap());
             // Alice's address is a trusted trunk (no digest); everyone else
-            // authenticates.
-            let policy = crate::policy::StaticPolicy::default()
-                .user("alice", "voxplane.local", "apw")
-                .user("bob", "voxplane.local", "bpw")
-                .trunk(sbus::record::Trunk {
-                    name: "alice-pbx".into(),
-                    host: "198.18.0.10".into(),
-                    port: 5060,
-                    transport: "udp".into(),
-                    allow_ips: vec!["198.18.0.10/32".into()],
-                    auth: None,
-                    codecs: Vec::new(),
-                    options_ping_s: 0,
-                });
+            // authenticates. Provisioning in a real (temporary) SBUS store.
+            let dir = tempfile::tempdir().unwrap();
+            let store = std::sync::Arc::new(
+                sbus::store::Store::open(dir.path(), sbus::types::MemberId(1)).unwrap(),
+            );
+            let p = crate::provision::Provisioning::new(store);
+            p.add_domain("voxplane.local", Default::default()).unwrap();
+            p.add_user("alice@voxplane.local", "apw", "").unwrap();
+            p.add_user("bob@voxplane.local", "bpw", "").unwrap();
+            p.add_trunk(&sbus::record::Trunk {
+                name: "alice-pbx".into(),
+                host: "198.18.0.10".into(),
+                port: 5060,
+                transport: "udp".into(),
+                allow_ips: vec!["198.18.0.10/32".into()],
+                auth: None,
+                codecs: Vec::new(),
+                options_ping_s: 0,
+            })
+            .unwrap();
+            let policy = crate::policy::StorePolicy::new(p).unwrap();
             let now = epoch();
             let mut w = World {
                 b2bua: B2bua::new(config, relay, Box::new(policy), now),
                 now,
                 ended: Vec::new(),
+                _store: dir,
             };
             for (i, contact) in ["198.18.0.20:5060", "198.18.0.21:5060"].iter().enumerate() {
                 let reg = |cseq: u32, auth: &str| {

@@ -1,16 +1,14 @@
 //! What the B2BUA asks of provisioning: which domains and users exist
 //! (with their digest credentials), each domain's dialplan, and the trunks.
 //! [`StorePolicy`] reads the SBUS store through a hot-reloading
-//! [`provision::Snapshot`]; [`StaticPolicy`] is an in-memory one for tests
-//! and embedded use.
+//! [`provision::Snapshot`].
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use sbus::record::{Credentials, Trunk};
 
-use crate::dialplan::{Cidr, Dialplan};
+use crate::dialplan::Dialplan;
 use crate::provision::{self, Provisioning, Snapshot};
 use crate::registrar::Directory;
 
@@ -75,75 +73,5 @@ impl Policy for StorePolicy {
         if let Err(e) = self.snapshot.poll_reload(&self.provisioning) {
             tracing::warn!(error = %e, "provisioning reload failed; keeping the previous snapshot");
         }
-    }
-}
-
-/// An in-memory policy.
-#[derive(Debug, Default)]
-pub struct StaticPolicy {
-    domains: HashSet<String>,
-    users: HashMap<(String, String), Credentials>,
-    dialplans: HashMap<String, Arc<Dialplan>>,
-    trunks: Vec<Trunk>,
-}
-
-impl StaticPolicy {
-    /// Adds a user (and its domain) with this password.
-    pub fn user(mut self, user: &str, domain: &str, password: &str) -> Self {
-        self.domains.insert(domain.to_owned());
-        self.users.insert(
-            (domain.to_owned(), user.to_owned()),
-            crate::auth::credentials(user, domain, password),
-        );
-        self
-    }
-
-    /// Sets a domain's dialplan.
-    pub fn dialplan(mut self, domain: &str, plan: Dialplan) -> Self {
-        self.dialplans.insert(domain.to_owned(), Arc::new(plan));
-        self
-    }
-
-    /// Adds a trunk.
-    pub fn trunk(mut self, trunk: Trunk) -> Self {
-        self.trunks.push(trunk);
-        self
-    }
-}
-
-impl Directory for StaticPolicy {
-    fn serves(&self, domain: &str) -> bool {
-        self.domains.contains(domain)
-    }
-
-    fn credentials(&self, domain: &str, user: &str) -> Option<Credentials> {
-        self.users
-            .get(&(domain.to_owned(), user.to_owned()))
-            .cloned()
-    }
-}
-
-impl Policy for StaticPolicy {
-    fn dialplan(&self, domain: &str) -> Arc<Dialplan> {
-        self.dialplans
-            .get(domain)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Dialplan::empty()))
-    }
-
-    fn trunk_by_ip(&self, ip: IpAddr) -> Option<Trunk> {
-        self.trunks
-            .iter()
-            .find(|t| {
-                t.allow_ips
-                    .iter()
-                    .filter_map(|c| c.parse::<Cidr>().ok())
-                    .any(|c| c.contains(ip))
-            })
-            .cloned()
-    }
-
-    fn trunk(&self, name: &str) -> Option<Trunk> {
-        self.trunks.iter().find(|t| t.name == name).cloned()
     }
 }
