@@ -329,7 +329,6 @@ struct Call {
     best_status: u16,
     best_response: Option<Box<[u8]>>,
     /// The ACK sent for B's 2xx (re-sent on 2xx retransmissions).
-    b_ack: Option<Vec<u8>>,
     media: bool,
     from_uri: Box<str>,
     to_uri: Box<str>,
@@ -381,6 +380,8 @@ enum ClientRole {
     BranchInvite {
         call: u64,
         branch: usize,
+        /// Where the fork went (its entry may be released after the answer).
+        peer: Peer,
     },
     /// A request we forwarded to `to`; its response goes back on `server`.
     Forward {
@@ -390,9 +391,7 @@ enum ClientRole {
         offer: bool,
     },
     /// A request of our own (BYE, CANCEL): nothing to relay back.
-    Own {
-        call: u64,
-    },
+    Own { call: u64 },
 }
 
 #[derive(Debug)]
@@ -730,7 +729,6 @@ impl<C: Control> B2bua<C> {
             branches: Vec::new(),
             best_status: 0,
             best_response: None,
-            b_ack: None,
             media: false,
             from_uri: from.uri.as_str().into(),
             to_uri: uri.as_str().into(),
@@ -822,6 +820,7 @@ impl<C: Control> B2bua<C> {
                 ClientRole::BranchInvite {
                     call: id,
                     branch: call.branches.len(),
+                    peer: b.peer,
                 },
             );
             call.branches.push(Branch {
@@ -1036,8 +1035,8 @@ impl<C: Control> B2bua<C> {
             ResponseVerdict::Absorbed => {}
             ResponseVerdict::Stray => self.on_stray_response(msg),
             ResponseVerdict::Deliver(txn) => match self.client.get(&txn).copied() {
-                Some(ClientRole::BranchInvite { call, branch }) => {
-                    self.on_branch_response(now, call, branch, msg, status)
+                Some(ClientRole::BranchInvite { call, branch, peer }) => {
+                    self.on_branch_response(now, call, (branch, peer), msg, status)
                 }
                 Some(ClientRole::Forward {
                     call,
@@ -1059,10 +1058,14 @@ impl<C: Control> B2bua<C> {
         let Some(&(id, Side::B)) = msg.call_id().and_then(|c| self.by_call_id.get(c)) else {
             return;
         };
+        // The ACK is rebuilt from the dialog (an ACK for a 2xx is a
+        // transaction of its own; any branch will do), so calls hold no copy.
         if let Some(call) = self.calls.get(&id)
-            && let (Some(ack), Some(peer)) = (call.b_ack.clone(), call.b.peer)
+            && call.b.peer.is_some()
         {
-            self.transmits.push_back(Transmit { peer, bytes: ack });
+            let (peer, _, bytes) =
+                self.dialog_request(&call.b, Method::Ack, call.b_invite_cseq, "", "");
+            self.transmits.push_back(Transmit { peer, bytes });
         }
     }
 
@@ -1070,10 +1073,11 @@ impl<C: Control> B2bua<C> {
         &mut self,
         now: Instant,
         id: u64,
-        branch: usize,
+        fork: (usize, Peer),
         msg: &Message<'_>,
         status: u16,
     ) {
+        let branch = fork.0;
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1084,6 +1088,7 @@ impl<C: Control> B2bua<C> {
                 if b.cancelled {
                     if first {
                         let (peer, cancel) = cancel_request(&call.b, b);
+                        release_branches(call);
                         let _ = self.send_own(now, id, peer, Method::Cancel, cancel);
                     }
                     return;
@@ -1115,7 +1120,7 @@ impl<C: Control> B2bua<C> {
             b.done = true;
         }
         if (200..300).contains(&status) {
-            self.on_branch_answer(now, id, branch, msg, status);
+            self.on_branch_answer(now, id, fork, msg, status);
             return;
         }
         // A failure on this branch.
@@ -1150,14 +1155,14 @@ impl<C: Control> B2bua<C> {
         &mut self,
         now: Instant,
         id: u64,
-        branch: usize,
+        fork: (usize, Peer),
         msg: &Message<'_>,
         status: u16,
     ) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        let peer = call.branches[branch].peer;
+        let (branch, peer) = fork;
         let tag = msg.to().and_then(|t| t.tag()).unwrap_or("");
         if call.phase != Phase::Proceeding {
             // A second 2xx (another fork) or a 2xx after CANCEL: ACK and BYE it.
@@ -1191,10 +1196,8 @@ impl<C: Control> B2bua<C> {
         );
         self.transmits.push_back(Transmit {
             peer: ack_peer,
-            bytes: ack.clone(),
+            bytes: ack,
         });
-        let call = self.calls.get_mut(&id).expect("call checked above");
-        call.b_ack = Some(ack);
         self.cancel_branches(now, id, Some(branch));
         let body = self
             .rewrite(now, id, Side::B, msg, false)
@@ -1214,6 +1217,11 @@ impl<C: Control> B2bua<C> {
         if let Some(t) = call.a_invite {
             self.txns.respond(now, t, status, bytes);
         }
+        // What only the setup needed is released: a held call keeps its two
+        // dialogs (the budget is 4 KiB per held dialog).
+        call.a_invite_head = Box::default();
+        call.best_response = None;
+        release_branches(call);
     }
 
     /// Passes an SDP through the relay: an offer from `from` (leg `from`'s
@@ -1775,7 +1783,7 @@ impl<C: Control> B2bua<C> {
         while let Some(e) = self.txns.poll_event() {
             match e {
                 TxnEvent::Timeout(t) | TxnEvent::TransportError(t) => {
-                    if let Some(ClientRole::BranchInvite { call, branch }) =
+                    if let Some(ClientRole::BranchInvite { call, branch, .. }) =
                         self.client.get(&t).copied()
                         && let Some(c) = self.calls.get_mut(&call)
                     {
@@ -1916,6 +1924,20 @@ pub fn filter_codecs(sdp: &str, allowed: &[String]) -> Option<String> {
         out.push_str(line);
     }
     kept_codec.then_some(out)
+}
+
+/// Frees the forks of an answered call once none of them needs a CANCEL
+/// any more (late final responses of forks find no entry and are only
+/// ACKed by their transactions).
+fn release_branches(call: &mut Call) {
+    if call.phase != Phase::Proceeding
+        && call
+            .branches
+            .iter()
+            .all(|b| b.done || (b.cancelled && b.provisional))
+    {
+        call.branches = Vec::new();
+    }
 }
 
 /// Our smallest acceptable session interval (RFC 4028 §4: at least 90 s).
