@@ -2051,25 +2051,7 @@ mod tests {
             // Alice's address is a trusted trunk (no digest); everyone else
             // authenticates. Provisioning in a real (temporary) SBUS store.
             let dir = tempfile::tempdir().unwrap();
-            let store = std::sync::Arc::new(
-                sbus::store::Store::open(dir.path(), sbus::types::MemberId(1)).unwrap(),
-            );
-            let p = crate::provision::Provisioning::new(store);
-            p.add_domain("voxplane.local", Default::default()).unwrap();
-            p.add_user("alice@voxplane.local", "apw", "").unwrap();
-            p.add_user("bob@voxplane.local", "bpw", "").unwrap();
-            p.add_trunk(&sbus::record::Trunk {
-                name: "alice-pbx".into(),
-                host: "198.18.0.10".into(),
-                port: 5060,
-                transport: "udp".into(),
-                allow_ips: vec!["198.18.0.10/32".into()],
-                auth: None,
-                codecs: Vec::new(),
-                options_ping_s: 0,
-            })
-            .unwrap();
-            let policy = crate::policy::StorePolicy::new(p).unwrap();
+            let policy = crate::policy::demo_policy(dir.path(), "198.18.0.10").unwrap();
             let now = epoch();
             let mut w = World {
                 b2bua: B2bua::new(config, relay, Box::new(policy), now),

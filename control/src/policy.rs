@@ -75,3 +75,30 @@ impl Policy for StorePolicy {
         }
     }
 }
+
+/// A store in `dir` holding the domain `voxplane.local` with users `alice`
+/// (password `apw`) and `bob` (`bpw`), and a trunk `alice-pbx` trusted from
+/// `trunk_ip` — for tests and examples.
+///
+/// # Errors
+/// The store cannot be created or written.
+pub fn demo_policy(dir: &std::path::Path, trunk_ip: &str) -> Result<StorePolicy, provision::Error> {
+    let store = Arc::new(
+        sbus::store::Store::open(dir, sbus::types::MemberId(1)).map_err(provision::Error::from)?,
+    );
+    let p = Provisioning::new(store);
+    p.add_domain("voxplane.local", Default::default())?;
+    p.add_user("alice@voxplane.local", "apw", "")?;
+    p.add_user("bob@voxplane.local", "bpw", "")?;
+    p.add_trunk(&Trunk {
+        name: "alice-pbx".into(),
+        host: trunk_ip.into(),
+        port: 5060,
+        transport: "udp".into(),
+        allow_ips: vec![format!("{trunk_ip}/32")],
+        auth: None,
+        codecs: Vec::new(),
+        options_ping_s: 0,
+    })?;
+    StorePolicy::new(p)
+}

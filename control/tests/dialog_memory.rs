@@ -43,24 +43,7 @@ fn a_held_call_costs_less_than_4_kib() {
     #[expect(clippy::disallowed_methods, reason = "the origin of virtual time")]
     let mut now = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(
-        sbus::store::Store::open(dir.path(), sbus::types::MemberId(1)).unwrap(),
-    );
-    let p = control::provision::Provisioning::new(store);
-    p.add_domain("voxplane.local", Default::default()).unwrap();
-    p.add_user("bob@voxplane.local", "pw", "").unwrap();
-    p.add_trunk(&sbus::record::Trunk {
-        name: "pbx".into(),
-        host: "198.18.0.10".into(),
-        port: 5060,
-        transport: "udp".into(),
-        allow_ips: vec!["198.18.0.10/32".into()],
-        auth: None,
-        codecs: Vec::new(),
-        options_ping_s: 0,
-    })
-    .unwrap();
-    let policy = control::policy::StorePolicy::new(p).unwrap();
+    let policy = control::policy::demo_policy(dir.path(), "198.18.0.10").unwrap();
     let relay = Relay::new(RelayConfig {
         media_v4: Some("192.0.2.1".parse().unwrap()),
         ports: 20000..=40000,
@@ -147,7 +130,7 @@ fn register(b2bua: &mut B2bua<Relay>, now: Instant, callee: Peer) {
         .next()
         .unwrap();
     let alg = control::auth::Algorithm::Sha256;
-    let ha1 = control::auth::ha1(alg, "bob", "voxplane.local", "pw");
+    let ha1 = control::auth::ha1(alg, "bob", "voxplane.local", "bpw");
     let response = control::auth::digest_response(
         alg,
         &ha1,
