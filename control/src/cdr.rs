@@ -1,7 +1,7 @@
 //! Call detail records: a [`CallRecorder`] the B2BUA feeds as a call progresses
 //! (start, answer, legs with codecs and the dataplane's media statistics, end), which
-//! yields an [`sbus::record::Cdr`]; [`write`] appends it to the store (SQLite, and
-//! replicated by SBUS), and [`write_csv`] exports CDRs as CSV with a filter.
+//! yields an [`sbus::record::Cdr`]; [`write()`] appends it to the store (SQLite, and
+//! replicated by SBUS), and [`write_csv()`] exports CDRs as CSV with a filter.
 //!
 //! Timestamps are wall-clock Unix milliseconds passed by the driver.
 //!
