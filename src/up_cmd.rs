@@ -69,6 +69,13 @@ pub struct UpArgs {
     /// only (sipp 3.6, some phones) need `md5,sha-256`.
     #[arg(long, value_delimiter = ',', default_value = "sha-256,md5")]
     digest: Vec<String>,
+    /// Also write CDRs to this ClickHouse server (HTTP URL, e.g.
+    /// `http://127.0.0.1:8123`), table DATABASE.cdrs.
+    #[arg(long, value_name = "URL")]
+    cdr_clickhouse: Option<String>,
+    /// ClickHouse database for CDRs.
+    #[arg(long, value_name = "NAME", default_value = "voxplane")]
+    cdr_clickhouse_db: String,
     /// Seconds without media after which a relay session is deleted.
     #[arg(long, default_value_t = 60)]
     media_timeout: u64,
@@ -147,7 +154,16 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         },
         backend.control(),
         Box::new(policy),
-        cdr_sink(Arc::clone(&store))?,
+        cdr_sink(
+            Arc::clone(&store),
+            match &args.cdr_clickhouse {
+                Some(url) => Some(
+                    control::cdr::ClickHouseWriter::new(url, &args.cdr_clickhouse_db)
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => None,
+            },
+        )?,
     )
     .with_context(|| format!("binding SIP on {}", args.sip_listen))?;
     let driver = Arc::new(driver);
@@ -236,23 +252,59 @@ fn seed_demo(p: &Provisioning) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CDRs kept for a ClickHouse that is down (the store has them all).
+const CLICKHOUSE_BACKLOG: usize = 100_000;
+
 /// The demo domain `voxplane up` seeds.
 const DEMO_DOMAIN: &str = "voxplane.local";
 
 /// CDRs are written to the store by a thread of their own (a durable commit
-/// per call must not stall the SIP core).
-fn cdr_sink(store: Arc<sbus::store::Store>) -> anyhow::Result<control::driver::CallSink> {
+/// per call must not stall the SIP core), then, when configured, to
+/// ClickHouse in batches; a ClickHouse outage keeps the batch (up to
+/// [`CLICKHOUSE_BACKLOG`] CDRs) and retries every 5 s — the store keeps every
+/// CDR regardless.
+fn cdr_sink(
+    store: Arc<sbus::store::Store>,
+    mut clickhouse: Option<control::cdr::ClickHouseWriter>,
+) -> anyhow::Result<control::driver::CallSink> {
     let (tx, rx) = std::sync::mpsc::channel::<control::b2bua::CallRecord>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     thread::Builder::new().name("cdr".into()).spawn(move || {
-        for record in rx {
-            tracing::info!(
-                call_id = %record.call_id,
-                status = record.status,
-                cause = record.cause.as_str(),
-                "call ended"
-            );
-            if let Err(e) = control::cdr::write(&store, &record.to_cdr()) {
-                tracing::error!(error = %e, call_id = %record.call_id, "CDR not written");
+        let mut pending = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(record) => {
+                    tracing::info!(
+                        call_id = %record.call_id,
+                        status = record.status,
+                        cause = record.cause.as_str(),
+                        "call ended"
+                    );
+                    let cdr = record.to_cdr();
+                    if let Err(e) = control::cdr::write(&store, &cdr) {
+                        tracing::error!(error = %e, call_id = %record.call_id, "CDR not written");
+                    }
+                    if clickhouse.is_some() {
+                        pending.push(cdr);
+                        pending.extend(rx.try_iter().map(|r| r.to_cdr()));
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if let Some(ch) = clickhouse.as_mut()
+                && !pending.is_empty()
+            {
+                match runtime.block_on(ch.write(&pending)) {
+                    Ok(()) => pending.clear(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, backlog = pending.len(), "ClickHouse CDR insert failed; will retry");
+                        let excess = pending.len().saturating_sub(CLICKHOUSE_BACKLOG);
+                        pending.drain(..excess);
+                    }
+                }
             }
         }
     })?;

@@ -273,23 +273,35 @@ fn register_at(
     .expect_success(1);
 }
 
+/// A port free on 127.0.0.1 for both UDP and TCP (sipp binds both with -t t1).
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn ready() -> bool {
     testkit::tool("sipp")
 }
 
 /// Registers `user` (the callee on `base`), runs the callee scenario there
-/// and the caller on `base + 10`, `calls` times; both must succeed.
+/// and the caller on another free port, `calls` times; both must succeed.
 fn call_through(
     transport: &str,
     ports: &str,
     user: &str,
-    base: u16,
     uas_xml: &str,
     uac_xml: &str,
     calls: u32,
 ) -> Up {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(ports);
+    // Free ports: other services on this machine bind wide UDP ranges.
+    let base = free_port();
     register(dir.path(), &up, user, base, transport);
     let n = calls.to_string();
     let uas = sipp(
@@ -299,7 +311,7 @@ fn call_through(
         &["-t", transport, "-p", &base.to_string(), "-m", &n],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let caller_port = (base + 10).to_string();
+    let caller_port = free_port().to_string();
     let uac = sipp(
         dir.path(),
         "uac",
@@ -332,12 +344,35 @@ fn uac_to_uas_invite_ack_bye() {
     if !ready() {
         return;
     }
-    let up = call_through("u1", "41000-41199", "bob", 25070, &UAS, &UAC, 3);
+    let up = call_through("u1", "41000-41199", "bob", &UAS, &UAC, 3);
     up.expect_metrics(&[
         "voxplane_sip_calls_answered_total 3",
         "voxplane_relay_sessions 0",
         "voxplane_sip_requests_total{method=\"BYE\"} 3",
     ]);
+    // Three CDRs in the store, answered, ended by the caller, with both legs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rows = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_voxplane"))
+            .args(["cdr", "export", "--data-dir"])
+            .arg(up._dir.path().join("data"))
+            .output()
+            .expect("voxplane cdr export");
+        let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<String> = csv.lines().skip(1).map(str::to_owned).collect();
+        if rows.len() >= 3 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert!(
+            r.contains(",voxplane.local,") && r.contains(",200,caller-bye,"),
+            "{r}"
+        );
+        assert!(r.contains("caller") && r.contains("callee"), "{r}");
+    }
 }
 
 #[test]
@@ -345,7 +380,7 @@ fn calls_over_tcp() {
     if !ready() {
         return;
     }
-    let up = call_through("t1", "41800-41999", "bob", 25470, &UAS, &UAC, 2);
+    let up = call_through("t1", "41800-41999", "bob", &UAS, &UAC, 2);
     up.expect_metrics(&[
         "voxplane_sip_calls_answered_total 2",
         "voxplane_relay_sessions 0",
@@ -362,7 +397,6 @@ fn cancel_before_answer() {
         "u1",
         "41200-41399",
         "bob",
-        25170,
         &UAS_RING_CANCELLED,
         &UAC_CANCEL,
         1,
@@ -383,7 +417,6 @@ fn bye_from_the_callee() {
         "u1",
         "41400-41599",
         "bob",
-        25270,
         &UAS_HANGS_UP,
         &UAC_RECEIVES_BYE,
         1,
@@ -407,7 +440,7 @@ fn unknown_user_gets_404() {
         &UAC_EXPECT_404,
         &[
             "-p",
-            "25380",
+            &free_port().to_string(),
             "-s",
             "nobody",
             &up.sip,

@@ -1,7 +1,7 @@
 //! Call detail records: a [`CallRecorder`] the B2BUA feeds as a call progresses
 //! (start, answer, legs with codecs and the dataplane's media statistics, end), which
-//! yields an [`sbus::record::Cdr`]; [`write`] appends it to the store (SQLite, and
-//! replicated by SBUS), and [`write_csv`] exports CDRs as CSV with a filter.
+//! yields an [`sbus::record::Cdr`]; [`write()`] appends it to the store (SQLite, and
+//! replicated by SBUS), and [`write_csv()`] exports CDRs as CSV with a filter.
 //!
 //! Timestamps are wall-clock Unix milliseconds passed by the driver.
 //!
@@ -224,6 +224,167 @@ fn csv(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s
+    }
+}
+
+/// Writes CDRs into a ClickHouse table `cdrs` (created on first use), over HTTP with
+/// `RowBinary` through the `clickhouse` crate, validation off so that Debian's
+/// ClickHouse 18.16 works (as `nqs::sink::clickhouse` does). The table layout is in
+/// `docs/sip-provisioning.md`. Async: call it from the driver, never from a core.
+#[derive(Clone)]
+pub struct ClickHouseWriter {
+    client: ::clickhouse::Client,
+    database: String,
+    ready: bool,
+}
+
+impl std::fmt::Debug for ClickHouseWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseWriter")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The DDL of the `cdrs` table (ClickHouse 18.16 syntax; positional order of [`CdrRow`]).
+pub const CLICKHOUSE_DDL: &str = "CREATE TABLE IF NOT EXISTS cdrs (\
+day Date, start DateTime, start_ms UInt64, call_id String, domain String, \
+from_user String, to_user String, answer_ms UInt64, end_ms UInt64, duration_ms UInt64, \
+status UInt16, disconnect_cause String, leg_roles Array(String), leg_peers Array(String), \
+leg_codecs Array(String), leg_packets Array(UInt64), leg_bytes Array(UInt64), \
+leg_drops Array(UInt64), leg_lost Array(UInt64)) \
+ENGINE = MergeTree PARTITION BY toYYYYMM(day) ORDER BY (domain, start, call_id)";
+
+/// One row of the ClickHouse `cdrs` table (legs as parallel arrays).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, ::clickhouse::Row)]
+#[clickhouse(crate = "::clickhouse")]
+pub struct CdrRow {
+    /// Day of the start (`Date`: days since 1970-01-01).
+    pub day: u16,
+    /// Start, whole seconds (`DateTime`).
+    pub start: u32,
+    /// Start, Unix ms.
+    pub start_ms: u64,
+    /// Call-ID.
+    pub call_id: String,
+    /// Domain.
+    pub domain: String,
+    /// Caller.
+    pub from_user: String,
+    /// Callee.
+    pub to_user: String,
+    /// Answer, Unix ms; 0 if unanswered.
+    pub answer_ms: u64,
+    /// End, Unix ms.
+    pub end_ms: u64,
+    /// Talk time, ms.
+    pub duration_ms: u64,
+    /// Final status.
+    pub status: u16,
+    /// Why it ended.
+    pub disconnect_cause: String,
+    /// Leg roles.
+    pub leg_roles: Vec<String>,
+    /// Leg peers.
+    pub leg_peers: Vec<String>,
+    /// Leg codecs.
+    pub leg_codecs: Vec<String>,
+    /// Packets per leg.
+    pub leg_packets: Vec<u64>,
+    /// Bytes per leg.
+    pub leg_bytes: Vec<u64>,
+    /// Dataplane drops per leg.
+    pub leg_drops: Vec<u64>,
+    /// Upstream loss per leg.
+    pub leg_lost: Vec<u64>,
+}
+
+impl From<&Cdr> for CdrRow {
+    fn from(c: &Cdr) -> CdrRow {
+        let legs = |f: fn(&CdrLeg) -> u64| c.legs.iter().map(f).collect();
+        let texts = |f: fn(&CdrLeg) -> &String| c.legs.iter().map(|l| f(l).clone()).collect();
+        CdrRow {
+            day: u16::try_from(c.start_ms / 86_400_000).unwrap_or(u16::MAX),
+            start: u32::try_from(c.start_ms / 1000).unwrap_or(u32::MAX),
+            start_ms: c.start_ms,
+            call_id: c.call_id.clone(),
+            domain: c.domain.clone(),
+            from_user: c.from.clone(),
+            to_user: c.to.clone(),
+            answer_ms: c.answer_ms.unwrap_or(0),
+            end_ms: c.end_ms,
+            duration_ms: duration_ms(c),
+            status: c.status,
+            disconnect_cause: c.disconnect_cause.clone(),
+            leg_roles: texts(|l| &l.role),
+            leg_peers: texts(|l| &l.peer),
+            leg_codecs: texts(|l| &l.codec),
+            leg_packets: legs(|l| l.packets),
+            leg_bytes: legs(|l| l.bytes),
+            leg_drops: legs(|l| l.drops),
+            leg_lost: legs(|l| l.lost),
+        }
+    }
+}
+
+impl ClickHouseWriter {
+    /// A writer for `url` (e.g. `http://127.0.0.1:8123`) into `database`. Nothing
+    /// is sent before the first write.
+    ///
+    /// # Errors
+    /// A database name that is not `[A-Za-z0-9_]+`.
+    pub fn new(url: &str, database: &str) -> Result<ClickHouseWriter, String> {
+        let valid = !database.is_empty()
+            && database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "ClickHouse database name {database:?}: use [A-Za-z0-9_]+"
+            ));
+        }
+        Ok(ClickHouseWriter {
+            client: ::clickhouse::Client::default()
+                .with_url(url)
+                .with_validation(false),
+            database: database.to_owned(),
+            ready: false,
+        })
+    }
+
+    /// The client (for queries; tables are `DATABASE.cdrs`).
+    #[must_use]
+    pub fn client(&self) -> &::clickhouse::Client {
+        &self.client
+    }
+
+    /// Inserts `cdrs` in one `INSERT`, creating the database and table first if needed.
+    ///
+    /// # Errors
+    /// An unreachable server, or a refused statement; nothing of
+    /// this batch was written then, and the caller retries it (SQLite keeps the CDRs).
+    pub async fn write(&mut self, cdrs: &[Cdr]) -> Result<(), ::clickhouse::error::Error> {
+        if !self.ready {
+            // Named `[A-Za-z0-9_]+` (checked by `new`): safe to splice into the DDL.
+            let db = &self.database;
+            for ddl in [
+                format!("CREATE DATABASE IF NOT EXISTS {db}"),
+                CLICKHOUSE_DDL.replace("EXISTS cdrs", &format!("EXISTS {db}.cdrs")),
+            ] {
+                self.client.query(&ddl).execute().await?;
+            }
+            self.ready = true;
+        }
+        if cdrs.is_empty() {
+            return Ok(());
+        }
+        // Insert names one table: the database goes in the request's settings.
+        let db = self.client.clone().with_database(&self.database);
+        let mut insert = db.insert::<CdrRow>("cdrs").await?;
+        for c in cdrs {
+            insert.write(&CdrRow::from(c)).await?;
+        }
+        insert.end().await
     }
 }
 
