@@ -9,15 +9,16 @@
 //!
 //! Control commands reach the worker that owns the call ([`shard_of`])
 //! over a channel, read between batches: the packet path takes no lock.
-//! A worker waits at most [`CONTROL_LATENCY`] in `epoll_wait`, which bounds
-//! how long a command waits when no media flows. Media timeouts delete the
+//! A command also writes the worker's `eventfd`, which is in its epoll set,
+//! so a worker blocked in `epoll_wait` (no media flowing) takes it at once;
+//! the wait is still bounded by [`CONTROL_LATENCY`]. Media timeouts delete the
 //! session, as rtpengine does.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,10 @@ pub mod sys;
 
 /// Longest a worker sleeps before looking at its control channel.
 pub const CONTROL_LATENCY: Duration = Duration::from_millis(5);
+
+/// The epoll token of a worker's [`sys::Waker`] (socket tokens are slot
+/// indexes).
+const WAKE_TOKEN: u64 = u64::MAX;
 
 /// Most batches read from one ready socket before the next `epoll_wait`.
 const DRAIN_BATCHES: usize = 8;
@@ -135,6 +140,7 @@ impl Running<Udp> {
     pub fn start(config: UdpConfig) -> Result<Self, ControlError> {
         let count = config.workers.max(1);
         let mut senders = Vec::with_capacity(count);
+        let mut wakers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         let mut consumers = Vec::new();
         for index in 0..count {
@@ -143,8 +149,16 @@ impl Running<Udp> {
             let relay = Relay::new(shard)?;
             let epoll = sys::Epoll::new()
                 .map_err(|_| ControlError::InvalidConfig("cannot create an epoll instance"))?;
+            let waker = Arc::new(
+                sys::Waker::new()
+                    .map_err(|_| ControlError::InvalidConfig("cannot create an eventfd"))?,
+            );
+            epoll
+                .add(waker.fd(), WAKE_TOKEN)
+                .map_err(|_| ControlError::InvalidConfig("cannot watch the eventfd"))?;
             let (tx, rx) = mpsc::channel();
             let mut worker = Worker::new(relay, epoll, rx);
+            worker.waker = Some(waker.clone());
             let (mirrors, consumer) = Mirrors::new(&config.mirror)?;
             worker.mirrors = mirrors;
             consumers.extend(consumer);
@@ -153,10 +167,14 @@ impl Running<Udp> {
                 .spawn(move || worker.run())
                 .map_err(|_| ControlError::InvalidConfig("cannot spawn a worker thread"))?;
             senders.push(tx);
+            wakers.push(Some(waker));
             threads.push(handle);
         }
         Ok(Self {
-            control: UdpControl { workers: senders },
+            control: UdpControl {
+                workers: senders,
+                wakers,
+            },
             threads,
             consumers,
             kind: Udp,
@@ -168,25 +186,40 @@ impl Running<Udp> {
 #[derive(Debug, Clone)]
 pub struct UdpControl {
     workers: Vec<mpsc::Sender<Cmd>>,
+    /// Per worker, what wakes it from a blocking wait (the `udp` workers;
+    /// the busy-polling ones need none).
+    wakers: Vec<Option<Arc<sys::Waker>>>,
 }
 
 impl UdpControl {
     /// A handle routing to these workers' channels.
     pub(crate) fn new(workers: Vec<mpsc::Sender<Cmd>>) -> Self {
-        Self { workers }
+        let wakers = vec![None; workers.len()];
+        Self { workers, wakers }
+    }
+
+    /// Queues `cmd` for worker `index` and wakes it.
+    fn send(&self, index: usize, cmd: Cmd) -> bool {
+        let sent = self.workers[index].send(cmd).is_ok();
+        if let Some(Some(waker)) = self.wakers.get(index) {
+            waker.wake();
+        }
+        sent
     }
 
     /// Asks every worker to stop.
     pub(crate) fn shutdown(&self) {
-        for tx in &self.workers {
-            let _ = tx.send(Cmd::Shutdown);
+        for index in 0..self.workers.len() {
+            self.send(index, Cmd::Shutdown);
         }
     }
 
     fn ask<T>(&self, call_id: &str, make: impl FnOnce(mpsc::Sender<T>) -> Cmd) -> Option<T> {
         let shard = shard_of(call_id, self.workers.len());
         let (tx, rx) = mpsc::channel();
-        self.workers[shard].send(make(tx)).ok()?;
+        if !self.send(shard, make(tx)) {
+            return None;
+        }
         rx.recv().ok()
     }
 
@@ -194,9 +227,9 @@ impl UdpControl {
     pub fn counters(&self) -> (RelayCounters, IoCounters) {
         let mut relay = RelayCounters::default();
         let mut io = IoCounters::default();
-        for w in &self.workers {
+        for index in 0..self.workers.len() {
             let (tx, rx) = mpsc::channel();
-            if w.send(Cmd::Counters(tx)).is_ok()
+            if self.send(index, Cmd::Counters(tx))
                 && let Ok((r, i)) = rx.recv()
             {
                 relay.merge(&r);
@@ -240,9 +273,9 @@ impl Control for UdpControl {
 
     fn list(&mut self, limit: usize) -> Vec<String> {
         let mut all = Vec::new();
-        for w in &self.workers {
+        for index in 0..self.workers.len() {
             let (tx, rx) = mpsc::channel();
-            if w.send(Cmd::List(limit - all.len().min(limit), tx)).is_ok()
+            if self.send(index, Cmd::List(limit - all.len().min(limit), tx))
                 && let Ok(mut calls) = rx.recv()
             {
                 all.append(&mut calls);
@@ -422,6 +455,7 @@ struct Worker {
     bufs: Vec<[u8; sys::BUF_LEN]>,
     io: IoCounters,
     mirrors: Mirrors,
+    waker: Option<Arc<sys::Waker>>,
 }
 
 /// A worker's mirror sinks (shared by the backends' workers).
@@ -698,6 +732,7 @@ impl Worker {
             bufs: vec![[0; sys::BUF_LEN]; sys::MAX_BATCH],
             io: IoCounters::default(),
             mirrors: Mirrors::default(),
+            waker: None,
         }
     }
 
@@ -729,6 +764,13 @@ impl Worker {
             }
             let now = Instant::now();
             for &token in &ready {
+                if token == WAKE_TOKEN {
+                    // A command is queued: read at the top of the loop.
+                    if let Some(waker) = &self.waker {
+                        waker.drain();
+                    }
+                    continue;
+                }
                 let Some(Some(sock)) = self.socks.get(token as usize) else {
                     continue;
                 };

@@ -10,7 +10,7 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 
 /// Receive buffer size: larger than any payload the relay accepts, so a
@@ -198,6 +198,48 @@ pub fn send_batch(fd: BorrowedFd<'_>, msgs: &[(&[u8], SocketAddr)]) -> io::Resul
         sent += r as usize;
     }
     Ok(sent)
+}
+
+/// An `eventfd` that wakes a worker blocked in `epoll_wait` when a control
+/// command is queued for it (watch [`Waker::fd`] in the worker's epoll set).
+#[derive(Debug)]
+pub struct Waker(OwnedFd);
+
+impl Waker {
+    /// A new non-blocking eventfd.
+    ///
+    /// # Errors
+    ///
+    /// `eventfd`'s error.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a valid descriptor we just created and own alone.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(raw) }))
+    }
+
+    /// The descriptor to watch for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    /// Makes the descriptor readable (a full counter also leaves it
+    /// readable, so the error is of no interest).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 octets from a live u64 to a descriptor we own.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Clears the descriptor's readability.
+    pub fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads at most 8 octets into a live u64; non-blocking.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&raw mut n).cast(), 8) };
+    }
 }
 
 /// An epoll instance reporting readable descriptors by token.
