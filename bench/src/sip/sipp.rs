@@ -143,7 +143,7 @@ impl Sipp {
             ("-stf", dir.join("stat.csv").display().to_string()),
             ("-fd", "1".into()),
             ("-rtt_freq", "1".into()),
-            ("-s", "bench".into()),
+            ("-s", super::target::Voxplane::CALLEE.into()),
         ] {
             args.push(flag.into());
             args.push(value);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::process::ProcessGroup;
+use super::sipp::Endpoint;
 use super::{Error, wait_udp_bound};
 
 /// What a target is started for.
@@ -196,17 +197,20 @@ impl Target for Kamailio {
 }
 
 /// `voxplane up` as a B2BUA with media anchored on its in-process
-/// dataplane, routing every call from the UAC to the UAS.
+/// dataplane (one relay worker, its media session timeout raised so held
+/// calls without RTP stay up). The UAS registers as user
+/// [`Voxplane::CALLEE`] in the demo domain before each run, and the UAC
+/// calls that user.
 #[derive(Debug, Clone)]
 pub struct Voxplane {
     /// The `voxplane` program.
     pub program: PathBuf,
+    /// sipp, to register the UAS.
+    pub sipp: PathBuf,
     /// SIP listen address (`--sip-listen`).
     pub listen: SocketAddr,
-    /// The sipp UAS (a trunk every call is routed to).
-    pub uas: SocketAddr,
-    /// The sipp UAC's address (a trusted peer allowed to place calls).
-    pub uac: SocketAddr,
+    /// The sipp UAS (registered as the callee).
+    pub uas: Endpoint,
     /// Media address (`--media-addr`).
     pub media_addr: std::net::IpAddr,
     /// Media ports (`--port-range`, inclusive).
@@ -219,6 +223,10 @@ impl Voxplane {
     /// Media ports one anchored call takes: RTP and RTCP on each of its two
     /// legs.
     pub const PORTS_PER_CALL: u64 = 4;
+    /// The user the UAS registers as (the UAC's `-s`).
+    pub const CALLEE: &'static str = "bench";
+    /// The demo domain `voxplane up` seeds.
+    pub const DOMAIN: &'static str = "voxplane.local";
 }
 
 impl Target for Voxplane {
@@ -230,10 +238,28 @@ impl Target for Voxplane {
         self.listen
     }
 
-    fn start(&self, _dir: &Path, _purpose: Purpose) -> Result<ProcessGroup, Error> {
-        Err(Error::Campaign(
-            "`voxplane up` (the B2BUA, issue #5) is not in this build".into(),
-        ))
+    fn start(&self, dir: &Path, _purpose: Purpose) -> Result<ProcessGroup, Error> {
+        let args = [
+            "up".to_owned(),
+            "--data-dir".into(),
+            dir.join("voxplane-data").display().to_string(),
+            "--sip-listen".into(),
+            self.listen.to_string(),
+            "--media-addr".into(),
+            self.media_addr.to_string(),
+            "--port-range".into(),
+            format!("{}-{}", self.port_range.0, self.port_range.1),
+            "--workers".into(),
+            "1".into(),
+            "--metrics-listen".into(),
+            format!("{}:0", self.listen.ip()),
+            "--media-timeout".into(),
+            "86400".into(),
+        ];
+        let mut p = ProcessGroup::spawn("voxplane", &self.program, args, dir, self.cpu)?;
+        wait_udp_bound(&mut p, self.listen, Duration::from_secs(30))?;
+        self.register_callee(dir, &mut p)?;
+        Ok(p)
     }
 
     fn memory_metric(&self) -> MemoryMetric {
@@ -258,6 +284,75 @@ impl Target for Voxplane {
         ))
     }
 }
+
+impl Voxplane {
+    /// One REGISTER from the UAS's address (before the UAS binds it).
+    fn register_callee(&self, dir: &Path, up: &mut ProcessGroup) -> Result<(), Error> {
+        let xml = dir.join("register.xml");
+        let text = REGISTER_XML
+            .replace("USER", Self::CALLEE)
+            .replace("DOMAIN", Self::DOMAIN);
+        std::fs::write(&xml, text).map_err(|e| Error::io(format!("write {}", xml.display()), e))?;
+        let ip = self.uas.sip.ip().to_string();
+        let args = [
+            "-sf".to_owned(),
+            xml.display().to_string(),
+            "-i".into(),
+            ip.clone(),
+            "-mi".into(),
+            ip,
+            "-p".into(),
+            self.uas.sip.port().to_string(),
+            "-mp".into(),
+            self.uas.media_port.to_string(),
+            "-m".into(),
+            "1".into(),
+            "-recv_timeout".into(),
+            "5000".into(),
+            "-timeout".into(),
+            "15s".into(),
+            "-timeout_error".into(),
+            "-nostdin".into(),
+            self.listen.to_string(),
+        ];
+        let mut reg = ProcessGroup::spawn("sipp-register", &self.sipp, args, dir, None)?;
+        match reg.wait_timeout(Duration::from_secs(20)) {
+            Some(s) if s.success() => Ok(()),
+            status => Err(Error::NotReady {
+                label: "voxplane".into(),
+                detail: format!(
+                    "registering the callee failed (sipp: {status:?}); sipp's log ends with:\n{}\nvoxplane's log ends with:\n{}",
+                    reg.log_tail(8),
+                    up.log_tail(8)
+                ),
+            }),
+        }
+    }
+}
+
+/// REGISTER of the callee (`USER@DOMAIN`) at its UAS address.
+const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="voxplane bench sip register">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:DOMAIN SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:USER@DOMAIN>;tag=[pid]reg
+      To: <sip:USER@DOMAIN>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:USER@[local_ip]:[local_port]>
+      Expires: 3600
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -301,9 +396,12 @@ mod tests {
     fn voxplane_dialogs_are_limited_by_media_ports() {
         let v = Voxplane {
             program: "voxplane".into(),
+            sipp: "sipp".into(),
             listen: "127.0.0.1:5060".parse().unwrap(),
-            uas: "127.0.0.1:5080".parse().unwrap(),
-            uac: "127.0.0.1:5070".parse().unwrap(),
+            uas: Endpoint {
+                sip: "127.0.0.1:5080".parse().unwrap(),
+                media_port: 18_000,
+            },
             media_addr: "127.0.0.1".parse().unwrap(),
             port_range: (20000, 59999),
             cpu: None,
