@@ -1,0 +1,1507 @@
+//! The back-to-back user agent (sans-IO): every call has an A leg (we are
+//! its UAS) and a B leg (we are its UAC, forked in parallel to every
+//! contact of the callee), each its own dialog with its own Call-ID, tags
+//! and CSeq. Every SDP crosses the dataplane's control API
+//! ([`dataplane::relay::Control`]) so media is anchored on the relay.
+//!
+//! # Driving contract
+//!
+//! One input — [`B2bua::handle_datagram`] for each message the driver
+//! received, [`B2bua::handle_timeout`] at [`B2bua::poll_timeout`] — then
+//! drain [`B2bua::poll_transmit`] and [`B2bua::poll_event`]. `now` is an
+//! argument everywhere; the relay control calls take it too.
+//!
+//! # Routing (before the registrar/dialplan merge)
+//!
+//! Calls are routed to users registered with [`Location`], a minimal
+//! in-memory location table fed by unauthenticated REGISTERs. It accepts
+//! only loopback sources and is meant for tests until the registrar,
+//! digest authentication and dialplans replace it.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use dataplane::relay::{Answer, Control, Offer, SessionFlags, SessionStats};
+use wire::sip::{Message, Method, Uri};
+
+use crate::msg::{self, ALLOW};
+use crate::transaction::{
+    RequestVerdict, ResponseVerdict, TimerConfig, Transactions, Transmit, TxnEvent, TxnId,
+};
+use crate::transport::{Peer, Transport};
+
+/// Where the B2BUA can be reached: the sent-by it puts in Via and Contact,
+/// per transport.
+#[derive(Debug, Clone, Default)]
+pub struct LocalAddrs {
+    /// UDP listen address.
+    pub udp: Option<std::net::SocketAddr>,
+    /// TCP listen address.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// TLS listen address.
+    pub tls: Option<std::net::SocketAddr>,
+}
+
+impl LocalAddrs {
+    fn for_transport(&self, t: Transport) -> Option<std::net::SocketAddr> {
+        match t {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+        }
+    }
+}
+
+/// Configuration of the B2BUA core.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Our addresses.
+    pub local: LocalAddrs,
+    /// A random token (from the driver's RNG) that prefixes our Call-IDs,
+    /// tags and branches, so they are unique across restarts.
+    pub instance: String,
+    /// Longest registration accepted, in seconds.
+    pub max_expires: u32,
+}
+
+/// Why a call ended, for CDRs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The caller hung up (BYE from A).
+    CallerBye,
+    /// The callee hung up (BYE from B).
+    CalleeBye,
+    /// The caller cancelled before an answer.
+    Cancelled,
+    /// The callee (all branches) refused; the status says how.
+    Rejected,
+    /// No route: user unknown or not registered.
+    NoRoute,
+    /// No final response in time (Timer B on every branch).
+    Timeout,
+    /// The 2xx was never acknowledged.
+    NoAck,
+    /// The media relay refused the SDP.
+    MediaError,
+    /// Too many hops (483).
+    Loop,
+}
+
+impl Cause {
+    /// A short stable name (CDR `cause` column).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::CallerBye => "caller_bye",
+            Cause::CalleeBye => "callee_bye",
+            Cause::Cancelled => "cancelled",
+            Cause::Rejected => "rejected",
+            Cause::NoRoute => "no_route",
+            Cause::Timeout => "timeout",
+            Cause::NoAck => "no_ack",
+            Cause::MediaError => "media_error",
+            Cause::Loop => "loop",
+        }
+    }
+}
+
+/// A finished call, for the CDR writer.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// The A leg's Call-ID.
+    pub call_id: String,
+    /// The B leg's Call-ID (empty if no B leg was created).
+    pub b_call_id: String,
+    /// Caller URI (From of the A leg).
+    pub from: String,
+    /// Called URI (Request-URI of the A leg).
+    pub to: String,
+    /// When the INVITE arrived.
+    pub start: Instant,
+    /// When the 2xx was sent to A.
+    pub answer: Option<Instant>,
+    /// When the call ended.
+    pub end: Instant,
+    /// The final status sent to A (200 for answered calls).
+    pub status: u16,
+    /// Why it ended.
+    pub cause: Cause,
+    /// The relay's final statistics, when media was anchored.
+    pub media: Option<SessionStats>,
+}
+
+/// What the B2BUA reports to its driver.
+#[derive(Debug, Clone)]
+pub enum CallEvent {
+    /// A call ended (answered or not).
+    Ended(Box<CallRecord>),
+}
+
+/// SIP counters (Prometheus).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SipCounters {
+    /// Requests received, by method: INVITE, ACK, BYE, CANCEL, OPTIONS,
+    /// REGISTER, PRACK, UPDATE, other.
+    pub requests: [u64; 9],
+    /// Responses received, by class 1xx..6xx.
+    pub responses_in: [u64; 6],
+    /// Responses sent, by class 1xx..6xx.
+    pub responses_out: [u64; 6],
+    /// Messages that failed to parse.
+    pub malformed: u64,
+    /// Calls set up (INVITEs accepted for routing).
+    pub calls: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Digest authentication failures.
+    pub auth_failures: u64,
+    /// Requests refused by the per-source rate limit.
+    pub rate_limited: u64,
+    /// Requests from scanner user agents.
+    pub scanners: u64,
+}
+
+/// Method names in [`SipCounters::requests`] order.
+pub const COUNTED_METHODS: [&str; 9] = [
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "other",
+];
+
+/// Minimal in-memory location table (before the registrar merge).
+#[derive(Debug, Default)]
+pub struct Location {
+    bindings: HashMap<String, Vec<Binding>>,
+}
+
+/// One registered contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI.
+    pub contact: String,
+    /// Where the REGISTER came from (requests go there: NAT-friendly).
+    pub peer: Peer,
+    /// When it expires.
+    pub expires: Instant,
+}
+
+impl Location {
+    /// The live contacts of `user`.
+    pub fn lookup(&self, now: Instant, user: &str) -> Vec<Binding> {
+        self.bindings
+            .get(user)
+            .map(|v| v.iter().filter(|b| b.expires > now).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds or refreshes (or with `expires` 0 removes) a binding.
+    pub fn bind(&mut self, now: Instant, user: &str, contact: &str, peer: Peer, expires: u32) {
+        let list = self.bindings.entry(user.to_owned()).or_default();
+        list.retain(|b| b.contact != contact && b.expires > now);
+        if expires > 0 {
+            list.push(Binding {
+                contact: contact.to_owned(),
+                peer,
+                expires: now + Duration::from_secs(u64::from(expires)),
+            });
+        }
+    }
+}
+
+/// The B2BUA core. See the [module docs](self).
+pub struct B2bua<C: Control> {
+    config: Config,
+    txns: Transactions,
+    media: C,
+    /// Registrations (minimal in-memory path).
+    pub location: Location,
+    calls: HashMap<u64, Call, rustc_hash::FxBuildHasher>,
+    by_call_id: HashMap<Box<str>, (u64, Side), rustc_hash::FxBuildHasher>,
+    client: HashMap<TxnId, ClientRole, rustc_hash::FxBuildHasher>,
+    server: HashMap<TxnId, ServerRole, rustc_hash::FxBuildHasher>,
+    next_id: u64,
+    branch_seq: std::cell::Cell<u64>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<CallEvent>,
+    counters: SipCounters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// INVITE sent to the branches; no final response yet.
+    Proceeding,
+    /// 2xx sent to A, waiting for its ACK or in the call.
+    Confirmed,
+    /// Ended; waiting for the last transactions.
+    Ended,
+}
+
+/// One side's dialog. For A we are the UAS, for B the UAC.
+#[derive(Debug, Default)]
+struct Dialog {
+    call_id: Box<str>,
+    /// Our From/To value on this side, with our tag.
+    local: Box<str>,
+    /// Their From/To value (with their tag once known).
+    remote: Box<str>,
+    local_tag: Box<str>,
+    remote_tag: Box<str>,
+    remote_target: Box<str>,
+    route_set: Vec<Box<str>>,
+    peer: Option<Peer>,
+    local_cseq: u32,
+}
+
+#[derive(Debug)]
+struct Branch {
+    peer: Peer,
+    request_uri: Box<str>,
+    via: Box<str>,
+    provisional: bool,
+    done: bool,
+    cancelled: bool,
+}
+
+#[derive(Debug)]
+struct Call {
+    a: Dialog,
+    b: Dialog,
+    phase: Phase,
+    a_invite: Option<TxnId>,
+    a_invite_head: Box<str>,
+    b_invite_cseq: u32,
+    branches: Vec<Branch>,
+    best_status: u16,
+    best_response: Option<Box<[u8]>>,
+    /// The ACK sent for B's 2xx (re-sent on 2xx retransmissions).
+    b_ack: Option<Vec<u8>>,
+    media: bool,
+    from_uri: Box<str>,
+    to_uri: Box<str>,
+    started: Instant,
+    answered: Option<Instant>,
+    status: u16,
+    cause: Option<Cause>,
+    pending_client: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ClientRole {
+    BranchInvite {
+        call: u64,
+        branch: usize,
+    },
+    /// A request we forwarded to `to`; its response goes back on `server`.
+    Forward {
+        call: u64,
+        to: Side,
+        server: TxnId,
+        offer: bool,
+    },
+    /// A request of our own (BYE, CANCEL): nothing to relay back.
+    Own {
+        call: u64,
+    },
+}
+
+#[derive(Debug)]
+enum ServerRole {
+    /// A forwarded request waiting for the other side's answer.
+    Forwarded { head: Box<str> },
+}
+
+impl<C: Control> B2bua<C> {
+    /// A B2BUA anchoring media through `media`.
+    pub fn new(config: Config, media: C) -> Self {
+        Self {
+            txns: Transactions::new(config.timers),
+            config,
+            media,
+            location: Location::default(),
+            calls: HashMap::default(),
+            by_call_id: HashMap::default(),
+            client: HashMap::default(),
+            server: HashMap::default(),
+            next_id: 1,
+            branch_seq: std::cell::Cell::new(0),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: SipCounters::default(),
+        }
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> SipCounters {
+        self.counters
+    }
+
+    /// The transaction layer (for its counters and size).
+    pub fn transactions(&self) -> &Transactions {
+        &self.txns
+    }
+
+    /// Calls held now (any phase).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Confirmed dialogs now.
+    pub fn dialogs(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.phase == Phase::Confirmed)
+            .count()
+    }
+
+    /// The relay control handle.
+    pub fn media(&mut self) -> &mut C {
+        &mut self.media
+    }
+
+    /// One received datagram or framed stream message from `peer`.
+    pub fn handle_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8]) {
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(wire::sip::Error::Empty) => return,
+            Err(e) => {
+                self.counters.malformed += 1;
+                tracing::debug!(%peer, error = %e, "malformed SIP message");
+                return;
+            }
+        };
+        if msg.is_request() {
+            self.handle_request(now, peer, &msg);
+        } else {
+            self.handle_response(now, &msg);
+        }
+        self.drain_txn_events(now);
+    }
+
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.txns.handle_timeout(now);
+        self.drain_txn_events(now);
+    }
+
+    /// The earliest deadline.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.txns.poll_timeout()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        let t = self.txns.poll_transmit()?;
+        self.count_out(&t.bytes);
+        Some(t)
+    }
+
+    /// The next call event.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    /// The driver could not send to `peer` for this transaction.
+    pub fn transport_error(&mut self, now: Instant, txn: TxnId) {
+        self.txns.transport_error(txn);
+        self.drain_txn_events(now);
+    }
+
+    fn count_out(&mut self, bytes: &[u8]) {
+        if let Some(rest) = bytes.strip_prefix(b"SIP/2.0 ")
+            && let Some(&c) = rest.first()
+            && (b'1'..=b'6').contains(&c)
+        {
+            self.counters.responses_out[usize::from(c - b'1')] += 1;
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, peer: Peer, msg: &Message<'_>) {
+        let method = msg.method().unwrap_or(Method::Other(""));
+        let idx = COUNTED_METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(8);
+        self.counters.requests[idx] += 1;
+        match self.txns.handle_request(now, peer, msg) {
+            RequestVerdict::Retransmission | RequestVerdict::AckAbsorbed => {}
+            RequestVerdict::Ack => self.on_ack(now, msg),
+            RequestVerdict::Cancel { txn, invite } => self.on_cancel(now, peer, msg, txn, invite),
+            RequestVerdict::New(txn) => {
+                if let Some(code) = msg.semantic_issues().iter().find_map(|i| i.status_code()) {
+                    // 483 for an out-of-dialog INVITE is handled with routing.
+                    if code != 483 || method != Method::Invite {
+                        return self.reply(now, txn, msg, &peer, code, "");
+                    }
+                }
+                let in_dialog = msg.to().and_then(|t| t.tag()).is_some();
+                if in_dialog {
+                    return self.in_dialog(now, peer, msg, txn);
+                }
+                match method {
+                    Method::Invite => self.on_invite(now, peer, msg, txn),
+                    Method::Options => {
+                        let extra = format!(
+                            "Allow: {ALLOW}\r\nAccept: application/sdp\r\nSupported: 100rel, timer\r\n"
+                        );
+                        self.reply(now, txn, msg, &peer, 200, &extra);
+                    }
+                    Method::Register => self.on_register(now, peer, msg, txn),
+                    Method::Bye | Method::Prack | Method::Update | Method::Info => {
+                        self.reply(now, txn, msg, &peer, 481, "")
+                    }
+                    _ => {
+                        let extra = format!("Allow: {ALLOW}\r\n");
+                        self.reply(now, txn, msg, &peer, 405, &extra);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Responds on a server transaction with a head built from `msg`.
+    fn reply(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        msg: &Message<'_>,
+        peer: &Peer,
+        code: u16,
+        extra: &str,
+    ) {
+        let tag = self.new_token();
+        let head = msg::response_head(msg, peer, Some(&tag));
+        let bytes = msg::response(code, &head, extra, b"");
+        self.txns.respond(now, txn, code, bytes);
+    }
+
+    fn on_register(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, txn: TxnId) {
+        // Minimal in-memory path (replaced by the registrar at the sip2 merge):
+        // loopback sources only, no authentication.
+        if !peer.addr.ip().is_loopback() {
+            return self.reply(now, txn, msg, &peer, 403, "");
+        }
+        let Some(user) = msg.to().and_then(|t| t.uri.user) else {
+            return self.reply(now, txn, msg, &peer, 400, "");
+        };
+        let default = msg.expires().unwrap_or(3600).min(self.config.max_expires);
+        let mut extra = String::new();
+        for c in msg.contacts() {
+            let expires = c
+                .params
+                .value("expires")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+                .min(self.config.max_expires);
+            self.location.bind(now, user, c.uri.as_str(), peer, expires);
+        }
+        for b in self.location.lookup(now, user) {
+            let left = b.expires.saturating_duration_since(now).as_secs();
+            let _ = write!(extra, "Contact: <{}>;expires={left}\r\n", b.contact);
+        }
+        self.reply(now, txn, msg, &peer, 200, &extra);
+    }
+
+    fn on_invite(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, txn: TxnId) {
+        let local_tag = self.new_token();
+        let head: Box<str> = msg::response_head(msg, &peer, Some(&local_tag)).into();
+        let trying = msg::response(100, &head, "", b"");
+        self.txns.respond(now, txn, 100, trying);
+        //= https://www.rfc-editor.org/rfc/rfc3261#section-16.3
+        //# If the Max-Forwards value reaches 0 [...] the element MUST NOT forward
+        //# the request [and returns] a 483 (Too many hops) error response.
+        let max_forwards = msg.max_forwards().unwrap_or(70);
+        if max_forwards == 0 {
+            return self.fail_early(now, txn, &head, 483);
+        }
+        let (Some(call_id), Some(from), Some(uri)) = (msg.call_id(), msg.from(), msg.request_uri())
+        else {
+            return self.fail_early(now, txn, &head, 400);
+        };
+        let Some(from_tag) = from.tag() else {
+            return self.fail_early(now, txn, &head, 400);
+        };
+        if self.by_call_id.contains_key(call_id) {
+            // A second INVITE for a call we hold, with a new branch and no To tag:
+            // a merged request (RFC 3261 §8.2.2.2).
+            return self.fail_early(now, txn, &head, 482);
+        }
+        let user = uri.user.unwrap_or("");
+        let bindings = self.location.lookup(now, user);
+        if bindings.is_empty() {
+            return self.fail_early(now, txn, &head, 404);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.counters.calls += 1;
+        let sdp = msg.sdp_body().and_then(|b| std::str::from_utf8(b).ok());
+        let mut call = Call {
+            a: Dialog {
+                call_id: call_id.into(),
+                local: format!("{};tag={local_tag}", msg.header("To").unwrap_or("")).into(),
+                remote: msg.header("From").unwrap_or("").into(),
+                local_tag: local_tag.into(),
+                remote_tag: from_tag.into(),
+                remote_target: msg
+                    .contact()
+                    .map_or(uri.as_str(), |c| c.uri.as_str())
+                    .into(),
+                route_set: msg.header_values("Record-Route").map(Into::into).collect(),
+                peer: Some(peer),
+                local_cseq: 1,
+            },
+            b: Dialog::default(),
+            phase: Phase::Proceeding,
+            a_invite: Some(txn),
+            a_invite_head: head.clone(),
+            b_invite_cseq: 1,
+            branches: Vec::new(),
+            best_status: 0,
+            best_response: None,
+            b_ack: None,
+            media: false,
+            from_uri: from.uri.as_str().into(),
+            to_uri: uri.as_str().into(),
+            started: now,
+            answered: None,
+            status: 0,
+            cause: None,
+            pending_client: 0,
+        };
+        let mut body = String::new();
+        if let Some(sdp) = sdp {
+            let offer = Offer {
+                call_id,
+                from_tag,
+                sdp,
+                flags: SessionFlags::default(),
+            };
+            match self.media.offer(now, &offer) {
+                Ok(rewritten) => {
+                    call.media = true;
+                    body = rewritten;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "relay refused the offer");
+                    call.cause = Some(Cause::MediaError);
+                    let code = match e {
+                        dataplane::relay::ControlError::InvalidSdp(_)
+                        | dataplane::relay::ControlError::NoMedia => 488,
+                        _ => 503,
+                    };
+                    self.calls.insert(id, call);
+                    return self.end_unanswered(now, id, code, None);
+                }
+            }
+        }
+        // The B leg.
+        let b_tag = self.new_token();
+        let b_call_id = format!("{}@voxplane", self.new_token());
+        call.b = Dialog {
+            call_id: b_call_id.as_str().into(),
+            local: format!("<{}>;tag={b_tag}", from.uri.as_str()).into(),
+            remote: format!("<{}>", uri.as_str()).into(),
+            local_tag: b_tag.into(),
+            remote_tag: "".into(),
+            remote_target: "".into(),
+            route_set: Vec::new(),
+            peer: None,
+            local_cseq: 1,
+        };
+        let mut pass = String::new();
+        msg::pass_headers(&mut pass, msg);
+        for b in &bindings {
+            let branch = self.new_branch();
+            let via = self.via(b.peer.transport, &branch);
+            let contact = self.contact(b.peer.transport);
+            let mut req = String::with_capacity(600 + body.len());
+            let _ = write!(
+                req,
+                "INVITE {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: {contact}\r\n{pass}",
+                b.contact,
+                max_forwards - 1,
+                call.b.local,
+                call.b.remote,
+                call.b.call_id,
+            );
+            if !body.is_empty() && !pass.contains("Content-Type") {
+                req.push_str("Content-Type: application/sdp\r\n");
+            }
+            let _ = write!(req, "Content-Length: {}\r\n\r\n{body}", body.len());
+            let t = self
+                .txns
+                .send_request(now, b.peer, Method::Invite, &branch, req.into_bytes());
+            self.client.insert(
+                t,
+                ClientRole::BranchInvite {
+                    call: id,
+                    branch: call.branches.len(),
+                },
+            );
+            call.branches.push(Branch {
+                peer: b.peer,
+                request_uri: b.contact.as_str().into(),
+                via: via.into(),
+                provisional: false,
+                done: false,
+                cancelled: false,
+            });
+            call.pending_client += 1;
+        }
+        self.by_call_id
+            .insert(call.a.call_id.clone(), (id, Side::A));
+        self.by_call_id
+            .insert(call.b.call_id.clone(), (id, Side::B));
+        self.calls.insert(id, call);
+    }
+
+    fn fail_early(&mut self, now: Instant, txn: TxnId, head: &str, code: u16) {
+        let bytes = msg::response(code, head, "", b"");
+        self.txns.respond(now, txn, code, bytes);
+    }
+
+    fn handle_response(&mut self, now: Instant, msg: &Message<'_>) {
+        let Some(status) = msg.status() else { return };
+        if (100..700).contains(&status) {
+            self.counters.responses_in[usize::from(status / 100 - 1)] += 1;
+        }
+        match self.txns.handle_response(now, msg) {
+            ResponseVerdict::Absorbed => {}
+            ResponseVerdict::Stray => self.on_stray_response(msg),
+            ResponseVerdict::Deliver(txn) => match self.client.get(&txn).copied() {
+                Some(ClientRole::BranchInvite { call, branch }) => {
+                    self.on_branch_response(now, call, branch, msg, status)
+                }
+                Some(ClientRole::Forward {
+                    call,
+                    to,
+                    server,
+                    offer,
+                }) => self.on_forward_response(now, call, to, server, offer, msg, status),
+                Some(ClientRole::Own { .. }) | None => {}
+            },
+        }
+    }
+
+    fn on_stray_response(&mut self, msg: &Message<'_>) {
+        // A retransmitted 2xx to our INVITE after its transaction ended: ACK again.
+        let Some(status) = msg.status() else { return };
+        if !(200..300).contains(&status) || msg.cseq().map(|c| c.method) != Some(Method::Invite) {
+            return;
+        }
+        let Some(&(id, Side::B)) = msg.call_id().and_then(|c| self.by_call_id.get(c)) else {
+            return;
+        };
+        if let Some(call) = self.calls.get(&id)
+            && let (Some(ack), Some(peer)) = (call.b_ack.clone(), call.b.peer)
+        {
+            self.transmits.push_back(Transmit { peer, bytes: ack });
+        }
+    }
+
+    fn on_branch_response(
+        &mut self,
+        now: Instant,
+        id: u64,
+        branch: usize,
+        msg: &Message<'_>,
+        status: u16,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if status < 200 {
+            if status == 100 || call.phase != Phase::Proceeding {
+                return;
+            }
+            if let Some(b) = call.branches.get_mut(branch) {
+                b.provisional = true;
+                if b.cancelled {
+                    let (peer, cancel) = cancel_request(&call.b, b);
+                    let _ = self.send_own(now, id, peer, Method::Cancel, cancel);
+                    return;
+                }
+            }
+            // Early dialog towards this branch (for PRACK/UPDATE).
+            if let Some(tag) = msg.to().and_then(|t| t.tag()) {
+                adopt_remote(&mut call.b, msg, tag, call.branches[branch].peer);
+            }
+            let body = match self.rewrite(now, id, Side::B, msg, false) {
+                Ok(b) => b,
+                Err(()) => return,
+            };
+            let contact = self.contact_for(self.calls[&id].a.peer);
+            let call = self.calls.get_mut(&id).expect("call checked above");
+            let mut extra = String::new();
+            msg::pass_headers(&mut extra, msg);
+            let _ = write!(extra, "Contact: {contact}\r\n");
+            let bytes = msg::response(status, &call.a_invite_head, &extra, body.as_bytes());
+            if let Some(t) = call.a_invite {
+                self.txns.respond(now, t, status, bytes);
+            }
+            return;
+        }
+        if let Some(b) = call.branches.get_mut(branch) {
+            b.done = true;
+        }
+        if (200..300).contains(&status) {
+            self.on_branch_answer(now, id, branch, msg, status);
+            return;
+        }
+        // A failure on this branch.
+        if call.phase != Phase::Proceeding {
+            return;
+        }
+        let better = call.best_status == 0
+            || status / 100 == 6
+            || (call.best_status / 100 != 6 && status < call.best_status);
+        if better {
+            call.best_status = status;
+            let mut extra = String::new();
+            msg::pass_headers(&mut extra, msg);
+            call.best_response =
+                Some(msg::response(status, &call.a_invite_head, &extra, b"").into());
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3261#section-16.7
+        //# If a 6xx response is received, it is not immediately forwarded, but
+        //# the stateful proxy SHOULD cancel all client pending transactions
+        if status / 100 == 6 {
+            self.cancel_branches(now, id, None);
+        }
+        let call = self.calls.get_mut(&id).expect("call checked above");
+        if call.branches.iter().all(|b| b.done) {
+            let code = call.best_status;
+            let resp = call.best_response.take();
+            self.end_unanswered(now, id, code, resp.map(Vec::from));
+        }
+    }
+
+    fn on_branch_answer(
+        &mut self,
+        now: Instant,
+        id: u64,
+        branch: usize,
+        msg: &Message<'_>,
+        status: u16,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let peer = call.branches[branch].peer;
+        let tag = msg.to().and_then(|t| t.tag()).unwrap_or("");
+        if call.phase != Phase::Proceeding {
+            // A second 2xx (another fork) or a 2xx after CANCEL: ACK and BYE it.
+            let mut d = Dialog {
+                call_id: call.b.call_id.clone(),
+                local: call.b.local.clone(),
+                local_tag: call.b.local_tag.clone(),
+                local_cseq: call.b_invite_cseq + 1,
+                ..Dialog::default()
+            };
+            adopt_remote(&mut d, msg, tag, peer);
+            let ack = self.dialog_request(&d, Method::Ack, call.b_invite_cseq, "", "");
+            self.transmits.push_back(Transmit {
+                peer: ack.0,
+                bytes: ack.2,
+            });
+            let bye = self.dialog_request(&d, Method::Bye, d.local_cseq, "", "");
+            let _ = self.send_own_with_branch(now, id, bye);
+            return;
+        }
+        let call = self.calls.get_mut(&id).expect("checked above");
+        adopt_remote(&mut call.b, msg, tag, peer);
+        call.b.local_cseq = call.b_invite_cseq;
+        // ACK the 2xx at once (end-to-end ACK; A's ACK is absorbed).
+        let (ack_peer, _, ack) = self.dialog_request(
+            &self.calls[&id].b,
+            Method::Ack,
+            self.calls[&id].b_invite_cseq,
+            "",
+            "",
+        );
+        self.transmits.push_back(Transmit {
+            peer: ack_peer,
+            bytes: ack.clone(),
+        });
+        let call = self.calls.get_mut(&id).expect("call checked above");
+        call.b_ack = Some(ack);
+        self.cancel_branches(now, id, Some(branch));
+        let body = self
+            .rewrite(now, id, Side::B, msg, false)
+            .unwrap_or_default();
+        let contact = self.contact_for(self.calls[&id].a.peer);
+        let call = self.calls.get_mut(&id).expect("call checked above");
+        call.phase = Phase::Confirmed;
+        call.answered = Some(now);
+        call.status = status;
+        self.counters.answered += 1;
+        let mut extra = String::new();
+        msg::pass_headers(&mut extra, msg);
+        let _ = write!(extra, "Contact: {contact}\r\n");
+        let bytes = msg::response(status, &call.a_invite_head, &extra, body.as_bytes());
+        if let Some(t) = call.a_invite {
+            self.txns.respond(now, t, status, bytes);
+        }
+    }
+
+    /// Passes an SDP through the relay: an offer from `from` (leg `from`'s
+    /// tag as the relay's from-tag), or an answer to the other side's offer.
+    /// No SDP, or an answer in a call without media: empty body.
+    fn rewrite(
+        &mut self,
+        now: Instant,
+        id: u64,
+        from: Side,
+        msg: &Message<'_>,
+        offer: bool,
+    ) -> Result<String, ()> {
+        let Some(sdp) = msg.sdp_body().and_then(|b| std::str::from_utf8(b).ok()) else {
+            return Ok(String::new());
+        };
+        let call = self.calls.get_mut(&id).ok_or(())?;
+        if !offer && !call.media {
+            return Ok(String::new());
+        }
+        let (offerer, answerer) = if offer {
+            (from, from.other())
+        } else {
+            (from.other(), from)
+        };
+        let (from_tag, to_tag) = relay_tags(call, offerer, answerer);
+        let call_id = &call.a.call_id;
+        let flags = SessionFlags::default();
+        let result = if offer {
+            self.media.offer(
+                now,
+                &Offer {
+                    call_id,
+                    from_tag,
+                    sdp,
+                    flags,
+                },
+            )
+        } else {
+            self.media.answer(
+                now,
+                &Answer {
+                    call_id,
+                    from_tag,
+                    to_tag,
+                    sdp,
+                    flags,
+                },
+            )
+        };
+        match result {
+            Ok(s) => {
+                call.media = true;
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, offer, "relay refused the SDP");
+                Err(())
+            }
+        }
+    }
+
+    /// CANCELs every live branch except `keep`.
+    fn cancel_branches(&mut self, now: Instant, id: u64, keep: Option<usize>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let mut out = Vec::new();
+        for (i, b) in call.branches.iter_mut().enumerate() {
+            if Some(i) == keep || b.done || b.cancelled {
+                continue;
+            }
+            b.cancelled = true;
+            //= https://www.rfc-editor.org/rfc/rfc3261#section-9.1
+            //# If no provisional response has been received, the CANCEL request
+            //# MUST NOT be sent; rather, the client MUST wait for the arrival of a
+            //# provisional response before sending the request.
+            if b.provisional {
+                out.push(cancel_request(&call.b, b));
+            }
+        }
+        for (peer, bytes) in out {
+            let _ = self.send_own(now, id, peer, Method::Cancel, bytes);
+        }
+    }
+
+    fn send_own(
+        &mut self,
+        now: Instant,
+        id: u64,
+        peer: Peer,
+        method: Method<'_>,
+        bytes: (String, Vec<u8>),
+    ) -> Option<TxnId> {
+        let (branch, bytes) = bytes;
+        let t = self.txns.send_request(now, peer, method, &branch, bytes);
+        self.client.insert(t, ClientRole::Own { call: id });
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.pending_client += 1;
+        }
+        Some(t)
+    }
+
+    fn send_own_with_branch(
+        &mut self,
+        now: Instant,
+        id: u64,
+        req: (Peer, String, Vec<u8>),
+    ) -> Option<TxnId> {
+        let (peer, branch, bytes) = req;
+        let method = if bytes.starts_with(b"BYE") {
+            Method::Bye
+        } else {
+            Method::Other("")
+        };
+        self.send_own(now, id, peer, method, (branch, bytes))
+    }
+
+    /// Ends a call that was never answered: the final response to A, media
+    /// deleted, a CDR.
+    fn end_unanswered(&mut self, now: Instant, id: u64, code: u16, response: Option<Vec<u8>>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let code = if code == 0 { 500 } else { code };
+        let bytes = response.unwrap_or_else(|| msg::response(code, &call.a_invite_head, "", b""));
+        if let Some(t) = call.a_invite {
+            self.txns.respond(now, t, code, bytes);
+        }
+        call.status = code;
+        if call.cause.is_none() {
+            call.cause = Some(match code {
+                404 | 480 => Cause::NoRoute,
+                408 => Cause::Timeout,
+                487 => Cause::Cancelled,
+                _ => Cause::Rejected,
+            });
+        }
+        self.finish(now, id);
+    }
+
+    /// Marks the call ended, deletes its media, emits the CDR; the call is
+    /// forgotten once its last transaction ends.
+    fn finish(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.phase == Phase::Ended {
+            return;
+        }
+        call.phase = Phase::Ended;
+        let media = if call.media {
+            call.media = false;
+            let cid = call.a.call_id.clone();
+            self.media.delete(now, &cid).ok()
+        } else {
+            None
+        };
+        let call = &self.calls[&id];
+        let record = CallRecord {
+            call_id: call.a.call_id.to_string(),
+            b_call_id: call.b.call_id.to_string(),
+            from: call.from_uri.to_string(),
+            to: call.to_uri.to_string(),
+            start: call.started,
+            answer: call.answered,
+            end: now,
+            status: call.status,
+            cause: call.cause.unwrap_or(Cause::Rejected),
+            media,
+        };
+        self.events.push_back(CallEvent::Ended(Box::new(record)));
+        self.maybe_forget(id);
+    }
+
+    fn maybe_forget(&mut self, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let a_gone = call.a_invite.is_none_or(|t| self.txns.state(t).is_none());
+        if call.phase == Phase::Ended && call.pending_client == 0 && a_gone {
+            let call = self.calls.remove(&id).expect("checked above");
+            self.by_call_id.remove(&call.a.call_id);
+            self.by_call_id.remove(&call.b.call_id);
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, msg: &Message<'_>) {
+        let Some(&(id, side)) = msg.call_id().and_then(|c| self.by_call_id.get(c)) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if side == Side::A
+            && let Some(t) = call.a_invite
+        {
+            self.txns.ack_received(now, t);
+        }
+        // ACKs of re-INVITE 2xx were sent by us to the other side already.
+    }
+
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        msg: &Message<'_>,
+        txn: TxnId,
+        invite: Option<TxnId>,
+    ) {
+        let Some(invite) = invite else {
+            return self.reply(now, txn, msg, &peer, 481, "");
+        };
+        self.reply(now, txn, msg, &peer, 200, "");
+        let Some(&(id, _)) = msg.call_id().and_then(|c| self.by_call_id.get(c)) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.a_invite != Some(invite) || call.phase != Phase::Proceeding {
+            return;
+        }
+        //= https://www.rfc-editor.org/rfc/rfc3261#section-9.2
+        //# the UAS [...] SHOULD then respond to the INVITE with a 487 (Request
+        //# Terminated).
+        call.cause = Some(Cause::Cancelled);
+        self.cancel_branches(now, id, None);
+        self.end_unanswered(now, id, 487, None);
+    }
+
+    /// A request inside a dialog (To tag present).
+    fn in_dialog(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, txn: TxnId) {
+        let Some(method) = msg.method() else { return };
+        let Some(&(id, side)) = msg.call_id().and_then(|c| self.by_call_id.get(c)) else {
+            return self.reply(now, txn, msg, &peer, 481, "");
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return self.reply(now, txn, msg, &peer, 481, "");
+        };
+        let to_tag = msg.to().and_then(|t| t.tag()).unwrap_or("");
+        let dialog = match side {
+            Side::A => &call.a,
+            Side::B => &call.b,
+        };
+        if to_tag != &*dialog.local_tag || call.phase == Phase::Ended {
+            return self.reply(now, txn, msg, &peer, 481, "");
+        }
+        if method == Method::Bye {
+            self.reply(now, txn, msg, &peer, 200, "");
+            let call = self.calls.get_mut(&id).expect("checked above");
+            call.cause = Some(if side == Side::A {
+                Cause::CallerBye
+            } else {
+                Cause::CalleeBye
+            });
+            if call.phase == Phase::Proceeding {
+                // BYE in an early dialog: treat as the end of the attempt.
+                self.cancel_branches(now, id, None);
+                return self.end_unanswered(now, id, 487, None);
+            }
+            let other = match side.other() {
+                Side::A => &self.calls[&id].a,
+                Side::B => &self.calls[&id].b,
+            };
+            let seq = other.local_cseq + 1;
+            let req = self.dialog_request(other, Method::Bye, seq, "", "");
+            let call = self.calls.get_mut(&id).expect("checked above");
+            match side.other() {
+                Side::A => call.a.local_cseq = seq,
+                Side::B => call.b.local_cseq = seq,
+            }
+            let _ = self.send_own_with_branch(now, id, req);
+            self.finish(now, id);
+            return;
+        }
+        // Forward the request to the other side.
+        let offer = msg.sdp_body().is_some();
+        let body = match if offer {
+            self.rewrite(now, id, side, msg, true)
+        } else {
+            Ok(String::new())
+        } {
+            Ok(b) => b,
+            Err(()) => return self.reply(now, txn, msg, &peer, 488, ""),
+        };
+        let call = self.calls.get(&id).expect("checked above");
+        let to = side.other();
+        let other = match to {
+            Side::A => &call.a,
+            Side::B => &call.b,
+        };
+        if other.peer.is_none() {
+            return self.reply(now, txn, msg, &peer, 481, "");
+        }
+        let seq = if method == Method::Ack {
+            other.local_cseq
+        } else {
+            other.local_cseq + 1
+        };
+        let mut extra = String::new();
+        msg::pass_headers(&mut extra, msg);
+        if let Some(rack) = msg.header("RAck") {
+            // RAck: rseq cseq method; the CSeq is the other side's INVITE.
+            let mut it = rack.split_whitespace();
+            if let (Some(rseq), Some(_), Some(m)) = (it.next(), it.next(), it.next()) {
+                let _ = write!(extra, "RAck: {rseq} {} {m}\r\n", call.b_invite_cseq);
+            }
+        }
+        let req = self.dialog_request(other, method, seq, &extra, &body);
+        let call = self.calls.get_mut(&id).expect("checked above");
+        match to {
+            Side::A => call.a.local_cseq = seq,
+            Side::B => call.b.local_cseq = seq,
+        }
+        let head: Box<str> = msg::response_head(msg, &peer, None).into();
+        let (to_peer, branch, bytes) = req;
+        let t = self.txns.send_request(now, to_peer, method, &branch, bytes);
+        call.pending_client += 1;
+        self.client.insert(
+            t,
+            ClientRole::Forward {
+                call: id,
+                to,
+                server: txn,
+                offer,
+            },
+        );
+        self.server.insert(txn, ServerRole::Forwarded { head });
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one response, its routing context"
+    )]
+    fn on_forward_response(
+        &mut self,
+        now: Instant,
+        id: u64,
+        to: Side,
+        server: TxnId,
+        offer: bool,
+        msg: &Message<'_>,
+        status: u16,
+    ) {
+        if status == 100 {
+            return;
+        }
+        let body = if msg.sdp_body().is_some() {
+            let r = if offer {
+                self.rewrite(now, id, to, msg, false)
+            } else {
+                self.rewrite(now, id, to, msg, true)
+            };
+            r.unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let Some(ServerRole::Forwarded { head }) = self.server.get(&server) else {
+            return;
+        };
+        let mut extra = String::new();
+        msg::pass_headers(&mut extra, msg);
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if msg.cseq().map(|c| c.method) == Some(Method::Invite) {
+            let from_side = match to.other() {
+                Side::A => call.a.peer,
+                Side::B => call.b.peer,
+            };
+            let _ = write!(extra, "Contact: {}\r\n", self.contact_for(from_side));
+        }
+        let bytes = msg::response(status, head, &extra, body.as_bytes());
+        self.txns.respond(now, server, status, bytes);
+        if status >= 200 {
+            self.server.remove(&server);
+            // The 2xx to a re-INVITE: ACK it ourselves (end-to-end ACK absorbed).
+            if (200..300).contains(&status) && msg.cseq().map(|c| c.method) == Some(Method::Invite)
+            {
+                let call = &self.calls[&id];
+                let d = match to {
+                    Side::A => &call.a,
+                    Side::B => &call.b,
+                };
+                let (peer, _, ack) = self.dialog_request(d, Method::Ack, d.local_cseq, "", "");
+                self.transmits.push_back(Transmit { peer, bytes: ack });
+            }
+        }
+    }
+
+    /// Builds a request within dialog `d`: (destination, branch, bytes).
+    fn dialog_request(
+        &self,
+        d: &Dialog,
+        method: Method<'_>,
+        seq: u32,
+        extra: &str,
+        body: &str,
+    ) -> (Peer, String, Vec<u8>) {
+        let peer = d.peer.unwrap_or(Peer::udp(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            5060,
+        ))));
+        // Route set first hop (loose routing), when it names an IP.
+        let peer = d
+            .route_set
+            .first()
+            .and_then(|r| Uri::parse(msg::uri_of(r)).ok())
+            .and_then(|u| msg::uri_target(&u))
+            .filter(|(addr, _)| *addr != peer.addr)
+            .map_or(peer, |(addr, transport)| Peer {
+                transport,
+                addr,
+                conn: None,
+            });
+        let branch = self.branch_for(method);
+        let via = self.via(peer.transport, &branch);
+        let mut out = String::with_capacity(500 + body.len());
+        let _ = write!(
+            out,
+            "{} {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {seq} {}\r\n",
+            method.as_str(),
+            d.remote_target,
+            d.local,
+            d.remote,
+            d.call_id,
+            method.as_str(),
+        );
+        for r in &d.route_set {
+            let _ = write!(out, "Route: {r}\r\n");
+        }
+        if matches!(method, Method::Invite | Method::Update) {
+            let _ = write!(out, "Contact: {}\r\n", self.contact(peer.transport));
+        }
+        out.push_str(extra);
+        if !body.is_empty() && !extra.contains("Content-Type") {
+            out.push_str("Content-Type: application/sdp\r\n");
+        }
+        let _ = write!(out, "Content-Length: {}\r\n\r\n{body}", body.len());
+        (peer, branch, out.into_bytes())
+    }
+
+    fn branch_for(&self, _method: Method<'_>) -> String {
+        // Branches must be unique; the counter only grows.
+        let n = self.branch_seq.get();
+        self.branch_seq.set(n + 1);
+        format!("z9hG4bK{}b{n}", self.config.instance)
+    }
+
+    fn via(&self, transport: Transport, branch: &str) -> String {
+        let addr = self
+            .config
+            .local
+            .for_transport(transport)
+            .or(self.config.local.udp)
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 5060)));
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport.as_str(),
+            msg::hostport(addr)
+        )
+    }
+
+    fn contact(&self, transport: Transport) -> String {
+        let addr = self
+            .config
+            .local
+            .for_transport(transport)
+            .or(self.config.local.udp)
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 5060)));
+        match transport {
+            Transport::Udp => format!("<sip:voxplane@{}>", msg::hostport(addr)),
+            t => format!(
+                "<sip:voxplane@{};transport={}>",
+                msg::hostport(addr),
+                t.as_str().to_ascii_lowercase()
+            ),
+        }
+    }
+
+    fn contact_for(&self, peer: Option<Peer>) -> String {
+        self.contact(peer.map_or(Transport::Udp, |p| p.transport))
+    }
+
+    fn new_branch(&mut self) -> String {
+        self.next_id += 1;
+        format!("z9hG4bK{}{}", self.config.instance, self.next_id)
+    }
+
+    fn new_token(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}{:x}", self.config.instance, self.next_id)
+    }
+
+    fn drain_txn_events(&mut self, now: Instant) {
+        while let Some(e) = self.txns.poll_event() {
+            match e {
+                TxnEvent::Timeout(t) | TxnEvent::TransportError(t) => {
+                    if let Some(ClientRole::BranchInvite { call, branch }) =
+                        self.client.get(&t).copied()
+                        && let Some(c) = self.calls.get_mut(&call)
+                    {
+                        if let Some(b) = c.branches.get_mut(branch) {
+                            b.done = true;
+                        }
+                        if c.phase == Phase::Proceeding && c.branches.iter().all(|b| b.done) {
+                            let code = if c.best_status == 0 {
+                                408
+                            } else {
+                                c.best_status
+                            };
+                            let resp = c.best_response.take().map(Vec::from);
+                            self.end_unanswered(now, call, code, resp);
+                        }
+                    } else if let Some(ClientRole::Forward { server, .. }) =
+                        self.client.get(&t).copied()
+                        && let Some(ServerRole::Forwarded { head }) = self.server.remove(&server)
+                    {
+                        let bytes = msg::response(408, &head, "", b"");
+                        self.txns.respond(now, server, 408, bytes);
+                    }
+                }
+                TxnEvent::NoAck(t) => {
+                    let found = self
+                        .calls
+                        .iter()
+                        .find(|(_, c)| c.a_invite == Some(t) && c.phase == Phase::Confirmed)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = found {
+                        //= https://www.rfc-editor.org/rfc/rfc3261#section-13.3.1.4
+                        //# If the server retransmits the 2xx response for 64*T1 seconds
+                        //# without receiving an ACK, the dialog is confirmed, but the
+                        //# session SHOULD be terminated. This is accomplished with a BYE
+                        let call = &self.calls[&id];
+                        let reqs = [
+                            self.dialog_request(
+                                &call.a,
+                                Method::Bye,
+                                call.a.local_cseq + 1,
+                                "",
+                                "",
+                            ),
+                            self.dialog_request(
+                                &call.b,
+                                Method::Bye,
+                                call.b.local_cseq + 1,
+                                "",
+                                "",
+                            ),
+                        ];
+                        self.calls.get_mut(&id).expect("found above").cause = Some(Cause::NoAck);
+                        for r in reqs {
+                            let _ = self.send_own_with_branch(now, id, r);
+                        }
+                        self.finish(now, id);
+                    }
+                }
+                TxnEvent::Terminated(t) => {
+                    self.server.remove(&t);
+                    let call = match self.client.remove(&t) {
+                        Some(
+                            ClientRole::BranchInvite { call, .. }
+                            | ClientRole::Forward { call, .. }
+                            | ClientRole::Own { call },
+                        ) => {
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.pending_client = c.pending_client.saturating_sub(1);
+                            }
+                            Some(call)
+                        }
+                        None => self
+                            .calls
+                            .iter()
+                            .find(|(_, c)| c.a_invite == Some(t))
+                            .map(|(id, _)| *id),
+                    };
+                    if let Some(id) = call {
+                        if let Some(c) = self.calls.get_mut(&id)
+                            && c.a_invite == Some(t)
+                        {
+                            c.a_invite = None;
+                        }
+                        self.maybe_forget(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The relay's (from-tag, to-tag) for SDP going from side `from` to `to`:
+/// the caller is known by its own tag, the callee side by the tag we gave
+/// the caller (so every branch maps onto the relay's leg 1).
+fn relay_tags(call: &Call, from: Side, to: Side) -> (&str, &str) {
+    let tag = |s: Side| match s {
+        Side::A => &*call.a.remote_tag,
+        Side::B => &*call.a.local_tag,
+    };
+    (tag(from), tag(to))
+}
+
+/// Takes the remote tag, target and route set of a response that creates
+/// (or updates) the B dialog.
+fn adopt_remote(d: &mut Dialog, msg: &Message<'_>, tag: &str, peer: Peer) {
+    if let Some(to) = msg.header("To") {
+        d.remote = to.into();
+    }
+    d.remote_tag = tag.into();
+    if let Some(c) = msg.contact() {
+        d.remote_target = c.uri.as_str().into();
+    }
+    //= https://www.rfc-editor.org/rfc/rfc3261#section-12.1.2
+    //# The route set MUST be set to the list of URIs in the Record-Route
+    //# header field from the response, taken in reverse order
+    let mut routes: Vec<Box<str>> = msg.header_values("Record-Route").map(Into::into).collect();
+    routes.reverse();
+    d.route_set = routes;
+    d.peer = Some(peer);
+}
+
+fn cancel_request(b: &Dialog, branch: &Branch) -> (Peer, (String, Vec<u8>)) {
+    //= https://www.rfc-editor.org/rfc/rfc3261#section-9.1
+    //# The Request-URI, Call-ID, To, the numeric part of CSeq, and From header
+    //# fields in the CANCEL request MUST be identical to those in the
+    //# request being cancelled, including tags. A CANCEL constructed by a
+    //# client MUST have only a single Via header field value matching the
+    //# top Via value in the request being cancelled.
+    let mut out = String::with_capacity(400);
+    let _ = write!(
+        out,
+        "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: <{}>\r\nCall-ID: {}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        branch.request_uri,
+        branch.via,
+        b.local,
+        msg::uri_of(&b.remote),
+        b.call_id,
+    );
+    let br = branch
+        .via
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("branch="))
+        .unwrap_or("")
+        .to_owned();
+    (branch.peer, (br, out.into_bytes()))
+}

@@ -1,0 +1,310 @@
+//! `voxplane up`: the SIP core (B2BUA) and the UDP relay in one process,
+//! with the SBUS store opened in the data directory (local only) and
+//! Prometheus counters on `/metrics`.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context;
+use control::b2bua::{COUNTED_METHODS, Config};
+use control::driver::{Driver, DriverConfig, Snapshot};
+use control::transaction::TimerConfig;
+use dataplane::relay::RelayConfig;
+use dataplane::udp::{MirrorConfig, UdpBackend, UdpConfig, UdpControl};
+
+/// Arguments of `voxplane up`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Data directory (SBUS store, CDRs).
+    #[arg(long, value_name = "DIR", default_value = "voxplane-data")]
+    data_dir: PathBuf,
+    /// SIP listen address (UDP).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5060")]
+    sip_listen: SocketAddr,
+    /// The local media address (advertised in SDP).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    media_addr: Vec<IpAddr>,
+    /// Local media ports, `LO-HI` (LO even).
+    #[arg(long, value_name = "LO-HI", value_parser = crate::dataplane_cmd::parse_range, default_value = "30000-39999")]
+    port_range: RangeInclusive<u16>,
+    /// Packet I/O backend of the relay (only `udp` in `up` today).
+    #[arg(long, default_value = "udp")]
+    backend: String,
+    /// Relay worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve Prometheus counters on http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9090")]
+    metrics_listen: SocketAddr,
+    /// Seconds without media after which a relay session is deleted.
+    #[arg(long, default_value_t = 60)]
+    media_timeout: u64,
+    /// SIP timer T1 in milliseconds (RFC 3261 §17).
+    #[arg(long, default_value_t = 500)]
+    t1_ms: u64,
+    /// SIP timer T2 in milliseconds.
+    #[arg(long, default_value_t = 4000)]
+    t2_ms: u64,
+    /// SIP timer T4 in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    t4_ms: u64,
+}
+
+/// Runs until killed.
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    if args.backend != "udp" {
+        anyhow::bail!(
+            "voxplane up runs the udp backend only today (got --backend {})",
+            args.backend
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = sbus::store::Store::open(&args.data_dir, sbus::types::MemberId(1))
+        .with_context(|| format!("opening the SBUS store in {}", args.data_dir.display()))?;
+    seed_demo(&store)?;
+    let pick = |v6: bool| args.media_addr.iter().copied().find(|a| a.is_ipv6() == v6);
+    let relay = RelayConfig {
+        media_v4: pick(false),
+        media_v6: pick(true),
+        ports: args.port_range.clone(),
+        media_timeout: Duration::from_secs(args.media_timeout),
+        ..RelayConfig::default()
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    let backend = UdpBackend::start(UdpConfig {
+        relay,
+        workers,
+        mirror: MirrorConfig::default(),
+    })
+    .context("starting the UDP relay")?;
+    let instance = format!("{:08x}", rand::random::<u32>());
+    let core = Config {
+        timers: TimerConfig {
+            t1: Duration::from_millis(args.t1_ms),
+            t2: Duration::from_millis(args.t2_ms),
+            t4: Duration::from_millis(args.t4_ms),
+        },
+        local: Default::default(),
+        instance,
+        max_expires: 3600,
+    };
+    let driver = Driver::start(
+        DriverConfig {
+            udp: args.sip_listen,
+            core,
+        },
+        backend.control(),
+        Box::new(|record| {
+            tracing::info!(
+                call_id = %record.call_id,
+                status = record.status,
+                cause = record.cause.as_str(),
+                "call ended"
+            );
+        }),
+    )
+    .with_context(|| format!("binding SIP on {}", args.sip_listen))?;
+    let driver = Arc::new(driver);
+    let listener = TcpListener::bind(args.metrics_listen)
+        .with_context(|| format!("binding metrics on {}", args.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    {
+        let driver = Arc::clone(&driver);
+        let control = backend.control();
+        thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                if let Err(e) = serve_metrics(listener, driver, control) {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            })?;
+    }
+    println!(
+        "voxplane up: SIP udp:{} media {:?} ports {}-{} metrics http://{metrics_addr}/metrics data {}",
+        driver.udp_addr,
+        args.media_addr,
+        args.port_range.start(),
+        args.port_range.end(),
+        args.data_dir.display()
+    );
+    loop {
+        thread::park();
+    }
+}
+
+/// The demo domain on first start.
+fn seed_demo(store: &sbus::store::Store<sbus::sqlite::SqliteStorage>) -> anyhow::Result<()> {
+    use sbus::record::Domain;
+    if store.get::<Domain>("voxplane.local")?.is_none() {
+        store.put(&Domain {
+            name: "voxplane.local".into(),
+            placement: Default::default(),
+            description: "demo domain seeded by voxplane up".into(),
+        })?;
+        println!("seeded demo domain voxplane.local");
+    }
+    Ok(())
+}
+
+/// `/metrics` on axum, on a small runtime of its own (the SIP core and
+/// the relay run on their own threads).
+fn serve_metrics(
+    listener: TcpListener,
+    driver: Arc<Driver>,
+    control: UdpControl,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = render(&driver.snapshot(), &control);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        );
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// The Prometheus text exposition of the SIP counters.
+fn render(s: &Snapshot, control: &UdpControl) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP voxplane_sip_requests_total SIP requests received, by method.\n# TYPE voxplane_sip_requests_total counter"
+    );
+    for (m, v) in COUNTED_METHODS.iter().zip(s.sip.requests) {
+        let _ = writeln!(out, "voxplane_sip_requests_total{{method=\"{m}\"}} {v}");
+    }
+    for (name, help, values) in [
+        (
+            "voxplane_sip_responses_received_total",
+            "SIP responses received, by class.",
+            s.sip.responses_in,
+        ),
+        (
+            "voxplane_sip_responses_sent_total",
+            "SIP responses sent, by class.",
+            s.sip.responses_out,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, v) in values.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{class=\"{}xx\"}} {v}", i + 1);
+        }
+    }
+    let (_, io) = control.counters();
+    for (name, kind, help, v) in [
+        (
+            "voxplane_sip_malformed_total",
+            "counter",
+            "SIP messages that failed to parse.",
+            s.sip.malformed,
+        ),
+        (
+            "voxplane_sip_calls_total",
+            "counter",
+            "Calls routed.",
+            s.sip.calls,
+        ),
+        (
+            "voxplane_sip_calls_answered_total",
+            "counter",
+            "Calls answered.",
+            s.sip.answered,
+        ),
+        (
+            "voxplane_sip_auth_failures_total",
+            "counter",
+            "Digest authentication failures.",
+            s.sip.auth_failures,
+        ),
+        (
+            "voxplane_sip_rate_limited_total",
+            "counter",
+            "Requests refused by the rate limit.",
+            s.sip.rate_limited,
+        ),
+        (
+            "voxplane_sip_scanners_total",
+            "counter",
+            "Requests from scanner user agents.",
+            s.sip.scanners,
+        ),
+        (
+            "voxplane_sip_transactions_client_total",
+            "counter",
+            "Client transactions created.",
+            s.txn.client_created,
+        ),
+        (
+            "voxplane_sip_transactions_server_total",
+            "counter",
+            "Server transactions created.",
+            s.txn.server_created,
+        ),
+        (
+            "voxplane_sip_retransmissions_total",
+            "counter",
+            "Retransmissions sent.",
+            s.txn.retransmissions,
+        ),
+        (
+            "voxplane_sip_transaction_timeouts_total",
+            "counter",
+            "Timer B/F expiries.",
+            s.txn.timeouts,
+        ),
+        (
+            "voxplane_sip_transactions",
+            "gauge",
+            "Transactions alive.",
+            s.transactions as u64,
+        ),
+        (
+            "voxplane_sip_calls",
+            "gauge",
+            "Calls held (any phase).",
+            s.calls as u64,
+        ),
+        (
+            "voxplane_sip_dialogs",
+            "gauge",
+            "Confirmed dialogs.",
+            s.dialogs as u64,
+        ),
+        (
+            "voxplane_relay_sessions",
+            "gauge",
+            "Relay sessions.",
+            io.sessions,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    out
+}
