@@ -37,7 +37,8 @@ pub struct Args {
     /// Concurrent dialogs held for the memory measurement.
     #[arg(long, default_value_t = 100_000)]
     dialogs: u64,
-    /// Rate at which those dialogs are set up (calls/s).
+    /// Rate at which those dialogs are set up (calls/s; at most 3/4 of the
+    /// rate the target carried in the rate search).
     #[arg(long, default_value_t = 2_000)]
     dialog_rate: u32,
     /// Do not measure Kamailio.
@@ -234,7 +235,8 @@ fn measure(t: &dyn Target, sipp: &Sipp, s: &Settings, dir: &Path, quiet: bool) -
     if !quiet {
         eprintln!("{:>9} holding up to {} dialogs…", m.label, s.dialogs);
     }
-    match campaign::measure_memory(t, sipp, s, dir) {
+    let carried = m.rate.as_ref().and_then(|r| r.cps);
+    match campaign::measure_memory(t, sipp, s, dir, carried) {
         Ok(r) => m.memory = Some(r),
         Err(e) => m.error = Some(format!("memory per dialog: {e}")),
     }

@@ -25,6 +25,10 @@ use super::target::{MemoryMetric, Purpose, Target};
 /// rate or more (a target that queues calls has not carried the rate).
 pub const CARRIED_FRACTION: f64 = 0.9;
 
+/// Dialogs for the memory measurement are set up at this fraction of the
+/// rate the target carried in the rate search (at most).
+pub const SETUP_FRACTION: f64 = 0.75;
+
 /// How to measure.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -158,7 +162,9 @@ pub fn measure_rate(
 }
 
 /// Holds `settings.dialogs` calls (fewer if the target says it cannot hold
-/// that many) through a fresh `target` and measures its memory.
+/// that many) through a fresh `target` and measures its memory. They are
+/// set up at `settings.dialog_rate`, or at [`SETUP_FRACTION`] of
+/// `carried_cps` (the rate search's result) if that is lower.
 ///
 /// # Errors
 ///
@@ -169,6 +175,7 @@ pub fn measure_memory(
     sipp: &Sipp,
     settings: &Settings,
     dir: &Path,
+    carried_cps: Option<u32>,
 ) -> Result<MemoryResult, Error> {
     let started = Instant::now();
     let dir = subdir(dir, &format!("{}-dialogs", target.label()))?;
@@ -183,7 +190,13 @@ pub fn measure_memory(
             limited_by.unwrap_or_default()
         )));
     }
-    let rate = settings.dialog_rate.max(1);
+    let rate = match carried_cps {
+        Some(c) => settings
+            .dialog_rate
+            .min((f64::from(c) * SETUP_FRACTION) as u32),
+        None => settings.dialog_rate,
+    }
+    .max(1);
     let setup = Duration::from_secs_f64(n as f64 / f64::from(rate));
     // Every call is still held well after the last one is set up.
     let hold = setup + Duration::from_secs(60);
