@@ -23,9 +23,23 @@ pub struct UpArgs {
     /// Data directory (SBUS store, CDRs).
     #[arg(long, value_name = "DIR", default_value = "voxplane-data")]
     data_dir: PathBuf,
-    /// SIP listen address (UDP).
+    /// SIP listen address (UDP, and TCP on the same address unless
+    /// `--no-tcp`).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5060")]
     sip_listen: SocketAddr,
+    /// Do not listen on TCP.
+    #[arg(long)]
+    no_tcp: bool,
+    /// SIP over TLS listen address (off by default; 5061 is usual).
+    #[arg(long, value_name = "ADDR:PORT")]
+    sip_tls_listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM). Without it, a self-signed certificate is
+    /// created in DATA_DIR/tls on first start.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The local media address (advertised in SDP).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
     media_addr: Vec<IpAddr>,
@@ -96,9 +110,16 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         instance,
         max_expires: 3600,
     };
+    let tls = match args.sip_tls_listen {
+        Some(addr) => Some((addr, tls_config(args, addr)?)),
+        None => None,
+    };
     let driver = Driver::start(
         DriverConfig {
             udp: args.sip_listen,
+            // The same port as UDP (0 picks one for each).
+            tcp: (!args.no_tcp).then_some(args.sip_listen),
+            tls,
             core,
         },
         backend.control(),
@@ -127,6 +148,12 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
                 }
             })?;
     }
+    if let Some(tcp) = driver.tcp_addr {
+        println!("voxplane up: SIP tcp:{tcp}");
+    }
+    if let Some(tls) = driver.tls_addr {
+        println!("voxplane up: SIP tls:{tls}");
+    }
     println!(
         "voxplane up: SIP udp:{} media {:?} ports {}-{} metrics http://{metrics_addr}/metrics data {}",
         driver.udp_addr,
@@ -138,6 +165,37 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     loop {
         thread::park();
     }
+}
+
+/// The operator's certificate, or a self-signed one kept in the data dir.
+fn tls_config(args: &UpArgs, addr: SocketAddr) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (
+            std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
+            std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
+        ),
+        _ => {
+            let dir = args.data_dir.join("tls");
+            let (c, k) = (dir.join("sip-cert.pem"), dir.join("sip-key.pem"));
+            if !c.exists() {
+                std::fs::create_dir_all(&dir)?;
+                let names = vec![
+                    "voxplane.local".to_owned(),
+                    "localhost".to_owned(),
+                    addr.ip().to_string(),
+                ];
+                let (cert, key) = control::driver::self_signed(&names)?;
+                std::fs::write(&c, cert)?;
+                std::fs::write(&k, key)?;
+                println!(
+                    "voxplane up: created a self-signed SIP TLS certificate in {}",
+                    c.display()
+                );
+            }
+            (std::fs::read_to_string(&c)?, std::fs::read_to_string(&k)?)
+        }
+    };
+    Ok(control::driver::tls_config(&cert, &key)?)
 }
 
 /// The demo domain on first start.
@@ -293,6 +351,18 @@ fn render(s: &Snapshot, control: &UdpControl) -> String {
             "gauge",
             "Confirmed dialogs.",
             s.dialogs as u64,
+        ),
+        (
+            "voxplane_sip_send_errors_total",
+            "counter",
+            "Messages the transports could not send.",
+            s.send_errors,
+        ),
+        (
+            "voxplane_sip_connections",
+            "gauge",
+            "TCP and TLS connections open.",
+            s.connections as u64,
         ),
         (
             "voxplane_relay_sessions",

@@ -12,19 +12,33 @@ use std::time::{Duration, Instant};
 struct Up {
     child: Child,
     sip: String,
+    tls: String,
     metrics: String,
     _dir: tempfile::TempDir,
 }
 
 impl Up {
     fn start(port_range: &str) -> Up {
+        Up::start_with(port_range, &[])
+    }
+
+    fn start_with(port_range: &str, extra: &[&str]) -> Up {
+        Up::launch(None, "127.0.0.1", port_range, extra)
+    }
+
+    /// `voxplane up` on `ip` (SIP on an ephemeral port, media on `ip`),
+    /// inside network namespace `ns` if given.
+    fn launch(ns: Option<&str>, ip: &str, port_range: &str, extra: &[&str]) -> Up {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_voxplane"))
+        let mut command = in_namespace(ns, env!("CARGO_BIN_EXE_voxplane"));
+        let mut child = command
             .args(["up", "--data-dir"])
             .arg(dir.path().join("data"))
             .args([
                 "--sip-listen",
-                "127.0.0.1:0",
+                &format!("{ip}:0"),
+                "--media-addr",
+                ip,
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--port-range",
@@ -35,15 +49,20 @@ impl Up {
                 "--t1-ms",
                 "100",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting voxplane up");
         let stdout = child.stdout.take().expect("piped");
         let mut sip = String::new();
+        let mut tls = String::new();
         let mut metrics = String::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("reading voxplane up");
+            if let Some(rest) = line.strip_prefix("voxplane up: SIP tls:") {
+                tls = rest.trim().to_owned();
+            }
             if let Some(rest) = line.strip_prefix("voxplane up: SIP udp:") {
                 sip = rest.split_whitespace().next().unwrap_or("").to_owned();
                 metrics = line
@@ -62,6 +81,7 @@ impl Up {
         Up {
             child,
             sip,
+            tls,
             metrics,
             _dir: dir,
         }
@@ -105,14 +125,44 @@ struct Sipp {
     name: String,
 }
 
+/// `program` run directly, or through `ip netns exec NS`.
+fn in_namespace(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 fn sipp(dir: &Path, name: &str, scenario: &str, args: &[&str]) -> Sipp {
-    let xml = dir.join(format!("{name}.xml"));
-    std::fs::write(&xml, scenario).unwrap();
+    sipp_at(dir, name, scenario, None, "127.0.0.1", args)
+}
+
+/// sipp with `scenario` (XML text, or the name of a built-in scenario), on
+/// address `ip`, in namespace `ns` if given, from `dir`.
+fn sipp_at(
+    dir: &Path,
+    name: &str,
+    scenario: &str,
+    ns: Option<&str>,
+    ip: &str,
+    args: &[&str],
+) -> Sipp {
+    let mut command = in_namespace(ns, "sipp");
+    if scenario.starts_with('<') {
+        let xml = dir.join(format!("{name}.xml"));
+        std::fs::write(&xml, scenario).unwrap();
+        command.arg("-sf").arg(xml);
+    } else {
+        command.args(["-sn", scenario]);
+    }
     let stat = dir.join(format!("{name}.csv"));
-    let child = Command::new("sipp")
-        .arg("-sf")
-        .arg(&xml)
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
+    let child = command
+        .current_dir(dir)
+        .args(["-i", ip, "-mi", ip, "-nostdin"])
         .args(["-timeout", "20s", "-timeout_error", "-trace_stat", "-stf"])
         .arg(&stat)
         .args(["-trace_err", "-error_file"])
@@ -168,13 +218,27 @@ impl Sipp {
     }
 }
 
-fn register(dir: &Path, up: &Up, user: &str, port: u16) {
+fn register(dir: &Path, up: &Up, user: &str, port: u16, transport: &str) {
+    register_at(dir, up, user, port, transport, None, "127.0.0.1");
+}
+
+fn register_at(
+    dir: &Path,
+    up: &Up,
+    user: &str,
+    port: u16,
+    transport: &str,
+    ns: Option<&str>,
+    ip: &str,
+) {
     let xml = REGISTER.replace("USER", user);
-    sipp(
+    sipp_at(
         dir,
         &format!("register-{user}"),
         &xml,
-        &["-p", &port.to_string(), &up.sip, "-m", "1"],
+        ns,
+        ip,
+        &["-t", transport, "-p", &port.to_string(), &up.sip, "-m", "1"],
     )
     .expect_success(1);
 }
@@ -186,6 +250,7 @@ fn ready() -> bool {
 /// Registers `user` (the callee on `base`), runs the callee scenario there
 /// and the caller on `base + 10`, `calls` times; both must succeed.
 fn call_through(
+    transport: &str,
     ports: &str,
     user: &str,
     base: u16,
@@ -195,13 +260,13 @@ fn call_through(
 ) -> Up {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(ports);
-    register(dir.path(), &up, user, base);
+    register(dir.path(), &up, user, base, transport);
     let n = calls.to_string();
     let uas = sipp(
         dir.path(),
         "uas",
         uas_xml,
-        &["-p", &base.to_string(), "-m", &n],
+        &["-t", transport, "-p", &base.to_string(), "-m", &n],
     );
     std::thread::sleep(Duration::from_millis(300));
     let caller_port = (base + 10).to_string();
@@ -210,6 +275,8 @@ fn call_through(
         "uac",
         uac_xml,
         &[
+            "-t",
+            transport,
             "-p",
             &caller_port,
             "-s",
@@ -231,11 +298,24 @@ fn uac_to_uas_invite_ack_bye() {
     if !ready() {
         return;
     }
-    let up = call_through("41000-41199", "bob", 25070, &UAS, &UAC, 3);
+    let up = call_through("u1", "41000-41199", "bob", 25070, &UAS, &UAC, 3);
     up.expect_metrics(&[
         "voxplane_sip_calls_answered_total 3",
         "voxplane_relay_sessions 0",
         "voxplane_sip_requests_total{method=\"BYE\"} 3",
+    ]);
+}
+
+#[test]
+fn calls_over_tcp() {
+    if !ready() {
+        return;
+    }
+    let up = call_through("t1", "41800-41999", "erin", 25470, &UAS, &UAC, 2);
+    up.expect_metrics(&[
+        "voxplane_sip_calls_answered_total 2",
+        "voxplane_relay_sessions 0",
+        "voxplane_sip_send_errors_total 0",
     ]);
 }
 
@@ -245,6 +325,7 @@ fn cancel_before_answer() {
         return;
     }
     let up = call_through(
+        "u1",
         "41200-41399",
         "carol",
         25170,
@@ -265,6 +346,7 @@ fn bye_from_the_callee() {
         return;
     }
     let up = call_through(
+        "u1",
         "41400-41599",
         "dave",
         25270,
@@ -587,3 +669,201 @@ static UAS_HANGS_UP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         UAS_ANSWER.replace("SDP\n", SDP)
     ))
 });
+
+/// SIP over TLS with the self-signed certificate `up` creates: OPTIONS gets
+/// 200 on the connection, a CRLFCRLF ping gets a CRLF pong (RFC 5626), and
+/// two messages in one write are framed apart. Needs no external tool.
+#[test]
+fn tls_options_framing_and_keepalive_pong() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+
+    let up = Up::start_with("42000-42099", &["--sip-tls-listen", "127.0.0.1:0"]);
+    assert!(!up.tls.is_empty(), "TLS address printed");
+    let cert = up._dir.path().join("data/tls/sip-cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).expect("the self-signed certificate"))
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(&up.tls).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:voxplane.local SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls{n}\r\n\
+             From: <sip:t@voxplane.local>;tag=t{n}\r\nTo: <sip:voxplane.local>\r\nCall-ID: tls{n}\r\n\
+             CSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Two requests in one write: both answered, in order.
+    tls.write_all(format!("{}{}", options(1), options(2)).as_bytes())
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("SIP/2.0 200 OK").count() < 2 {
+        let n = tls.read(&mut buf).expect("responses");
+        assert!(n > 0, "connection closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        got.find("CSeq: 1 OPTIONS") < got.find("CSeq: 2 OPTIONS"),
+        "{got}"
+    );
+    tls.write_all(b"\r\n\r\n").unwrap();
+    let n = tls.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"\r\n", "pong");
+    up.expect_metrics(&[
+        "voxplane_sip_connections 1",
+        "voxplane_sip_requests_total{method=\"OPTIONS\"} 2",
+    ]);
+}
+
+/// (d) A call with RTP whose media crosses the relay between network
+/// namespaces: caller (198.18.1.2) — `voxplane up` in the relay namespace
+/// (198.18.1.1) — callee (198.18.2.2). The caller plays sipp's G.711 A-law
+/// and RFC 4733 pcaps, the callee echoes RTP; tshark on both relay links
+/// must see four G.711 streams (caller→relay, relay→callee and back) with
+/// equal packet counts and no loss.
+#[test]
+fn rtp_crosses_the_relay_between_namespaces() {
+    use dataplane::testnet::{Host, TestNet};
+    if !ready() || !testkit::tool("tshark") {
+        return;
+    }
+    let net = match TestNet::create() {
+        Ok(n) => n,
+        Err(e) if std::env::var_os("VOXPLANE_REQUIRE_TOOLS").is_none() => {
+            eprintln!("SKIP: rtp_crosses_the_relay_between_namespaces: {e}");
+            return;
+        }
+        Err(e) => panic!("test network: {e}"),
+    };
+    let (caller, relay, callee) = (
+        net.namespace(Host::Caller).to_owned(),
+        net.namespace(Host::Relay).to_owned(),
+        net.namespace(Host::Callee).to_owned(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::launch(Some(&relay), "198.18.1.1", "43000-43099", &[]);
+    // tshark on both relay links, media ports only.
+    let capture = dir.path().join("media.pcapng");
+    let log = dir.path().join("tshark.log");
+    let mut tshark = in_namespace(Some(&relay), "tshark")
+        .args(["-i", "r0", "-i", "r1", "-q", "-a", "duration:40", "-w"])
+        .arg(&capture)
+        .args(["-f", "udp portrange 43000-43099"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("tshark");
+    let started = Instant::now();
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("Capturing on")
+        .count()
+        < 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "tshark did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    register_at(
+        dir.path(),
+        &up,
+        "bob",
+        5070,
+        "u1",
+        Some(&callee),
+        "198.18.2.2",
+    );
+    let uas = sipp_at(
+        dir.path(),
+        "uas",
+        "uas",
+        Some(&callee),
+        "198.18.2.2",
+        &["-p", "5070", "-rtp_echo", "-mp", "6000", "-m", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    std::os::unix::fs::symlink("/usr/share/sip-tester", dir.path().join("pcap")).unwrap();
+    let uac = sipp_at(
+        dir.path(),
+        "uac",
+        "uac_pcap",
+        Some(&caller),
+        "198.18.1.2",
+        &[
+            "-p", "5080", "-mp", "16000", "-s", "bob", &up.sip, "-m", "1",
+        ],
+    );
+    uac.expect_success(1);
+    uas.expect_success(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &tshark.id().to_string()])
+        .status();
+    let _ = tshark.wait();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args(["-q", "-o", "rtp.heuristic_rtp:TRUE", "-z", "rtp,streams"])
+        .output()
+        .expect("tshark -z rtp,streams");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Columns: start, end, src ip, src port, dst ip, dst port, SSRC, payload, packets, lost, ...
+    let audio: Vec<(String, String, u64, i64)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[7].eq_ignore_ascii_case("g711A")).then(|| {
+                (
+                    f[2].to_owned(),
+                    f[4].to_owned(),
+                    f[8].parse().unwrap(),
+                    f[9].parse().unwrap(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        audio.len(),
+        4,
+        "four G.711 streams through the relay:\n{text}"
+    );
+    let mut pairs: Vec<(&str, &str)> = audio.iter().map(|a| (a.0.as_str(), a.1.as_str())).collect();
+    pairs.sort_unstable();
+    assert_eq!(
+        pairs,
+        vec![
+            ("198.18.1.1", "198.18.1.2"),
+            ("198.18.1.1", "198.18.2.2"),
+            ("198.18.1.2", "198.18.1.1"),
+            ("198.18.2.2", "198.18.1.1"),
+        ],
+        "{text}"
+    );
+    for a in &audio {
+        assert_eq!(a.3, 0, "loss on {} -> {}:\n{text}", a.0, a.1);
+    }
+    assert!(
+        audio.iter().all(|a| a.2 == audio[0].2 && a.2 > 100),
+        "{text}"
+    );
+    drop(up);
+    drop(net);
+}

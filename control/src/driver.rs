@@ -4,8 +4,9 @@
 //! is why this is a thread and not a task on an async runtime); one
 //! receive thread per UDP socket feeds it through a channel.
 //!
-//! Today: UDP over IPv4 or IPv6. TCP and TLS are not wired yet (see
-//! `docs/sip.md`).
+//! UDP (IPv4 or IPv6) on a std socket; TCP and TLS on a small tokio
+//! runtime ([`crate::stream`]), framed by Content-Length, with RFC 5626
+//! keep-alive pongs and connection reuse.
 
 #![expect(
     clippy::disallowed_methods,
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 use dataplane::relay::Control;
 
 use crate::b2bua::{B2bua, CallEvent, CallRecord, Config, LocalAddrs, SipCounters};
+use crate::stream::Streams;
 use crate::transaction::TxnCounters;
-use crate::transport::Peer;
+use crate::transport::{Peer, Transport};
 
 /// What the driver publishes for `/metrics` (refreshed every 100 ms).
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,6 +40,10 @@ pub struct Snapshot {
     pub calls: usize,
     /// Confirmed dialogs.
     pub dialogs: usize,
+    /// Messages the transports could not send.
+    pub send_errors: u64,
+    /// TCP and TLS connections open.
+    pub connections: usize,
 }
 
 /// Where to listen.
@@ -45,6 +51,10 @@ pub struct Snapshot {
 pub struct DriverConfig {
     /// UDP listen address (port 0 picks one).
     pub udp: SocketAddr,
+    /// TCP listen address, if any.
+    pub tcp: Option<SocketAddr>,
+    /// TLS listen address and server configuration, if any.
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     /// The B2BUA configuration; its `local` addresses are filled in from the
     /// bound sockets.
     pub core: Config,
@@ -53,7 +63,7 @@ pub struct DriverConfig {
 /// Receives every finished call (the CDR writer).
 pub type CallSink = Box<dyn FnMut(CallRecord) + Send>;
 
-enum Input {
+pub(crate) enum Input {
     Datagram(Peer, Vec<u8>),
     Stop,
 }
@@ -62,6 +72,12 @@ enum Input {
 pub struct Driver {
     /// The bound UDP address.
     pub udp_addr: SocketAddr,
+    /// The bound TCP address.
+    pub tcp_addr: Option<SocketAddr>,
+    /// The bound TLS address.
+    pub tls_addr: Option<SocketAddr>,
+    streams: Streams,
+    runtime: Option<tokio::runtime::Runtime>,
     snapshot: Arc<Mutex<Snapshot>>,
     tx: mpsc::Sender<Input>,
     core: Option<thread::JoinHandle<()>>,
@@ -85,22 +101,63 @@ impl Driver {
             ..config.core.local
         };
         let (tx, rx) = mpsc::channel::<Input>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sip-streams")
+            .enable_all()
+            .build()?;
+        let streams = Streams::new(tx.clone(), runtime.handle().clone());
+        // TCP on port 0 next to UDP takes UDP's port (one port for both).
+        let tcp = config.tcp.map(|a| {
+            if a.port() == 0 && a.ip() == udp_addr.ip() {
+                udp_addr
+            } else {
+                a
+            }
+        });
+        let tcp_addr = match tcp {
+            Some(addr) => {
+                let l = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+                let bound = l.local_addr()?;
+                streams.serve_tcp(l);
+                Some(bound)
+            }
+            None => None,
+        };
+        let tls_addr = match config.tls.take() {
+            Some((addr, tls)) => {
+                let l = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+                let bound = l.local_addr()?;
+                streams.serve_tls(l, tls);
+                Some(bound)
+            }
+            None => None,
+        };
+        config.core.local.tcp = tcp_addr;
+        config.core.local.tls = tls_addr;
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let recv_socket = socket.try_clone()?;
         let recv_tx = tx.clone();
         thread::Builder::new()
             .name("sip-udp-rx".into())
             .spawn(move || receive_udp(&recv_socket, &recv_tx))?;
-        let send_socket = socket.try_clone()?;
+        let out = Out {
+            udp: socket.try_clone()?,
+            streams: streams.clone(),
+        };
         let snap = Arc::clone(&snapshot);
         let core = thread::Builder::new()
             .name("sip-core".into())
             .spawn(move || {
                 let mut b2bua = B2bua::new(config.core, media);
-                run_core(&mut b2bua, &rx, &send_socket, &snap, &mut sink);
+                run_core(&mut b2bua, &rx, &out, &snap, &mut sink);
             })?;
         Ok(Driver {
             udp_addr,
+            tcp_addr,
+            tls_addr,
+            streams,
+            runtime: Some(runtime),
             snapshot,
             tx,
             core: Some(core),
@@ -110,10 +167,12 @@ impl Driver {
 
     /// The latest counters.
     pub fn snapshot(&self) -> Snapshot {
-        *self
+        let mut s = *self
             .snapshot
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.connections = self.streams.len();
+        s
     }
 
     /// Waits for the core thread (it runs until the driver is dropped).
@@ -131,6 +190,30 @@ impl Drop for Driver {
         let _ = self.socket.send_to(b"\r\n\r\n", self.udp_addr);
         if let Some(t) = self.core.take() {
             let _ = t.join();
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Where the core thread sends.
+struct Out {
+    udp: UdpSocket,
+    streams: Streams,
+}
+
+impl Out {
+    fn send(&self, peer: Peer, bytes: Vec<u8>) -> bool {
+        match peer.transport {
+            Transport::Udp => match self.udp.send_to(&bytes, peer.addr) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "SIP send failed");
+                    false
+                }
+            },
+            Transport::Tcp | Transport::Tls => self.streams.send(peer, bytes),
         }
     }
 }
@@ -161,11 +244,12 @@ fn receive_udp(socket: &UdpSocket, tx: &mpsc::Sender<Input>) {
 fn run_core<C: Control>(
     b2bua: &mut B2bua<C>,
     rx: &mpsc::Receiver<Input>,
-    socket: &UdpSocket,
+    out: &Out,
     snapshot: &Mutex<Snapshot>,
     sink: &mut CallSink,
 ) {
     let mut published = Instant::now();
+    let mut send_errors = 0u64;
     loop {
         let now = Instant::now();
         let wait = b2bua
@@ -181,8 +265,8 @@ fn run_core<C: Control>(
         }
         b2bua.handle_timeout(Instant::now());
         while let Some(t) = b2bua.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.bytes, t.peer.addr) {
-                tracing::debug!(peer = %t.peer, error = %e, "SIP send failed");
+            if !out.send(t.peer, t.bytes) {
+                send_errors += 1;
             }
         }
         while let Some(e) = b2bua.poll_event() {
@@ -199,10 +283,55 @@ fn run_core<C: Control>(
                 transactions: b2bua.transactions().len(),
                 calls: b2bua.calls(),
                 dialogs: b2bua.dialogs(),
+                send_errors,
+                connections: 0,
             };
             *snapshot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
         }
     }
+}
+
+/// TLS for SIP: a server configuration from PEM certificate chain and key.
+///
+/// # Errors
+/// Unparseable PEM or a key that does not match.
+pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+/// A self-signed certificate and key (PEM) for `names` (DNS names or IP
+/// addresses), for `voxplane up` without an operator certificate.
+///
+/// # Errors
+/// Key generation failed.
+pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
+    let cert = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
+}
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate or key PEM is invalid.
+    #[error("invalid certificate or key: {0}")]
+    Pem(String),
+    /// rustls refused the configuration.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
 }

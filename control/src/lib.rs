@@ -18,5 +18,6 @@
 pub mod b2bua;
 pub mod driver;
 pub mod msg;
+mod stream;
 pub mod transaction;
 pub mod transport;

@@ -919,3 +919,489 @@ pub(crate) fn first_element(value: &str) -> &str {
     }
     value.trim()
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every state and timer on virtual time: `now` only moves when a test
+    //! says so.
+
+    use super::*;
+
+    const T1: Duration = Duration::from_millis(500);
+
+    fn udp() -> Peer {
+        Peer::udp("192.0.2.2:5060".parse().unwrap())
+    }
+
+    fn tcp() -> Peer {
+        Peer {
+            transport: crate::transport::Transport::Tcp,
+            addr: "192.0.2.2:5060".parse().unwrap(),
+            conn: Some(crate::transport::ConnId(1)),
+        }
+    }
+
+    fn request(method: &str, branch: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: call-1\r\nCSeq: 1 {method}\r\nRoute: <sip:192.0.2.7;lr>\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn response(code: u16, method: &str, branch: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+             Call-ID: call-1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one real instant virtual time starts from"
+    )]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    /// A layer with one new server transaction for `method`.
+    fn server(method: &str, branch: &str, peer: Peer) -> (Transactions, Instant, TxnId, Vec<u8>) {
+        let mut t = Transactions::new(TimerConfig::default());
+        let now = epoch();
+        let req = request(method, branch);
+        let RequestVerdict::New(id) = t.handle_request(now, peer, &parse(&req)) else {
+            panic!("a new server transaction")
+        };
+        (t, now, id, req)
+    }
+
+    /// A layer with one client transaction for `method`, its request sent.
+    fn client(method: Method<'_>, branch: &str, peer: Peer) -> (Transactions, Instant, TxnId) {
+        let mut t = Transactions::new(TimerConfig::default());
+        let now = epoch();
+        let id = t.send_request(now, peer, method, branch, request(method.as_str(), branch));
+        (t, now, id)
+    }
+
+    fn no_ack_event(t: &mut Transactions) -> bool {
+        events(t).iter().any(|e| matches!(e, TxnEvent::NoAck(_)))
+    }
+
+    fn parse(b: &[u8]) -> Message<'_> {
+        Message::parse(b).unwrap()
+    }
+
+    fn drain(t: &mut Transactions) -> Vec<Transmit> {
+        std::iter::from_fn(|| t.poll_transmit()).collect()
+    }
+
+    fn events(t: &mut Transactions) -> Vec<TxnEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+
+    /// Advances to each timer in turn until `until`, returning how many
+    /// messages were retransmitted at which offsets from `start`.
+    fn run_until(t: &mut Transactions, start: Instant, until: Instant) -> Vec<Duration> {
+        let mut sent = Vec::new();
+        while let Some(at) = t.poll_timeout() {
+            if at > until {
+                break;
+            }
+            t.handle_timeout(at);
+            for _ in drain(t) {
+                sent.push(at - start);
+            }
+        }
+        sent
+    }
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn client_invite_timer_a_doubles_and_timer_b_times_out() {
+        let (mut t, now, id) = client(Method::Invite, "z9hG4bK1", udp());
+        assert_eq!(drain(&mut t).len(), 1);
+        assert_eq!(t.state(id), Some(State::Calling));
+        let sent = run_until(&mut t, now, now + 64 * T1);
+        // Timer A: T1, 2T1, 4T1, ... (no cap for INVITE) until Timer B at 64*T1.
+        assert_eq!(sent, ms(&[500, 1500, 3500, 7500, 15500, 31500]));
+        assert!(events(&mut t).contains(&TxnEvent::Timeout(id)));
+        assert_eq!(t.state(id), None);
+        assert_eq!(t.counters().timeouts, 1);
+    }
+
+    #[test]
+    fn client_invite_provisional_stops_timer_a_and_non_2xx_generates_ack() {
+        let (mut t, now, id) = client(Method::Invite, "z9hG4bK1", udp());
+        drain(&mut t);
+        let r180 = response(180, "INVITE", "z9hG4bK1");
+        assert_eq!(
+            t.handle_response(now, &parse(&r180)),
+            ResponseVerdict::Deliver(id)
+        );
+        assert_eq!(t.state(id), Some(State::Proceeding));
+        assert!(
+            run_until(&mut t, now, now + 10 * T1).is_empty(),
+            "no retransmission in Proceeding"
+        );
+        let r486 = response(486, "INVITE", "z9hG4bK1");
+        let later = now + 10 * T1;
+        assert_eq!(
+            t.handle_response(later, &parse(&r486)),
+            ResponseVerdict::Deliver(id)
+        );
+        assert_eq!(t.state(id), Some(State::Completed));
+        let ack = drain(&mut t);
+        assert_eq!(ack.len(), 1);
+        let ack = parse(&ack[0].bytes);
+        assert_eq!(ack.method(), Some(Method::Ack));
+        assert_eq!(ack.cseq().unwrap().seq, 1);
+        assert_eq!(ack.to().unwrap().tag(), Some("b1"), "To of the response");
+        assert_eq!(ack.via().next().unwrap().branch(), Some("z9hG4bK1"));
+        assert_eq!(ack.route().count(), 1, "Route of the INVITE");
+        // A retransmitted 486 is absorbed and the ACK re-sent.
+        assert_eq!(
+            t.handle_response(later, &parse(&r486)),
+            ResponseVerdict::Absorbed
+        );
+        assert_eq!(drain(&mut t).len(), 1);
+        // Timer D (32 s on UDP).
+        t.handle_timeout(later + Duration::from_secs(32) - Duration::from_millis(1));
+        assert_eq!(t.state(id), Some(State::Completed));
+        t.handle_timeout(later + Duration::from_secs(32));
+        assert_eq!(t.state(id), None);
+        assert!(
+            !events(&mut t)
+                .iter()
+                .any(|e| matches!(e, TxnEvent::Timeout(_)))
+        );
+    }
+
+    #[test]
+    fn client_invite_2xx_enters_accepted_and_timer_m_ends_it() {
+        let (mut t, now, id) = client(Method::Invite, "z9hG4bK1", udp());
+        drain(&mut t);
+        let ok = response(200, "INVITE", "z9hG4bK1");
+        assert_eq!(
+            t.handle_response(now, &parse(&ok)),
+            ResponseVerdict::Deliver(id)
+        );
+        assert_eq!(t.state(id), Some(State::Accepted));
+        assert!(drain(&mut t).is_empty(), "the TU sends the ACK for a 2xx");
+        // 2xx retransmissions reach the TU.
+        assert_eq!(
+            t.handle_response(now, &parse(&ok)),
+            ResponseVerdict::Deliver(id)
+        );
+        t.handle_timeout(now + 64 * T1);
+        assert_eq!(t.state(id), None);
+        assert_eq!(
+            t.handle_response(now + 64 * T1, &parse(&ok)),
+            ResponseVerdict::Stray
+        );
+    }
+
+    #[test]
+    fn client_invite_on_tcp_has_no_timer_a_and_zero_timer_d() {
+        let (mut t, now, id) = client(Method::Invite, "z9hG4bK1", tcp());
+        drain(&mut t);
+        assert!(run_until(&mut t, now, now + 63 * T1).is_empty());
+        let r = response(503, "INVITE", "z9hG4bK1");
+        t.handle_response(now, &parse(&r));
+        assert_eq!(drain(&mut t).len(), 1, "ACK even on a reliable transport");
+        t.handle_timeout(now);
+        assert_eq!(t.state(id), None, "Timer D is zero on TCP");
+    }
+
+    #[test]
+    fn client_non_invite_timer_e_caps_at_t2_and_timer_f_times_out() {
+        let (mut t, now, id) = client(Method::Bye, "z9hG4bK2", udp());
+        drain(&mut t);
+        assert_eq!(t.state(id), Some(State::Trying));
+        let sent = run_until(&mut t, now, now + 64 * T1);
+        // 0.5, 1.5, 3.5, 7.5 then every T2 = 4 s until 32 s.
+        assert_eq!(
+            sent,
+            ms(&[
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ])
+        );
+        assert!(events(&mut t).contains(&TxnEvent::Timeout(id)));
+    }
+
+    #[test]
+    fn client_non_invite_proceeding_retransmits_every_t2_then_timer_k() {
+        let (mut t, now, id) = client(Method::Options, "z9hG4bK3", udp());
+        drain(&mut t);
+        t.handle_response(now, &parse(&response(100, "OPTIONS", "z9hG4bK3")));
+        assert_eq!(t.state(id), Some(State::Proceeding));
+        let sent = run_until(&mut t, now, now + Duration::from_millis(8600));
+        // Timer E was armed at T1; in Proceeding each firing re-arms with T2.
+        assert_eq!(sent, ms(&[500, 4500, 8500]));
+        let at = now + Duration::from_secs(9);
+        assert_eq!(
+            t.handle_response(at, &parse(&response(200, "OPTIONS", "z9hG4bK3"))),
+            ResponseVerdict::Deliver(id)
+        );
+        assert_eq!(t.state(id), Some(State::Completed));
+        assert_eq!(
+            t.handle_response(at, &parse(&response(200, "OPTIONS", "z9hG4bK3"))),
+            ResponseVerdict::Absorbed
+        );
+        t.handle_timeout(at + Duration::from_secs(5)); // Timer K = T4
+        assert_eq!(t.state(id), None);
+    }
+
+    #[test]
+    fn responses_match_by_branch_and_cseq_method() {
+        let mut t = Transactions::new(TimerConfig::default());
+        let now = epoch();
+        let inv = t.send_request(
+            now,
+            udp(),
+            Method::Invite,
+            "z9hG4bK9",
+            request("INVITE", "z9hG4bK9"),
+        );
+        let cancel = t.send_request(
+            now,
+            udp(),
+            Method::Cancel,
+            "z9hG4bK9",
+            request("CANCEL", "z9hG4bK9"),
+        );
+        assert_ne!(inv, cancel);
+        assert_eq!(
+            t.handle_response(now, &parse(&response(200, "CANCEL", "z9hG4bK9"))),
+            ResponseVerdict::Deliver(cancel)
+        );
+        assert_eq!(
+            t.handle_response(now, &parse(&response(487, "INVITE", "z9hG4bK9"))),
+            ResponseVerdict::Deliver(inv)
+        );
+        assert_eq!(
+            t.handle_response(now, &parse(&response(200, "INVITE", "z9hG4bKother"))),
+            ResponseVerdict::Stray
+        );
+    }
+
+    #[test]
+    fn server_invite_absorbs_retransmissions_and_timer_g_h() {
+        let (mut t, now, id, inv) = server("INVITE", "z9hG4bKs1", udp());
+        assert_eq!(t.state(id), Some(State::Proceeding));
+        // Retransmitted INVITE before any response: absorbed, nothing to resend.
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&inv)),
+            RequestVerdict::Retransmission
+        );
+        assert!(drain(&mut t).is_empty());
+        t.respond(now, id, 180, response(180, "INVITE", "z9hG4bKs1"));
+        drain(&mut t);
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&inv)),
+            RequestVerdict::Retransmission
+        );
+        assert_eq!(drain(&mut t).len(), 1, "the last provisional is resent");
+        t.respond(now, id, 486, response(486, "INVITE", "z9hG4bKs1"));
+        drain(&mut t);
+        assert_eq!(t.state(id), Some(State::Completed));
+        assert!(
+            !t.respond(now, id, 500, response(500, "INVITE", "z9hG4bKs1")),
+            "one final"
+        );
+        let sent = run_until(&mut t, now, now + 64 * T1);
+        // Timer G: T1, 2T1, 4T1, then T2, until Timer H at 64*T1.
+        assert_eq!(
+            sent,
+            ms(&[
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ])
+        );
+        assert!(events(&mut t).contains(&TxnEvent::NoAck(id)));
+        assert_eq!(t.state(id), None);
+    }
+
+    #[test]
+    fn server_invite_ack_confirms_and_timer_i_ends() {
+        let (mut t, now, id, _) = server("INVITE", "z9hG4bKs2", udp());
+        t.respond(now, id, 404, response(404, "INVITE", "z9hG4bKs2"));
+        drain(&mut t);
+        let ack = request("ACK", "z9hG4bKs2");
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&ack)),
+            RequestVerdict::AckAbsorbed
+        );
+        assert_eq!(t.state(id), Some(State::Confirmed));
+        assert!(run_until(&mut t, now, now + Duration::from_millis(4999)).is_empty());
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&ack)),
+            RequestVerdict::AckAbsorbed
+        );
+        t.handle_timeout(now + Duration::from_secs(5)); // Timer I = T4
+        assert_eq!(t.state(id), None);
+        assert!(!no_ack_event(&mut t));
+    }
+
+    #[test]
+    fn server_invite_2xx_is_retransmitted_until_ack_then_timer_l() {
+        let (mut t, now, id, inv) = server("INVITE", "z9hG4bKs3", udp());
+        t.respond(now, id, 200, response(200, "INVITE", "z9hG4bKs3"));
+        drain(&mut t);
+        assert_eq!(t.state(id), Some(State::Accepted));
+        let sent = run_until(&mut t, now, now + Duration::from_secs(4));
+        assert_eq!(sent, ms(&[500, 1500, 3500]));
+        t.ack_received(now + Duration::from_secs(4), id);
+        assert!(run_until(&mut t, now, now + Duration::from_secs(31)).is_empty());
+        // INVITE retransmissions are absorbed in Accepted without a resend.
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&inv)),
+            RequestVerdict::Retransmission
+        );
+        assert!(drain(&mut t).is_empty());
+        t.handle_timeout(now + 64 * T1); // Timer L
+        assert_eq!(t.state(id), None);
+        assert!(!no_ack_event(&mut t));
+    }
+
+    #[test]
+    fn server_invite_2xx_never_acked_reports_no_ack() {
+        let (mut t, now, id, _) = server("INVITE", "z9hG4bKs4", udp());
+        t.respond(now, id, 200, response(200, "INVITE", "z9hG4bKs4"));
+        run_until(&mut t, now, now + 64 * T1);
+        assert!(events(&mut t).contains(&TxnEvent::NoAck(id)));
+    }
+
+    #[test]
+    fn server_non_invite_timer_j_and_retransmission() {
+        let (mut t, now, id, bye) = server("BYE", "z9hG4bKs5", udp());
+        assert_eq!(t.state(id), Some(State::Trying));
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&bye)),
+            RequestVerdict::Retransmission
+        );
+        assert!(drain(&mut t).is_empty(), "nothing to resend in Trying");
+        t.respond(now, id, 100, response(100, "BYE", "z9hG4bKs5"));
+        assert_eq!(t.state(id), Some(State::Proceeding));
+        t.respond(now, id, 200, response(200, "BYE", "z9hG4bKs5"));
+        drain(&mut t);
+        assert_eq!(t.state(id), Some(State::Completed));
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&bye)),
+            RequestVerdict::Retransmission
+        );
+        let resent = drain(&mut t);
+        assert_eq!(
+            Message::parse(&resent[0].bytes).unwrap().status(),
+            Some(200)
+        );
+        t.handle_timeout(now + 64 * T1 - Duration::from_millis(1));
+        assert_eq!(t.state(id), Some(State::Completed));
+        t.handle_timeout(now + 64 * T1); // Timer J
+        assert_eq!(t.state(id), None);
+    }
+
+    #[test]
+    fn server_non_invite_on_tcp_ends_at_once() {
+        let mut t = Transactions::new(TimerConfig::default());
+        let now = epoch();
+        let RequestVerdict::New(id) =
+            t.handle_request(now, tcp(), &parse(&request("OPTIONS", "z9hG4bKs6")))
+        else {
+            panic!()
+        };
+        t.respond(now, id, 200, response(200, "OPTIONS", "z9hG4bKs6"));
+        t.handle_timeout(now);
+        assert_eq!(t.state(id), None);
+    }
+
+    #[test]
+    fn cancel_finds_its_invite_and_ack_for_2xx_goes_to_the_tu() {
+        let mut t = Transactions::new(TimerConfig::default());
+        let now = epoch();
+        let RequestVerdict::New(inv) =
+            t.handle_request(now, udp(), &parse(&request("INVITE", "z9hG4bKc")))
+        else {
+            panic!()
+        };
+        let v = t.handle_request(now, udp(), &parse(&request("CANCEL", "z9hG4bKc")));
+        let RequestVerdict::Cancel { txn, invite } = v else {
+            panic!("{v:?}")
+        };
+        assert_ne!(txn, inv);
+        assert_eq!(invite, Some(inv));
+        let v = t.handle_request(now, udp(), &parse(&request("CANCEL", "z9hG4bKnone")));
+        assert!(matches!(v, RequestVerdict::Cancel { invite: None, .. }));
+        // An ACK with its own branch (for a 2xx) is not a transaction.
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&request("ACK", "z9hG4bKack"))),
+            RequestVerdict::Ack
+        );
+    }
+
+    #[test]
+    fn rfc2543_requests_match_without_a_magic_cookie() {
+        let (mut t, now, id, inv) = server("INVITE", "old1", udp());
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(&inv)),
+            RequestVerdict::Retransmission
+        );
+        t.respond(now, id, 486, response(486, "INVITE", "old1"));
+        // The ACK of an RFC 2543 client carries the To tag we added.
+        let ack = String::from_utf8(request("ACK", "old1")).unwrap().replace(
+            "To: <sip:bob@example.com>",
+            "To: <sip:bob@example.com>;tag=b1",
+        );
+        assert_eq!(
+            t.handle_request(now, udp(), &parse(ack.as_bytes())),
+            RequestVerdict::AckAbsorbed
+        );
+        let other = String::from_utf8(inv)
+            .unwrap()
+            .replace("Call-ID: call-1", "Call-ID: call-2");
+        assert!(matches!(
+            t.handle_request(now, udp(), &parse(other.as_bytes())),
+            RequestVerdict::New(_)
+        ));
+    }
+
+    #[test]
+    fn transport_error_ends_the_transaction_and_tells_the_tu() {
+        let (mut t, _, id) = client(Method::Invite, "z9hG4bKe", udp());
+        t.transport_error(id);
+        assert_eq!(t.state(id), None);
+        assert_eq!(events(&mut t)[0], TxnEvent::TransportError(id));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn configured_t1_scales_every_timer() {
+        let cfg = TimerConfig {
+            t1: Duration::from_millis(100),
+            t2: Duration::from_millis(400),
+            t4: Duration::from_millis(1000),
+        };
+        let mut t = Transactions::new(cfg);
+        let now = epoch();
+        t.send_request(
+            now,
+            udp(),
+            Method::Bye,
+            "z9hG4bKt",
+            request("BYE", "z9hG4bKt"),
+        );
+        drain(&mut t);
+        let sent = run_until(&mut t, now, now + 64 * cfg.t1);
+        assert_eq!(
+            sent,
+            ms(&[
+                100, 300, 700, 1100, 1500, 1900, 2300, 2700, 3100, 3500, 3900, 4300, 4700, 5100,
+                5500, 5900, 6300
+            ])
+        );
+    }
+}
