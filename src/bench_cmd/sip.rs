@@ -168,7 +168,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut measured = Vec::new();
     for t in targets {
-        measured.push(measure(t, &sipp, &settings, &dir, args.json));
+        measured.push(measure(t, &sipp, &settings, &dir));
     }
 
     let report = report(args, &settings, &sipp_version, &measured, started.elapsed());
@@ -198,7 +198,9 @@ struct Measured {
     error: Option<String>,
 }
 
-fn measure(t: &dyn Target, sipp: &Sipp, s: &Settings, dir: &Path, quiet: bool) -> Measured {
+/// Measures one target; progress goes to stderr (also with `--json`, whose
+/// document is on stdout).
+fn measure(t: &dyn Target, sipp: &Sipp, s: &Settings, dir: &Path) -> Measured {
     let mut m = Measured {
         label: t.label(),
         version: t.version().ok(),
@@ -207,23 +209,21 @@ fn measure(t: &dyn Target, sipp: &Sipp, s: &Settings, dir: &Path, quiet: bool) -
         error: None,
     };
     let mut progress = |step: &Step| {
-        if !quiet {
-            eprintln!(
-                "{:>9} {:>6} calls/s: {} ({} ok, {} failed{}{})",
-                m.label,
-                step.rate,
-                if step.passed { "pass" } else { "FAIL" },
-                step.successful,
-                step.failed,
-                step.response_ms
-                    .map(|p| format!(", p50 {} ms, p99 {} ms", p.p50_ms, p.p99_ms))
-                    .unwrap_or_default(),
-                step.note
-                    .as_ref()
-                    .map(|n| format!("; {n}"))
-                    .unwrap_or_default(),
-            );
-        }
+        eprintln!(
+            "{:>9} {:>6} calls/s: {} ({} ok, {} failed{}{})",
+            m.label,
+            step.rate,
+            if step.passed { "pass" } else { "FAIL" },
+            step.successful,
+            step.failed,
+            step.response_ms
+                .map(|p| format!(", p50 {} ms, p99 {} ms", p.p50_ms, p.p99_ms))
+                .unwrap_or_default(),
+            step.note
+                .as_ref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default(),
+        );
     };
     match campaign::measure_rate(t, sipp, s, dir, &mut progress) {
         Ok(r) => m.rate = Some(r),
@@ -232,9 +232,7 @@ fn measure(t: &dyn Target, sipp: &Sipp, s: &Settings, dir: &Path, quiet: bool) -
             return m;
         }
     }
-    if !quiet {
-        eprintln!("{:>9} holding up to {} dialogs…", m.label, s.dialogs);
-    }
+    eprintln!("{:>9} holding up to {} dialogs…", m.label, s.dialogs);
     let carried = m.rate.as_ref().and_then(|r| r.cps);
     match campaign::measure_memory(t, sipp, s, dir, carried) {
         Ok(r) => m.memory = Some(r),

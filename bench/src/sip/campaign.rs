@@ -29,6 +29,9 @@ pub const CARRIED_FRACTION: f64 = 0.9;
 /// rate the target carried in the rate search (at most).
 pub const SETUP_FRACTION: f64 = 0.75;
 
+/// The least receive timeout of the memory measurement's calls (ms).
+pub const HOLD_RECV_TIMEOUT_MS: u64 = 30_000;
+
 /// How to measure.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -205,7 +208,9 @@ pub fn measure_memory(
         calls: n,
         limit: Some(n),
         hold_ms: hold.as_millis() as u64,
-        recv_timeout_ms: settings.recv_timeout_ms,
+        // Tens of thousands of paused calls make sipp's own loop stall at
+        // times on a busy machine; a late answer is not a lost dialog.
+        recv_timeout_ms: settings.recv_timeout_ms.max(HOLD_RECV_TIMEOUT_MS),
         timeout: hold + setup + Duration::from_secs(60),
     };
 
@@ -246,9 +251,9 @@ pub fn measure_memory(
                 s.failed_calls
             )));
         }
-        let answered = sipp::read_rtt(&dir)
-            .map(|r| r.iter().filter(|x| x.rtd == 1).count() as u64)
-            .unwrap_or(0);
+        // The stat rows (one a second) carry the INVITE → 200 count; the
+        // rtt file lags behind by up to a stdio buffer of samples.
+        let answered = s.responses();
         if s.outgoing_calls >= n && answered >= n {
             break;
         }

@@ -80,11 +80,16 @@ impl StatSummary {
             Some(h) => h.split(';').collect(),
             None => return Err(CsvError::Empty { lines: 0 }),
         };
-        let (count, last) = lines.fold((1, None), |(n, _), l| (n + 1, Some(l)));
-        let row: Vec<&str> = last
-            .ok_or(CsvError::Empty { lines: count })?
-            .split(';')
-            .collect();
+        // sipp writes the file through a stdio buffer, so while it runs the
+        // last line can be a partial row: take the last complete one.
+        let rows: Vec<&str> = lines.collect();
+        let complete = rows
+            .iter()
+            .rev()
+            .find(|l| l.split(';').count() >= header.len())
+            .or(rows.last())
+            .ok_or(CsvError::Empty { lines: 1 })?;
+        let row: Vec<&str> = complete.split(';').collect();
         let field = |name: &str| -> Result<&str, CsvError> {
             header
                 .iter()
@@ -134,11 +139,17 @@ impl StatSummary {
         })
     }
 
+    /// First responses received (`rtd 1`: the 200s to INVITEs here): the
+    /// sum of the repartition bins.
+    pub fn responses(&self) -> u64 {
+        self.repartition.iter().map(|b| b.count).sum()
+    }
+
     /// The upper bound (ms) of the repartition bin holding quantile `q`
     /// (0–1) of the first response time: "p99 < this". `None` without
     /// samples, or when the quantile falls in the open last bin.
     pub fn repartition_quantile_below_ms(&self, q: f64) -> Option<u64> {
-        let total: u64 = self.repartition.iter().map(|b| b.count).sum();
+        let total = self.responses();
         if total == 0 {
             return None;
         }
@@ -368,9 +379,17 @@ mod tests {
             StatSummary::parse(&mangled),
             Err(CsvError::BadValue { .. })
         ));
-        // A truncated last row (sipp killed mid-write) is an error too.
+        // A truncated row alone is an error…
         let header = OK_STAT.lines().next().unwrap();
         assert!(StatSummary::parse(&format!("{header}\n2026;1")).is_err());
+        // …but after complete rows (sipp mid-write) the last complete one
+        // is read.
+        let partial = format!("{OK_STAT}2026-11-25\t12:51;0;0;");
+        assert_eq!(
+            StatSummary::parse(&partial).unwrap(),
+            StatSummary::parse(OK_STAT).unwrap()
+        );
+        assert_eq!(StatSummary::parse(OK_STAT).unwrap().responses(), 300);
         assert!(parse_rtt("Date_ms;response_time_ms;rtd_no\n1;x;1\n").is_err());
         assert!(parse_rtt("nothing\n").is_err());
         assert_eq!(parse_rtt(""), Ok(Vec::new()));
