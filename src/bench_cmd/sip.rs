@@ -80,6 +80,13 @@ pub struct Args {
     /// The sipp UAS's SIP address.
     #[arg(long, default_value = "127.0.0.1:5080")]
     uas: SocketAddr,
+    /// First media port sipp's UAC binds (and the three after it). Above
+    /// the kernel's ephemeral range and outside `--port-range`.
+    #[arg(long, default_value_t = 61_000)]
+    uac_media_port: u16,
+    /// First media port sipp's UAS binds (and the three after it).
+    #[arg(long, default_value_t = 62_000)]
+    uas_media_port: u16,
     /// Voxplane's media address (`voxplane up --media-addr`).
     #[arg(long, default_value = "127.0.0.1")]
     media_addr: IpAddr,
@@ -129,11 +136,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         dialog_rate: args.dialog_rate,
         uac: Endpoint {
             sip: args.uac,
-            media_port: 16_000,
+            media_port: args.uac_media_port,
         },
         uas: Endpoint {
             sip: args.uas,
-            media_port: 18_000,
+            media_port: args.uas_media_port,
         },
     };
     let voxplane = Voxplane {
