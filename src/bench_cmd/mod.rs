@@ -28,7 +28,7 @@ enum Which {
     /// MIS recorder capacity and WAV render latency.
     Mis(mis::Args),
     /// SIP B2BUA call rate with sipp, beside Kamailio.
-    Sip(sip::Args),
+    Sip(Box<sip::Args>),
 }
 
 /// Runs the chosen benchmark.
