@@ -432,7 +432,7 @@ async fn metrics_loop(listener: TcpListener, store: Arc<Store<SqliteStorage>>) {
 
 /// The Prometheus text exposition of a member's counters and per-peer lag.
 #[must_use]
-pub fn metrics_text<S: crate::storage::Storage>(store: &Store<S>) -> String {
+pub fn metrics_text<S: crate::storage::Storage + Send + 'static>(store: &Store<S>) -> String {
     use std::fmt::Write as _;
     let s = store.status();
     let mut out = String::new();

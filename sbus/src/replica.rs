@@ -73,6 +73,11 @@ pub struct Config {
     pub blob_chunk: usize,
     /// Items per `Snapshot` message.
     pub snapshot_items: usize,
+    /// Whether the core commits by itself (every `commit_interval_ms`, or at
+    /// `commit_batch` pending changes). A driver that runs its own pipelined commits
+    /// ([`Replica::prepare_commit`] / [`Replica::finish_commit`], as `Store` does) turns
+    /// this off.
+    pub auto_commit: bool,
 }
 
 impl Config {
@@ -91,6 +96,7 @@ impl Config {
             log_retention: 1_000_000,
             blob_chunk: 64 << 10,
             snapshot_items: 1_024,
+            auto_commit: true,
         }
     }
 }
@@ -125,6 +131,11 @@ pub enum Error {
     /// Local storage failed; uncommitted work was rolled back.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An fsync failed: whether written-back changes are durable is unknown, so this
+    /// replica acknowledges nothing more and refuses writes; restart the member (it
+    /// recovers whatever the disk holds).
+    #[error("fsync failed, restart the member: {0}")]
+    SyncFailed(String),
 }
 
 /// Something the application may want to know.
@@ -253,6 +264,21 @@ pub struct Replica<S: Storage> {
     own_known: Seq,
     /// Tombstone-collection horizon (durable in the storage).
     collected: Hlc,
+    /// Transactions written back to the storage and awaiting a sync, oldest first.
+    prepared: VecDeque<Prepared>,
+    /// Generation of the last transaction written back.
+    written_gen: u64,
+    /// Set when a sync failed (see [`Error::SyncFailed`]).
+    sync_failed: Option<String>,
+}
+
+/// A transaction written back but not yet known durable.
+#[derive(Debug)]
+struct Prepared {
+    generation: u64,
+    working: VersionVector,
+    clock: Hlc,
+    events: Vec<Event>,
 }
 
 impl<S: Storage> Replica<S> {
@@ -282,6 +308,9 @@ impl<S: Storage> Replica<S> {
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             stats: Stats::default(),
+            prepared: VecDeque::new(),
+            written_gen: 0,
+            sync_failed: None,
         })
     }
 
@@ -449,35 +478,102 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Commits everything pending (one fsync), then queues acknowledgements and events.
-    /// Returns the highest durable own sequence number.
+    /// Returns the highest durable own sequence number. The same as
+    /// [`Replica::prepare_commit`], [`Storage::sync`] and [`Replica::finish_commit`].
     ///
     /// # Errors
     /// Storage failure; uncommitted work is then rolled back and lost (unacknowledged).
     pub fn commit(&mut self, now: Millis) -> Result<Seq, Error> {
+        self.prepare_commit()?;
+        if let Some(generation) = self.prepared.back().map(|p| p.generation) {
+            let synced = self.storage.sync();
+            self.finish_commit(now, generation, synced.map_err(|e| e.to_string()))?;
+        }
+        Ok(self.applied.get(self.cfg.member))
+    }
+
+    /// First half of a pipelined commit: ends the storage transaction holding everything
+    /// pending ([`Storage::write_back`], no fsync) so that new changes stage in the next
+    /// one. Nothing of it is acknowledged or sent until [`Replica::finish_commit`] is
+    /// told it was synced. Returns its generation, or `None` if nothing was pending.
+    ///
+    /// # Errors
+    /// Storage failure (the pending changes are rolled back and lost, unacknowledged),
+    /// or an earlier [`Error::SyncFailed`].
+    pub fn prepare_commit(&mut self) -> Result<Option<u64>, Error> {
+        if let Some(why) = &self.sync_failed {
+            return Err(Error::SyncFailed(why.clone()));
+        }
         if self.pending == 0 {
-            return Ok(self.applied.get(self.cfg.member));
+            return Ok(None);
         }
         let collected = self.collected;
+        let clock = self.clock.last();
         let result = self
             .maintain()
-            .and_then(|()| self.storage.commit(self.clock.last()).map_err(Error::from));
+            .and_then(|()| self.storage.write_back(clock).map_err(Error::from));
         if let Err(e) = result {
             let _ = self.storage.rollback();
             self.collected = collected;
-            self.working = self.applied.clone();
+            self.working = self
+                .prepared
+                .back()
+                .map_or_else(|| self.applied.clone(), |p| p.working.clone());
             self.pending = 0;
             self.pending_since = None;
             self.pending_events.clear();
             return Err(e);
         }
-        self.stats.commits += 1;
         self.pending = 0;
         self.pending_since = None;
-        self.applied = self.working.clone();
-        self.committed_clock = self.clock.last();
+        self.written_gen += 1;
+        self.prepared.push_back(Prepared {
+            generation: self.written_gen,
+            working: self.working.clone(),
+            clock,
+            events: std::mem::take(&mut self.pending_events),
+        });
+        Ok(Some(self.written_gen))
+    }
+
+    /// Second half of a pipelined commit: the storage was synced (`Ok`) after every
+    /// transaction up to generation `generation` was written back, so they are durable: queue
+    /// their events, acknowledgements to peers, and let their changes be streamed.
+    /// Generations already finished are ignored. A failed sync (`Err`) poisons the
+    /// replica (see [`Error::SyncFailed`]).
+    ///
+    /// # Errors
+    /// [`Error::SyncFailed`].
+    pub fn finish_commit(
+        &mut self,
+        now: Millis,
+        generation: u64,
+        synced: Result<(), String>,
+    ) -> Result<(), Error> {
+        if let Err(why) = synced {
+            self.sync_failed.get_or_insert(why.clone());
+            return Err(Error::SyncFailed(why));
+        }
+        let mut last = None;
+        while self
+            .prepared
+            .front()
+            .is_some_and(|p| p.generation <= generation)
+        {
+            let p = self.prepared.pop_front();
+            if let Some(p) = p {
+                self.events.extend(p.events);
+                last = Some((p.working, p.clock));
+            }
+        }
+        let Some((working, clock)) = last else {
+            return Ok(());
+        };
+        self.stats.commits += 1;
+        self.applied = working;
+        self.committed_clock = clock;
         let own = self.applied.get(self.cfg.member);
         push_frontier(&mut self.own_frontiers, (self.committed_clock, own));
-        self.events.extend(self.pending_events.drain(..));
         self.events.push_back(Event::Committed(own));
         let ack = Message::Ack {
             applied: self.applied.clone(),
@@ -490,7 +586,22 @@ impl<S: Storage> Replica<S> {
                 self.outbox.push_back((id, ack.clone()));
             }
         }
-        Ok(own)
+        Ok(())
+    }
+
+    /// Generation of the last transaction written back ([`Replica::prepare_commit`]);
+    /// changes pending now will be in the next one.
+    #[must_use]
+    pub fn written_gen(&self) -> u64 {
+        self.written_gen
+    }
+
+    /// Every transaction up to this generation is durable (acknowledged).
+    #[must_use]
+    pub fn durable_gen(&self) -> u64 {
+        self.prepared
+            .front()
+            .map_or(self.written_gen, |p| p.generation - 1)
     }
 
     /// A link to `peer` came up (after authentication).
@@ -648,6 +759,7 @@ impl<S: Storage> Replica<S> {
     /// Storage failure.
     pub fn handle_timeout(&mut self, now: Millis) -> Result<(), Error> {
         if let Some(since) = self.pending_since
+            && self.cfg.auto_commit
             && now.since(since) >= self.cfg.commit_interval_ms
         {
             self.commit(now)?;
@@ -680,6 +792,7 @@ impl<S: Storage> Replica<S> {
     pub fn poll_timeout(&self) -> Option<Millis> {
         let mut next = self
             .pending_since
+            .filter(|_| self.cfg.auto_commit)
             .map(|s| s.plus(self.cfg.commit_interval_ms));
         for p in self.peers.values().filter(|p| p.connected) {
             let mut t = p.last_ack.plus(self.cfg.ack_interval_ms);
@@ -724,6 +837,9 @@ impl<S: Storage> Replica<S> {
     }
 
     fn admit(&mut self, n: usize) -> Result<(), Error> {
+        if let Some(why) = &self.sync_failed {
+            return Err(Error::SyncFailed(why.clone()));
+        }
         let own = self.working.get(self.cfg.member);
         if own < self.own_known {
             return Err(Error::Recovering {
@@ -754,7 +870,7 @@ impl<S: Storage> Replica<S> {
     }
 
     fn maybe_commit(&mut self, now: Millis) -> Result<(), Error> {
-        if self.pending >= self.cfg.commit_batch {
+        if self.cfg.auto_commit && self.pending >= self.cfg.commit_batch {
             self.commit(now)?;
         }
         Ok(())
@@ -1221,6 +1337,56 @@ mod tests {
         );
         assert_eq!(r.poll_event(), Some(Event::Committed(Seq(1))));
         assert_eq!(r.stats().commits, 1);
+    }
+
+    #[test]
+    fn pipelined_commit_streams_and_acknowledges_only_after_sync() {
+        let now = Millis(1_000);
+        let mut a = replica(1);
+        a.cfg.auto_commit = false;
+        let mut b = replica(2);
+        link(&mut a, &mut b, now);
+        pump(&mut a, &mut b, now);
+        a.write(now, put("x", "1")).unwrap();
+        let g1 = a.prepare_commit().unwrap().unwrap();
+        // Staged into the next transaction while the first awaits its fsync.
+        a.write(now, put("y", "2")).unwrap();
+        assert_eq!(a.durable_gen(), g1 - 1);
+        assert!(
+            a.poll_transmit(now).unwrap().is_none(),
+            "nothing sent before sync"
+        );
+        assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::Committed(_))));
+        // A crash now loses both (the worst case): written back is not durable.
+        let s = a.into_storage().unwrap();
+        let mut a = Replica::open(Config::new(MemberId(1)), s, now).unwrap();
+        assert_eq!(a.applied().get(MemberId(1)), Seq(0));
+        assert_eq!(a.get(Table::Domains, "x").unwrap(), None);
+
+        a.cfg.auto_commit = false;
+        a.write(now, put("x", "3")).unwrap();
+        let g1 = a.prepare_commit().unwrap().unwrap();
+        a.write(now, put("y", "4")).unwrap();
+        let g2 = a.prepare_commit().unwrap().unwrap();
+        a.storage().sync().unwrap();
+        a.finish_commit(now, g1, Ok(())).unwrap();
+        assert_eq!(a.durable_gen(), g1);
+        assert_eq!(a.applied().get(MemberId(1)), Seq(1));
+        a.finish_commit(now, g2, Ok(())).unwrap();
+        a.finish_commit(now, g1, Ok(())).unwrap(); // already done: ignored
+        assert_eq!(a.applied().get(MemberId(1)), Seq(2));
+        // A failed fsync poisons: no more writes, nothing acknowledged.
+        a.write(now, put("z", "5")).unwrap();
+        let g3 = a.prepare_commit().unwrap().unwrap();
+        assert!(matches!(
+            a.finish_commit(now, g3, Err("EIO".into())),
+            Err(Error::SyncFailed(_))
+        ));
+        assert!(matches!(
+            a.write(now, put("w", "6")),
+            Err(Error::SyncFailed(_))
+        ));
+        assert_eq!(a.applied().get(MemberId(1)), Seq(2));
     }
 
     #[test]
