@@ -510,7 +510,8 @@ impl<S: Storage> Replica<S> {
         let collected = self.collected;
         let clock = self.clock.last();
         let result = self
-            .maintain()
+            .write_marks()
+            .and_then(|()| self.maintain())
             .and_then(|()| self.storage.write_back(clock).map_err(Error::from));
         if let Err(e) = result {
             let _ = self.storage.rollback();
@@ -585,6 +586,23 @@ impl<S: Storage> Replica<S> {
                 p.last_ack = now;
                 self.outbox.push_back((id, ack.clone()));
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the version vector of the transaction being committed (once per commit
+    /// rather than once per change).
+    fn write_marks(&mut self) -> Result<(), Error> {
+        let written = self.prepared.back().map_or(&self.applied, |p| &p.working);
+        let changed: Vec<(MemberId, Seq)> = self
+            .working
+            .0
+            .iter()
+            .filter(|&(&o, &s)| written.get(o) < s)
+            .map(|(&o, &s)| (o, s))
+            .collect();
+        for (o, s) in changed {
+            self.storage.set_mark(Mark::Applied, o, s)?;
         }
         Ok(())
     }
@@ -893,7 +911,7 @@ impl<S: Storage> Replica<S> {
     /// Applies one change (local or remote, in sequence) into the open transaction.
     fn apply(&mut self, now: Millis, c: &Change) -> Result<(), Error> {
         self.storage.append_log(c)?;
-        self.storage.set_mark(Mark::Applied, c.origin, c.seq)?;
+        // The durable version vector is written once per commit (`prepare_commit`).
         self.working.set(c.origin, c.seq);
         self.pending += 1;
         self.pending_since.get_or_insert(now);

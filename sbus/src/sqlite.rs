@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::storage::{BlobStage, Mark, Recovered, Storage, StorageError, StoredCdr, Syncer};
+use crate::storage::{
+    BlobStage, Checkpointer, Mark, Recovered, Storage, StorageError, StoredCdr, Syncer,
+};
 use crate::types::{CdrId, Change, Hlc, MemberId, Row, Seq, Table, Version, VersionVector};
 
 const SCHEMA: &str = "
@@ -57,6 +59,7 @@ pub struct SqliteStorage {
     in_tx: bool,
     /// The WAL file (None for a read-only handle).
     wal: Option<Arc<std::fs::File>>,
+    path: std::path::PathBuf,
 }
 
 impl SqliteStorage {
@@ -86,6 +89,7 @@ impl SqliteStorage {
             conn,
             in_tx: false,
             wal: Some(Arc::new(wal)),
+            path: path.to_owned(),
         })
     }
 
@@ -104,6 +108,7 @@ impl SqliteStorage {
             conn,
             in_tx: false,
             wal: None,
+            path: path.to_owned(),
         })
     }
 
@@ -253,6 +258,23 @@ impl Storage for SqliteStorage {
 
     fn syncer(&self) -> Option<Syncer> {
         self.wal.as_ref().map(|w| Syncer(Arc::clone(w)))
+    }
+
+    /// A second connection runs passive checkpoints (they never block the writer), so
+    /// the WAL's copy into the database and its two fsyncs happen off the write path;
+    /// the writer connection stops checkpointing by itself.
+    fn take_checkpointer(&mut self) -> Option<Checkpointer> {
+        self.wal.as_ref()?;
+        let conn = Connection::open(&self.path).ok()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+        conn.pragma_update(None, "synchronous", "NORMAL").ok()?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .ok()?;
+        Some(Box::new(move || {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(())
+        }))
     }
 
     fn write_back(&mut self, clock: Hlc) -> Result<(), StorageError> {

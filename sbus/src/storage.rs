@@ -59,6 +59,9 @@ impl Syncer {
     }
 }
 
+/// Storage housekeeping run from its own thread (see [`Storage::take_checkpointer`]).
+pub type Checkpointer = Box<dyn FnMut() -> Result<(), StorageError> + Send>;
+
 /// Which per-origin mark to set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mark {
@@ -133,6 +136,13 @@ pub trait Storage {
     /// storage (so a store can fsync while the next transaction is being staged).
     /// `None`: call [`Storage::sync`] instead.
     fn syncer(&self) -> Option<Syncer> {
+        None
+    }
+    /// Hands over the storage's housekeeping (for SQLite: copying the WAL back into the
+    /// database) to be run by the caller from another thread, off the write path; the
+    /// storage then no longer does it inline during commits. `None`: nothing to hand
+    /// over (the default).
+    fn take_checkpointer(&mut self) -> Option<Checkpointer> {
         None
     }
 

@@ -141,6 +141,9 @@ struct Shared<S: Storage> {
     clock: Box<dyn Clock>,
 }
 
+/// Pause between two WAL checkpoints.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many failed commit generations are remembered for their waiting writers.
 const FAILED_KEPT: usize = 64;
 
@@ -148,6 +151,7 @@ const FAILED_KEPT: usize = 64;
 pub struct Store<S: Storage + Send + 'static = SqliteStorage> {
     shared: Arc<Shared<S>>,
     committer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<S: Storage + Send + 'static> std::fmt::Debug for Store<S> {
@@ -187,6 +191,8 @@ impl<S: Storage + Send + 'static> Store<S> {
         clock: Box<dyn Clock>,
     ) -> Result<Store<S>, Error> {
         cfg.auto_commit = false;
+        let mut storage = storage;
+        let housekeeping = storage.take_checkpointer();
         let replica = Replica::open(cfg, storage, clock.now())?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -201,16 +207,36 @@ impl<S: Storage + Send + 'static> Store<S> {
             on_commit: Mutex::new(None),
             clock,
         });
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        let checkpointer = match housekeeping {
+            Some(mut run) => Some(
+                std::thread::Builder::new()
+                    .name("sbus-checkpoint".into())
+                    .spawn(move || {
+                        // After each commit (at most every CHECKPOINT_PAUSE): copy the
+                        // WAL back so it stays short; ends when the commit thread does.
+                        while nudged.recv().is_ok() {
+                            if let Err(e) = run() {
+                                tracing::warn!(error = %e, "sbus checkpoint failed");
+                            }
+                            std::thread::sleep(CHECKPOINT_PAUSE);
+                        }
+                    })
+                    .map_err(|e| Error::CommitFailed(format!("cannot start a thread: {e}")))?,
+            ),
+            None => None,
+        };
         let committer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("sbus-commit".into())
-                .spawn(move || commit_loop(&shared))
-                .map_err(|e| Error::CommitFailed(format!("cannot start the commit thread: {e}")))?
+                .spawn(move || commit_loop(&shared, &nudge))
+                .map_err(|e| Error::CommitFailed(format!("cannot start a thread: {e}")))?
         };
         Ok(Store {
             shared,
             committer: Some(committer),
+            checkpointer,
         })
     }
 
@@ -445,6 +471,9 @@ impl<S: Storage + Send + 'static> Drop for Store<S> {
         if let Some(t) = self.committer.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -459,7 +488,7 @@ impl<S: Storage> Shared<S> {
 /// The commit thread: writes back whatever is staged, fsyncs without the lock (so the
 /// next transaction stages meanwhile), acknowledges; until the store is dropped (what
 /// is staged then is committed first).
-fn commit_loop<S: Storage>(shared: &Shared<S>) {
+fn commit_loop<S: Storage>(shared: &Shared<S>, checkpoint: &std::sync::mpsc::SyncSender<()>) {
     let mut g = shared.lock();
     loop {
         while !g.stop && g.replica.pending() == 0 {
@@ -503,6 +532,7 @@ fn commit_loop<S: Storage>(shared: &Shared<S>) {
         dispatch(&mut g);
         shared.done.notify_all();
         drop(g);
+        let _ = checkpoint.try_send(());
         if let Some(hook) = shared
             .on_commit
             .lock()
