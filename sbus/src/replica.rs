@@ -523,6 +523,8 @@ impl<S: Storage> Replica<S> {
             self.pending = 0;
             self.pending_since = None;
             self.pending_events.clear();
+            // The generation is used up: the writers it carried learn it failed.
+            self.written_gen += 1;
             return Err(e);
         }
         self.pending = 0;
@@ -607,8 +609,8 @@ impl<S: Storage> Replica<S> {
         Ok(())
     }
 
-    /// Generation of the last transaction written back ([`Replica::prepare_commit`]);
-    /// changes pending now will be in the next one.
+    /// Generation of the last transaction written back ([`Replica::prepare_commit`]),
+    /// or whose write-back failed; changes pending now will be in the next one.
     #[must_use]
     pub fn written_gen(&self) -> u64 {
         self.written_gen

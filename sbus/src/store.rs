@@ -134,8 +134,10 @@ struct Inner<S: Storage> {
 struct Shared<S: Storage> {
     inner: Mutex<Inner<S>>,
     on_commit: Mutex<Option<CommitHook>>,
-    /// Writers wait here for their commit.
-    done: Condvar,
+    /// Writers wait here for their commit, on the condition variable of its
+    /// generation's parity: the writers staging for the next commit are not woken when
+    /// the one before it ends.
+    done: [Condvar; 2],
     /// The commit thread waits here for work.
     work: Condvar,
     clock: Box<dyn Clock>,
@@ -202,7 +204,7 @@ impl<S: Storage + Send + 'static> Store<S> {
                 stop: false,
                 subs: Vec::new(),
             }),
-            done: Condvar::new(),
+            done: [Condvar::new(), Condvar::new()],
             work: Condvar::new(),
             on_commit: Mutex::new(None),
             clock,
@@ -427,7 +429,7 @@ impl<S: Storage + Send + 'static> Store<S> {
         }
         if g.replica.durable_gen() != durable {
             // `f` committed (a snapshot does): writers it made durable may go.
-            self.shared.done.notify_all();
+            self.shared.wake_all();
         }
         out
     }
@@ -459,7 +461,9 @@ impl<S: Storage + Send + 'static> Store<S> {
             if let Some(why) = &g.poisoned {
                 return Err(Error::CommitFailed(why.clone()));
             }
-            g = self.shared.done.wait(g).unwrap_or_else(|p| p.into_inner());
+            g = self.shared.done[parity(target)]
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -477,7 +481,16 @@ impl<S: Storage + Send + 'static> Drop for Store<S> {
     }
 }
 
+fn parity(generation: u64) -> usize {
+    usize::from(generation % 2 == 1)
+}
+
 impl<S: Storage> Shared<S> {
+    fn wake_all(&self) {
+        self.done[0].notify_all();
+        self.done[1].notify_all();
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner<S>> {
         // A panic while holding the lock leaves the replica as it was between inputs
         // (each input is applied or rolled back as a whole); keep serving.
@@ -497,6 +510,7 @@ fn commit_loop<S: Storage>(shared: &Shared<S>, checkpoint: &std::sync::mpsc::Syn
         if g.replica.pending() == 0 {
             return; // stopping, nothing staged
         }
+        let before = g.replica.durable_gen();
         let generation = match g.replica.prepare_commit() {
             Ok(Some(generation)) => generation,
             Ok(None) => continue,
@@ -511,7 +525,7 @@ fn commit_loop<S: Storage>(shared: &Shared<S>, checkpoint: &std::sync::mpsc::Syn
                     g.failed.pop_front();
                 }
                 dispatch(&mut g);
-                shared.done.notify_all();
+                shared.wake_all();
                 continue;
             }
         };
@@ -530,7 +544,11 @@ fn commit_loop<S: Storage>(shared: &Shared<S>, checkpoint: &std::sync::mpsc::Syn
             g.poisoned.get_or_insert_with(|| e.to_string());
         }
         dispatch(&mut g);
-        shared.done.notify_all();
+        if g.poisoned.is_some() || generation != before + 1 {
+            shared.wake_all();
+        } else {
+            shared.done[parity(generation)].notify_all();
+        }
         drop(g);
         let _ = checkpoint.try_send(());
         if let Some(hook) = shared

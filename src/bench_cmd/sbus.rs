@@ -38,6 +38,10 @@ pub struct Args {
     /// Concurrent writers per member (and concurrent publishers per NATS client).
     #[arg(long, default_value_t = 64)]
     writers: u32,
+    /// Changes per write call (`Store::write_batch`; NATS: messages published before
+    /// awaiting their acks). 1: every change is its own acknowledged write.
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
     /// Value (payload) size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
@@ -55,6 +59,7 @@ struct Report {
     members: u32,
     changes: u32,
     writers_per_member: u32,
+    batch: u32,
     value_bytes: usize,
     changes_per_sec: f64,
     commit_p50_ms: f64,
@@ -80,8 +85,8 @@ struct Report {
 
 /// Runs the benchmark.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if args.writers == 0 || args.changes < 3 {
-        bail!("--writers must be at least 1 and --changes at least 3");
+    if args.writers == 0 || args.batch == 0 || args.changes < 3 {
+        bail!("--writers and --batch must be at least 1, --changes at least 3");
     }
     let nats_version = nats_version(&args.nats_server)?;
     let dir = tempfile::tempdir()?;
@@ -110,8 +115,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 fn print_table(r: &Report) {
     println!(
-        "SBUS: {} members, {} changes of {} B, {} writers per member",
-        r.members, r.changes, r.value_bytes, r.writers_per_member
+        "SBUS: {} members, {} changes of {} B, {} writers per member, {} change(s) per write",
+        r.members, r.changes, r.value_bytes, r.writers_per_member, r.batch
     );
     println!(
         "  replicated to every member   {:>10.0} changes/s",
@@ -340,13 +345,18 @@ async fn bench_sbus(args: &Args, dir: &Path) -> anyhow::Result<Report> {
                 args.size,
                 args.writers,
             );
+            let batch = args.batch as usize;
             writers.push(std::thread::spawn(move || -> anyhow::Result<Vec<u64>> {
                 let mut commit = Vec::new();
-                for k in (w..per).step_by(step as usize) {
+                let mine: Vec<u32> = (w..per).step_by(step as usize).collect();
+                for keys in mine.chunks(batch) {
+                    let ops = puts(keys, &format!("L{i}-"), size);
                     let start = micros(base);
-                    s.put_raw(Table::Trunks, &format!("L{i}-{k}"), vec![7u8; size])?;
+                    s.write_batch(ops)?;
                     let end = micros(base);
-                    acked[i][k as usize].store(end, Ordering::Relaxed);
+                    for &k in keys {
+                        acked[i][k as usize].store(end, Ordering::Relaxed);
+                    }
                     commit.push(end - start);
                 }
                 Ok(commit)
@@ -395,15 +405,7 @@ async fn bench_sbus(args: &Args, dir: &Path) -> anyhow::Result<Report> {
             loaders.push(tokio::task::spawn_blocking(
                 move || -> anyhow::Result<()> {
                     for chunk in mine.chunks(1_000) {
-                        let ops = chunk
-                            .iter()
-                            .map(|k| Op::Put {
-                                table: Table::Trunks,
-                                key: format!("F{k}"),
-                                value: vec![9u8; size],
-                            })
-                            .collect();
-                        s.write_batch(ops)?;
+                        s.write_batch(puts(chunk, "F", size))?;
                     }
                     Ok(())
                 },
@@ -425,6 +427,7 @@ async fn bench_sbus(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         members: 3,
         changes: total,
         writers_per_member: args.writers,
+        batch: args.batch,
         value_bytes: args.size,
         changes_per_sec: f64::from(total) / load_secs,
         commit_p50_ms: percentile_ms(&commit_lat, 0.5),
@@ -446,6 +449,17 @@ async fn bench_sbus(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         flush_changes_per_s: 0.0,
         nats_changes_per_s: 0.0,
     })
+}
+
+/// A put of `size` bytes to `{prefix}{k}` in `trunks` for each `k`.
+fn puts(keys: &[u32], prefix: &str, size: usize) -> Vec<Op> {
+    keys.iter()
+        .map(|k| Op::Put {
+            table: Table::Trunks,
+            key: format!("{prefix}{k}"),
+            value: vec![7u8; size],
+        })
+        .collect()
 }
 
 /// `L{origin}-{index}` → (origin, index).
@@ -597,13 +611,22 @@ async fn bench_nats(args: &Args, dir: &Path) -> anyhow::Result<(f64, f64, f64)> 
     for (i, c) in clients.iter().enumerate() {
         for w in 0..args.writers {
             let (js, size, step) = (jetstream::new(c.clone()), args.size, args.writers);
+            let batch = args.batch as usize;
             tasks.spawn(async move {
                 let mut lat = Vec::new();
-                for k in (w..per).step_by(step as usize) {
+                let mine: Vec<u32> = (w..per).step_by(step as usize).collect();
+                for keys in mine.chunks(batch) {
                     let start = micros(base);
-                    js.publish(format!("sbus.m{i}.{k}"), vec![7u8; size].into())
-                        .await?
-                        .await?;
+                    let mut acks = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        acks.push(
+                            js.publish(format!("sbus.m{i}.{k}"), vec![7u8; size].into())
+                                .await?,
+                        );
+                    }
+                    for ack in acks {
+                        ack.await?;
+                    }
                     lat.push(micros(base) - start);
                 }
                 anyhow::Ok(lat)
