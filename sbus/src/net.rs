@@ -44,6 +44,33 @@ pub const LINK_QUEUE: usize = 4_096;
 /// The control socket's file name in the data directory.
 pub const CONTROL_SOCKET: &str = "sbus.sock";
 
+/// File in the data directory listing the ids of peers ever linked, one per line: they
+/// count as members (for tombstone collection) from the next start on, before their
+/// first contact, even when `--peer` gives no `ID@`.
+pub const PEERS_FILE: &str = "peers";
+
+/// Peer ids recorded in `data_dir` (none if the file is missing or unreadable).
+#[must_use]
+pub fn learned_peers(data_dir: &Path) -> Vec<MemberId> {
+    std::fs::read_to_string(data_dir.join(PEERS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok().map(MemberId))
+        .collect()
+}
+
+/// Records `peers` in `data_dir` (write to a temporary file, fsync, rename).
+fn record_peers(data_dir: &Path, peers: &[MemberId]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = data_dir.join(format!("{PEERS_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    for p in peers {
+        writeln!(f, "{}", p.0)?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(PEERS_FILE))
+}
+
 /// Driver failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -192,6 +219,8 @@ pub async fn run(
         tasks.spawn(metrics_loop(m, Arc::clone(&store)));
     }
 
+    let mut known = learned_peers(data_dir);
+    store.with_replica(|r, _| known.iter().for_each(|&p| r.add_peer(p)));
     let clock = SystemClock;
     let mut links: BTreeMap<MemberId, (u64, mpsc::Sender<Vec<u8>>)> = BTreeMap::new();
     tokio::pin!(shutdown);
@@ -218,6 +247,12 @@ pub async fn run(
                         r.handle_connected(now, peer);
                     });
                     tracing::info!(%me, %peer, "sbus link up");
+                    if !known.contains(&peer) {
+                        known.push(peer);
+                        if let Err(e) = record_peers(data_dir, &known) {
+                            tracing::warn!(error = %e, "sbus cannot record peer ids");
+                        }
+                    }
                 }
                 Input::Frame { peer, conn, msg } => {
                     if links.get(&peer).is_some_and(|(c, _)| *c == conn) {

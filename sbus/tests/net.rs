@@ -256,4 +256,14 @@ async fn three_members_converge_over_mutual_tls() {
         let _ = m.stop.send(());
         m.task.await.unwrap();
     }
+    // Peer ids learned from links are kept: a member started with no --peer at all
+    // still counts both as members.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alone = start(&data[0], &files[0], l, Vec::new()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut peers: Vec<MemberId> = alone.store.status().peers.iter().map(|(p, _)| *p).collect();
+    peers.sort();
+    assert_eq!(peers, vec![MemberId(2), MemberId(3)]);
+    let _ = alone.stop.send(());
+    alone.task.await.unwrap();
 }
