@@ -510,6 +510,31 @@ pub fn metrics_text<S: crate::storage::Storage + Send + 'static>(store: &Store<S
             "tombstones collected",
             s.stats.tombstones_collected,
         ),
+        (
+            "placeholders_sent",
+            "changes sent as placeholders (the peer's region may not hold their domain)",
+            s.stats.placeholders_sent,
+        ),
+        (
+            "placeholders_stored",
+            "changes held here as placeholders (this region may not hold their domain)",
+            s.stats.placeholders_stored,
+        ),
+        (
+            "placement_refused",
+            "received data this region may not hold, stored as placeholders, never applied",
+            s.stats.placement_refused,
+        ),
+        (
+            "placeholders_refused",
+            "placeholders received for a domain this region may hold (dropped, awaiting the data)",
+            s.stats.placeholders_refused,
+        ),
+        (
+            "snapshots_withheld",
+            "snapshots withheld from a peer that may hold a domain this region may not",
+            s.stats.snapshots_withheld,
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(
@@ -650,6 +675,7 @@ pub fn status_json(store: &Store<SqliteStorage>) -> serde_json::Value {
     };
     json!({
         "member": s.member.0,
+        "region": s.region,
         "applied": vv(&s.applied),
         "stats": {
             "commits": s.stats.commits,
@@ -662,6 +688,11 @@ pub fn status_json(store: &Store<SqliteStorage>) -> serde_json::Value {
             "snapshots_applied": s.stats.snapshots_applied,
             "rejected_writes": s.stats.rejected_writes,
             "tombstones_collected": s.stats.tombstones_collected,
+            "placeholders_sent": s.stats.placeholders_sent,
+            "placeholders_stored": s.stats.placeholders_stored,
+            "placement_refused": s.stats.placement_refused,
+            "placeholders_refused": s.stats.placeholders_refused,
+            "snapshots_withheld": s.stats.snapshots_withheld,
         },
         "peers": s.peers.iter().map(|(m, p)| json!({
             "member": m.0,

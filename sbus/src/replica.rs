@@ -40,6 +40,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::msg::{Message, ProtocolError, SnapshotItem};
+use crate::placement::{domain_of, domain_of_key, placement_of};
+use crate::record::Placement;
 use crate::storage::{BlobStage, Mark, Storage, StorageError, StoredCdr};
 use crate::types::{
     CdrId, Change, Hlc, HlcClock, MemberId, Millis, Op, Row, Seq, Table, VersionVector,
@@ -78,6 +80,9 @@ pub struct Config {
     /// ([`Replica::prepare_commit`] / [`Replica::finish_commit`], as `Store` does) turns
     /// this off.
     pub auto_commit: bool,
+    /// This member's region (data sovereignty): it holds only the data of domains whose
+    /// placement allows it. `None`: no region, so only data that goes everywhere.
+    pub region: Option<String>,
 }
 
 impl Config {
@@ -97,6 +102,7 @@ impl Config {
             blob_chunk: 64 << 10,
             snapshot_items: 1_024,
             auto_commit: true,
+            region: None,
         }
     }
 }
@@ -131,6 +137,15 @@ pub enum Error {
     /// Local storage failed; uncommitted work was rolled back.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A local write of a domain this member's region may not hold (write it on a
+    /// member of a region the domain's placement names).
+    #[error("domain {domain} may not be held in region {region:?}")]
+    NotPlaced {
+        /// The domain.
+        domain: String,
+        /// This member's region.
+        region: Option<String>,
+    },
     /// An fsync failed: whether written-back changes are durable is unknown, so this
     /// replica acknowledges nothing more and refuses writes; restart the member (it
     /// recovers whatever the disk holds).
@@ -178,6 +193,20 @@ pub struct Stats {
     pub rejected_writes: u64,
     /// Tombstones collected.
     pub tombstones_collected: u64,
+    /// Changes sent to a peer as placeholders (its region may not hold their domain).
+    pub placeholders_sent: u64,
+    /// Changes held here as placeholders (received as such, or refused below).
+    pub placeholders_stored: u64,
+    /// Changes (or snapshot items) received with content this member's region may not
+    /// hold: stored as placeholders (or skipped), never applied. Nonzero only while
+    /// members disagree on a placement (it was just changed).
+    pub placement_refused: u64,
+    /// Placeholders received for a domain this member may hold: dropped (as a gap) to
+    /// wait for the real change.
+    pub placeholders_refused: u64,
+    /// Times a snapshot was withheld from a peer whose region may hold a domain ours may
+    /// not (we may lack that data; another member must bootstrap it).
+    pub snapshots_withheld: u64,
 }
 
 /// A peer as seen from here.
@@ -213,6 +242,10 @@ struct Peer {
     outstanding: bool,
     /// The snapshot being received from this peer, if any.
     snapshot_rx: Option<SnapshotRx>,
+    /// Its region, once its `Hello` or `Ack` told us (`Some(None)`: no region).
+    region: Option<Option<String>>,
+    /// A snapshot it needs is being withheld (counted once per episode).
+    withheld: bool,
 }
 
 /// A snapshot being received: which parts arrived, and the blob stagings it carries
@@ -270,6 +303,8 @@ pub struct Replica<S: Storage> {
     written_gen: u64,
     /// Set when a sync failed (see [`Error::SyncFailed`]).
     sync_failed: Option<String>,
+    /// Placement of domains looked up so far (dropped when a domain row changes).
+    placements: BTreeMap<String, Placement>,
 }
 
 /// A transaction written back but not yet known durable.
@@ -311,6 +346,7 @@ impl<S: Storage> Replica<S> {
             prepared: VecDeque::new(),
             written_gen: 0,
             sync_failed: None,
+            placements: BTreeMap::new(),
         })
     }
 
@@ -428,6 +464,13 @@ impl<S: Storage> Replica<S> {
     /// # Errors
     /// [`Error::Backpressure`], [`Error::Recovering`], storage failure.
     pub fn write(&mut self, now: Millis, op: Op) -> Result<Seq, Error> {
+        if let Op::Placeholder { domain } = &op {
+            return Err(Error::NotPlaced {
+                domain: domain.clone(),
+                region: self.cfg.region.clone(),
+            });
+        }
+        self.check_placed(domain_of(&op))?;
         self.admit(1)?;
         let seq = self.write_one(now, op)?;
         self.maybe_commit(now)?;
@@ -447,6 +490,7 @@ impl<S: Storage> Replica<S> {
         key: &str,
         bytes: &[u8],
     ) -> Result<Seq, Error> {
+        self.check_placed(domain_of_key(table, key).map(str::to_owned))?;
         let size = self.cfg.blob_chunk.max(1);
         let chunks: Vec<&[u8]> = if bytes.is_empty() {
             vec![&[][..]]
@@ -515,6 +559,7 @@ impl<S: Storage> Replica<S> {
             .and_then(|()| self.storage.write_back(clock).map_err(Error::from));
         if let Err(e) = result {
             let _ = self.storage.rollback();
+            self.placements.clear();
             self.collected = collected;
             self.working = self
                 .prepared
@@ -581,6 +626,7 @@ impl<S: Storage> Replica<S> {
         let ack = Message::Ack {
             applied: self.applied.clone(),
             clock: self.committed_clock,
+            region: self.cfg.region.clone(),
         };
         for (&id, p) in &mut self.peers {
             p.dirty = true;
@@ -633,6 +679,7 @@ impl<S: Storage> Replica<S> {
         p.hello = false;
         p.snapshot_due = false;
         p.snapshot_rx = None;
+        p.withheld = false;
         p.last_progress = now;
         p.last_ack = now;
         self.outbox.push_back((
@@ -641,6 +688,7 @@ impl<S: Storage> Replica<S> {
                 member: self.cfg.member,
                 applied: self.applied.clone(),
                 clock: self.committed_clock,
+                region: self.cfg.region.clone(),
             },
         ));
     }
@@ -677,6 +725,7 @@ impl<S: Storage> Replica<S> {
                 member,
                 applied,
                 clock,
+                region,
             } => {
                 if member != peer {
                     return Err(ProtocolError::Misbehaved(format!(
@@ -691,15 +740,24 @@ impl<S: Storage> Replica<S> {
                 p.dirty = true;
                 p.last_progress = now;
                 p.snapshot_due = behind;
+                p.region = Some(region);
                 push_frontier(&mut p.frontiers, (clock, applied.get(peer)));
                 p.sent = applied.clone();
                 p.acked = applied;
                 p.outstanding = false;
             }
-            Message::Ack { applied, clock } => {
+            Message::Ack {
+                applied,
+                clock,
+                region,
+            } => {
                 self.own_known = self.own_known.max(applied.get(self.cfg.member));
                 let behind = self.floor.0.iter().any(|(&o, &f)| applied.get(o) < f);
                 let p = self.peer(peer);
+                if p.region.as_ref() != Some(&region) {
+                    p.region = Some(region);
+                    p.dirty = true;
+                }
                 if p.connected && !p.hello {
                     // The Hello was lost (or overtaken): an Ack says the same things.
                     p.hello = true;
@@ -787,6 +845,7 @@ impl<S: Storage> Replica<S> {
         let ack = Message::Ack {
             applied: self.applied.clone(),
             clock: self.committed_clock,
+            region: self.cfg.region.clone(),
         };
         for (&id, p) in &mut self.peers {
             if !p.connected {
@@ -906,8 +965,129 @@ impl<S: Storage> Replica<S> {
             self.stats.gaps += 1;
             return Ok(());
         }
+        let Some(c) = self.admit_remote(c)? else {
+            return Ok(());
+        };
         self.clock.observe(c.hlc, now);
         self.apply(now, &c)
+    }
+
+    // ---- data sovereignty -----------------------------------------------------------
+
+    /// The placement of `domain` as this member knows it (`Global` without a row).
+    fn placement(&mut self, domain: &str) -> Result<Placement, Error> {
+        if let Some(p) = self.placements.get(domain) {
+            return Ok(p.clone());
+        }
+        let p = self
+            .storage
+            .row(Table::Domains, domain)?
+            .and_then(|r| r.value)
+            .map(|v| placement_of(&v))
+            .unwrap_or_default();
+        self.placements.insert(domain.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    /// Whether this member may hold data of `domain` (`None`: data that goes everywhere).
+    fn holds(&mut self, domain: Option<&str>) -> Result<bool, Error> {
+        let Some(d) = domain else { return Ok(true) };
+        let region = self.cfg.region.clone();
+        Ok(self.placement(d)?.allows(region.as_deref()))
+    }
+
+    fn check_placed(&mut self, domain: Option<String>) -> Result<(), Error> {
+        if self.holds(domain.as_deref())? {
+            return Ok(());
+        }
+        Err(Error::NotPlaced {
+            domain: domain.unwrap_or_default(),
+            region: self.cfg.region.clone(),
+        })
+    }
+
+    /// The receiver's check of a change that is next in sequence: what to apply, or
+    /// `None` to drop it (a placeholder for a domain we may hold: the real change must
+    /// come, from its origin or another member that holds it).
+    fn admit_remote(&mut self, c: Change) -> Result<Option<Change>, Error> {
+        let domain = domain_of(&c.op);
+        let mine = self.holds(domain.as_deref())?;
+        let broken_blob = match &c.op {
+            // A blob whose earlier chunks reached us as placeholders (the placement
+            // changed in between): it can never complete here.
+            Op::BlobChunk { index, .. } if *index > 0 && mine => {
+                self.storage.stage(c.origin)?.is_none()
+            }
+            _ => false,
+        };
+        match (&c.op, mine) {
+            (Op::Placeholder { .. }, true) => {
+                self.stats.placeholders_refused += 1;
+                Ok(None)
+            }
+            (Op::Placeholder { .. }, false) => {
+                self.stats.placeholders_stored += 1;
+                Ok(Some(c))
+            }
+            (_, false) => {
+                self.stats.placement_refused += 1;
+                self.stats.placeholders_stored += 1;
+                Ok(Some(withheld(c, domain.unwrap_or_default())))
+            }
+            (_, true) if broken_blob => {
+                self.stats.placeholders_stored += 1;
+                Ok(Some(withheld(c, domain.unwrap_or_default())))
+            }
+            (_, true) => Ok(Some(c)),
+        }
+    }
+
+    /// The sender's rule for a committed change we hold, towards a peer of `region`
+    /// (`None`: not known yet): the change itself, a placeholder in its place, or `None`
+    /// to stop streaming its origin to that peer (it may hold the change but we hold
+    /// only a placeholder, or we do not know its region yet).
+    fn outgoing(
+        &mut self,
+        region: Option<&Option<String>>,
+        c: Change,
+    ) -> Result<Option<Change>, Error> {
+        let Some(domain) = domain_of(&c.op) else {
+            return Ok(Some(c));
+        };
+        let placement = self.placement(&domain)?;
+        let placeholder = matches!(c.op, Op::Placeholder { .. });
+        if placement == Placement::Global && !placeholder {
+            return Ok(Some(c));
+        }
+        let Some(region) = region else {
+            return Ok(None);
+        };
+        Ok(match (placeholder, placement.allows(region.as_deref())) {
+            (true, true) => None,
+            (true, false) | (false, true) => Some(c),
+            (false, false) => {
+                self.stats.placeholders_sent += 1;
+                Some(withheld(c, domain))
+            }
+        })
+    }
+
+    /// Whether a snapshot of ours may go to a peer of `region`: only if every domain it
+    /// may hold, we may hold too (otherwise we may hold placeholders where it needs data).
+    fn may_snapshot(&mut self, region: Option<&Option<String>>) -> Result<bool, Error> {
+        let Some(region) = region else {
+            return Ok(false);
+        };
+        let mine = self.cfg.region.clone();
+        for (_, row) in self.storage.scan(Table::Domains, "")? {
+            if let Some(v) = row.value {
+                let p = placement_of(&v);
+                if p.allows(region.as_deref()) && !p.allows(mine.as_deref()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Applies one change (local or remote, in sequence) into the open transaction.
@@ -919,6 +1099,12 @@ impl<S: Storage> Replica<S> {
         self.pending_since.get_or_insert(now);
         self.stats.applied += 1;
         match &c.op {
+            Op::Placeholder { .. } => {
+                // A blob of this origin in progress cannot continue past it.
+                if self.storage.stage(c.origin)?.is_some() {
+                    self.storage.set_stage(c.origin, None)?;
+                }
+            }
             Op::Put { table, key, value } => {
                 self.lww(*table, key, c.version(), c.seq, Some(value.clone()))?;
             }
@@ -998,6 +1184,9 @@ impl<S: Storage> Replica<S> {
             None => true,
         };
         if wins {
+            if table == Table::Domains {
+                self.placements.remove(key);
+            }
             self.storage.put_row(
                 table,
                 key,
@@ -1024,6 +1213,18 @@ impl<S: Storage> Replica<S> {
         item: SnapshotItem,
     ) -> Result<(), Error> {
         match item {
+            SnapshotItem::Row { table, key, .. }
+            | SnapshotItem::Stage {
+                stage: BlobStage { table, key, .. },
+                ..
+            } if !self.holds(domain_of_key(table, &key))? => {
+                self.stats.placement_refused += 1;
+            }
+            SnapshotItem::Cdr { record, .. }
+                if !self.holds(crate::placement::cdr_domain(&record).as_deref())? =>
+            {
+                self.stats.placement_refused += 1;
+            }
             SnapshotItem::Row { table, key, row } => {
                 self.clock.observe(row.version.hlc, now);
                 // A write our version vector covers is already reflected here (applied,
@@ -1066,6 +1267,9 @@ impl<S: Storage> Replica<S> {
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
                 if row.seq <= vv.get(row.version.origin) && !keys.contains(&(t, key.clone())) {
+                    if t == Table::Domains {
+                        self.placements.remove(&key);
+                    }
                     self.storage.delete_row(t, &key)?;
                     if row.value.is_some() {
                         self.pending_events.push(Event::Changed { table: t, key });
@@ -1111,9 +1315,11 @@ impl<S: Storage> Replica<S> {
         }
         let mut inflight = p.inflight();
         let mut sent = p.sent.clone();
+        let region = p.region.clone();
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for (&o, &upto) in &self.applied.0 {
+        let origins: Vec<(MemberId, Seq)> = self.applied.0.iter().map(|(&o, &s)| (o, s)).collect();
+        'origin: for (o, upto) in origins {
             while inflight < self.cfg.window && sent.get(o) < upto {
                 let room = usize::try_from(self.cfg.window - inflight)
                     .unwrap_or(usize::MAX)
@@ -1127,6 +1333,15 @@ impl<S: Storage> Replica<S> {
                     return Ok(());
                 }
                 for c in list {
+                    let seq = c.seq;
+                    let Some(c) = self.outgoing(region.as_ref(), c)? else {
+                        // Data sovereignty: the peer may hold this change and we hold
+                        // only its placeholder (or its region is not known yet). It gets
+                        // the change from its origin or another member that holds it;
+                        // this origin's stream from us waits for its acknowledgement.
+                        continue 'origin;
+                    };
+                    debug_assert_eq!(c.seq, seq);
                     sent.set(o, c.seq);
                     inflight += 1;
                     bytes += c.weight();
@@ -1152,11 +1367,28 @@ impl<S: Storage> Replica<S> {
     }
 
     fn send_snapshot(&mut self, now: Millis, id: MemberId) -> Result<(), Error> {
+        let region = self.peers.get(&id).and_then(|p| p.region.clone());
+        if !self.may_snapshot(region.as_ref())? {
+            let p = self.peer(id);
+            if !p.withheld {
+                p.withheld = true;
+                self.stats.snapshots_withheld += 1;
+            }
+            return Ok(());
+        }
+        let region = region.unwrap_or_default();
         // A snapshot describes committed state only.
         self.commit(now)?;
         let mut items = Vec::new();
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
+                // Rows of domains the peer may not hold are left out (its version
+                // vector still jumps: they are its placeholders).
+                if let Some(d) = domain_of_key(t, &key)
+                    && !self.placement(d)?.allows(region.as_deref())
+                {
+                    continue;
+                }
                 items.push(SnapshotItem::Row { table: t, key, row });
             }
         }
@@ -1165,13 +1397,25 @@ impl<S: Storage> Replica<S> {
             let page = self.storage.cdrs(after, 4_096)?;
             let Some(last) = page.last() else { break };
             after = Some(last.id);
-            items.extend(page.into_iter().map(|c| SnapshotItem::Cdr {
-                id: c.id,
-                hlc: c.hlc,
-                record: c.record,
-            }));
+            for c in page {
+                if let Some(d) = crate::placement::cdr_domain(&c.record)
+                    && !self.placement(&d)?.allows(region.as_deref())
+                {
+                    continue;
+                }
+                items.push(SnapshotItem::Cdr {
+                    id: c.id,
+                    hlc: c.hlc,
+                    record: c.record,
+                });
+            }
         }
         for (origin, stage) in self.storage.stages()? {
+            if let Some(d) = domain_of_key(stage.table, &stage.key)
+                && !self.placement(d)?.allows(region.as_deref())
+            {
+                continue;
+            }
             items.push(SnapshotItem::Stage { origin, stage });
         }
         let per = self.cfg.snapshot_items.max(1);
@@ -1202,6 +1446,7 @@ impl<S: Storage> Replica<S> {
         let applied = self.applied.clone();
         let p = self.peer(id);
         p.snapshot_due = false;
+        p.withheld = false;
         p.sent.merge(&applied);
         p.outstanding = p.has_inflight();
         p.last_progress = now;
@@ -1272,6 +1517,14 @@ impl<S: Storage> Replica<S> {
     }
 }
 
+/// The placeholder that stands for `c` where its domain's data may not be held.
+fn withheld(c: Change, domain: String) -> Change {
+    Change {
+        op: Op::Placeholder { domain },
+        ..c
+    }
+}
+
 /// Drops frontier reports superseded by a later one that every member already holds;
 /// returns the clock of the latest such report.
 fn settle(frontiers: &mut VecDeque<(Hlc, Seq)>, held: Seq) -> Option<Hlc> {
@@ -1338,6 +1591,99 @@ mod tests {
         b.add_peer(a.member());
         a.handle_connected(now, b.member());
         b.handle_connected(now, a.member());
+    }
+
+    fn placed(id: u32, region: &str) -> Replica<MemStorage> {
+        let mut cfg = Config::new(MemberId(id));
+        cfg.region = Some(region.into());
+        Replica::open(cfg, MemStorage::new(), Millis(1_000)).unwrap()
+    }
+
+    fn unlink(a: &mut Replica<MemStorage>, b: &mut Replica<MemStorage>, now: Millis) {
+        a.handle_disconnected(now, b.member());
+        b.handle_disconnected(now, a.member());
+    }
+
+    #[test]
+    fn placed_domains_reach_only_their_regions_and_placeholders_are_never_relayed_as_data() {
+        let now = Millis(2_000);
+        let (mut eu1, mut eu2, mut us) = (placed(1, "eu"), placed(2, "eu"), placed(3, "us"));
+        // Linked before the writes (a member with no peer prunes its log at once).
+        link(&mut eu1, &mut us, now);
+        for (r, peers) in [(&mut eu1, [2, 3]), (&mut eu2, [1, 3]), (&mut us, [1, 2])] {
+            peers.into_iter().for_each(|p| r.add_peer(MemberId(p)));
+        }
+        let domain = br#"{"name":"eu.d","placement":{"Regions":["eu"]}}"#.to_vec();
+        eu1.write(
+            now,
+            Op::Put {
+                table: Table::Domains,
+                key: "eu.d".into(),
+                value: domain,
+            },
+        )
+        .unwrap();
+        let sub = Op::Put {
+            table: Table::Subscribers,
+            key: "eu.d/alice".into(),
+            value: b"a".to_vec(),
+        };
+        eu1.write(now, sub.clone()).unwrap();
+        let cdr = br#"{"domain":"eu.d","call_id":"c1"}"#.to_vec();
+        eu1.write(now, Op::AppendCdr { record: cdr }).unwrap();
+        eu1.write_blob(now, Table::Voicemails, "eu.d/alice/1", b"voice")
+            .unwrap();
+        eu1.write(
+            now,
+            Op::Put {
+                table: Table::Trunks,
+                key: "t1".into(),
+                value: b"t".to_vec(),
+            },
+        )
+        .unwrap();
+        eu1.commit(now).unwrap();
+
+        // The US member gets the domain row and the trunk, placeholders for the rest.
+        pump(&mut eu1, &mut us, now);
+        assert_eq!(us.applied(), eu1.applied());
+        assert!(us.get(Table::Trunks, "t1").unwrap().is_some());
+        assert!(us.get(Table::Domains, "eu.d").unwrap().is_some());
+        assert!(us.get(Table::Subscribers, "eu.d/alice").unwrap().is_none());
+        assert!(us.get(Table::Voicemails, "eu.d/alice/1").unwrap().is_none());
+        assert!(us.cdrs(None, 10).unwrap().is_empty());
+        // Subscriber, CDR, voicemail (one chunk).
+        let placeholders = 3;
+        assert_eq!(eu1.stats().placeholders_sent, placeholders as u64);
+        assert_eq!(us.stats().placeholders_stored, placeholders as u64);
+        // It may not write the domain's data either.
+        assert!(matches!(us.write(now, sub), Err(Error::NotPlaced { .. })));
+
+        // Relayed by the US member alone, an EU member gets the domain row only: the US
+        // member stops at its first placeholder rather than pass it on as data.
+        unlink(&mut eu1, &mut us, now);
+        link(&mut eu2, &mut us, now);
+        pump(&mut eu2, &mut us, now);
+        assert_eq!(eu2.applied().get(MemberId(1)), Seq(1));
+        assert_eq!(eu2.stats().placeholders_stored, 0);
+        assert!(us.peer_status(MemberId(2)).unwrap().lag > 0);
+
+        // From the origin, it gets everything.
+        unlink(&mut eu2, &mut us, now);
+        link(&mut eu1, &mut eu2, now);
+        pump(&mut eu1, &mut eu2, now);
+        assert_eq!(eu2.applied(), eu1.applied());
+        assert_eq!(
+            eu2.get(Table::Voicemails, "eu.d/alice/1").unwrap().unwrap(),
+            b"voice"
+        );
+        assert_eq!(eu2.cdrs(None, 10).unwrap().len(), 1);
+
+        // A snapshot for the US member leaves EU data out, and the US member's own
+        // snapshot is withheld from EU members (it lacks their data).
+        assert!(eu1.may_snapshot(Some(&Some("us".into()))).unwrap());
+        assert!(!us.may_snapshot(Some(&Some("eu".into()))).unwrap());
+        assert!(us.may_snapshot(Some(&Some("us".into()))).unwrap());
     }
 
     #[test]
@@ -1525,6 +1871,7 @@ mod tests {
                     member: MemberId(3),
                     applied: VersionVector::default(),
                     clock: Hlc::default(),
+                    region: None,
                 },
             )
             .unwrap_err();

@@ -112,6 +112,8 @@ pub enum Notice {
 pub struct Status {
     /// This member.
     pub member: MemberId,
+    /// Its region (data sovereignty), if configured.
+    pub region: Option<String>,
     /// Durable version vector.
     pub applied: VersionVector,
     /// Counters.
@@ -174,10 +176,26 @@ impl Store<SqliteStorage> {
     /// # Errors
     /// The directory or database cannot be opened.
     pub fn open(dir: &Path, member: MemberId) -> Result<Store<SqliteStorage>, Error> {
+        Store::open_in_region(dir, member, None)
+    }
+
+    /// As [`Store::open`], for a member of `region` (data sovereignty: it holds, and
+    /// accepts writes of, only the domains whose placement allows its region; `None`
+    /// holds only data that goes everywhere).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_in_region(
+        dir: &Path,
+        member: MemberId,
+        region: Option<String>,
+    ) -> Result<Store<SqliteStorage>, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::CommitFailed(format!("cannot create {}: {e}", dir.display())))?;
         let storage = SqliteStorage::open(&dir.join(DB_FILE))?;
-        Store::with_storage(Config::new(member), storage, Box::new(SystemClock))
+        let mut cfg = Config::new(member);
+        cfg.region = region;
+        Store::with_storage(cfg, storage, Box::new(SystemClock))
     }
 }
 
@@ -397,6 +415,7 @@ impl<S: Storage + Send + 'static> Store<S> {
         let r = &g.replica;
         Status {
             member: r.member(),
+            region: r.config().region.clone(),
             applied: r.applied().clone(),
             stats: r.stats().clone(),
             peers: r
@@ -611,7 +630,7 @@ mod tests {
     fn typed_round_trip_subscribe_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), MemberId(1)).unwrap();
+            let store = Store::open_in_region(dir.path(), MemberId(1), Some("eu".into())).unwrap();
             let notices = store.subscribe(&[Table::Subscribers]);
             store.put(&sub("alice")).unwrap();
             store.put(&sub("bob")).unwrap();
