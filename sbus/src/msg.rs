@@ -57,6 +57,10 @@ pub enum Message {
         /// The sender's tombstone-collection horizon (informational: tombstones at or
         /// below it were collected, so their absence from the snapshot is expected).
         collected: Hlc,
+        /// Per origin, up to which change the receiver holds placeholders once it takes
+        /// this snapshot (data sovereignty: the sender's own placeholders, and the origins
+        /// of data it left out because the receiver's region may not hold it).
+        withheld: VersionVector,
         /// Index of this part, from 0.
         part: u32,
         /// Number of parts.
@@ -214,8 +218,9 @@ mod tests {
             },
             Message::Snapshot {
                 id: hlc,
-                applied: vv,
+                applied: vv.clone(),
                 collected: hlc,
+                withheld: vv,
                 part: 0,
                 parts: 1,
                 items: vec![SnapshotItem::Row {

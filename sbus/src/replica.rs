@@ -254,6 +254,9 @@ struct Peer {
 struct SnapshotRx {
     id: Hlc,
     applied: VersionVector,
+    /// Placeholder marks it implies (see `Message::Snapshot::withheld`), raised by items
+    /// this member refused.
+    withheld: VersionVector,
     /// Rows the snapshot carried.
     keys: std::collections::BTreeSet<(Table, String)>,
     parts: u32,
@@ -283,6 +286,8 @@ pub struct Replica<S: Storage> {
     /// Including uncommitted changes.
     working: VersionVector,
     floor: VersionVector,
+    /// Per origin, the highest change held here only as a placeholder ([`Mark::Withheld`]).
+    withheld: VersionVector,
     /// Clock value of the last commit: every later own change has a greater HLC.
     committed_clock: Hlc,
     own_frontiers: VecDeque<(Hlc, Seq)>,
@@ -333,6 +338,7 @@ impl<S: Storage> Replica<S> {
             working: rec.applied.clone(),
             applied: rec.applied,
             floor: rec.floor,
+            withheld: rec.withheld,
             cfg,
             storage,
             own_frontiers: VecDeque::new(),
@@ -785,6 +791,7 @@ impl<S: Storage> Replica<S> {
             Message::Snapshot {
                 id,
                 applied,
+                withheld,
                 part,
                 parts,
                 items,
@@ -801,6 +808,7 @@ impl<S: Storage> Replica<S> {
                     p.snapshot_rx = Some(SnapshotRx {
                         id,
                         applied,
+                        withheld,
                         keys: Default::default(),
                         parts,
                         got: Default::default(),
@@ -821,7 +829,7 @@ impl<S: Storage> Replica<S> {
                         .as_ref()
                         .is_some_and(|rx| rx.got.len() == rx.parts as usize);
                     if complete && let Some(rx) = p.snapshot_rx.take() {
-                        self.finish_snapshot(now, rx)?;
+                        self.finish_snapshot(now, peer, rx)?;
                     }
                 }
                 self.maybe_commit(now)?;
@@ -1072,12 +1080,20 @@ impl<S: Storage> Replica<S> {
         })
     }
 
-    /// Whether a snapshot of ours may go to a peer of `region`: only if every domain it
-    /// may hold, we may hold too (otherwise we may hold placeholders where it needs data).
-    fn may_snapshot(&mut self, region: Option<&Option<String>>) -> Result<bool, Error> {
+    /// Whether a snapshot of ours may go to a peer of `region` that holds `has`: if
+    /// it would carry the peer past a change we hold only as a placeholder, only if
+    /// every domain the peer may hold we may hold too (else we may lack its data).
+    fn may_snapshot(
+        &mut self,
+        region: Option<&Option<String>>,
+        has: &VersionVector,
+    ) -> Result<bool, Error> {
         let Some(region) = region else {
             return Ok(false);
         };
+        if self.withheld.0.iter().all(|(&o, &w)| w <= has.get(o)) {
+            return Ok(true);
+        }
         let mine = self.cfg.region.clone();
         for (_, row) in self.storage.scan(Table::Domains, "")? {
             if let Some(v) = row.value {
@@ -1100,6 +1116,10 @@ impl<S: Storage> Replica<S> {
         self.stats.applied += 1;
         match &c.op {
             Op::Placeholder { .. } => {
+                if self.withheld.get(c.origin) < c.seq {
+                    self.storage.set_mark(Mark::Withheld, c.origin, c.seq)?;
+                    self.withheld.set(c.origin, c.seq);
+                }
                 // A blob of this origin in progress cannot continue past it.
                 if self.storage.stage(c.origin)?.is_some() {
                     self.storage.set_stage(c.origin, None)?;
@@ -1213,17 +1233,22 @@ impl<S: Storage> Replica<S> {
         item: SnapshotItem,
     ) -> Result<(), Error> {
         match item {
-            SnapshotItem::Row { table, key, .. }
-            | SnapshotItem::Stage {
-                stage: BlobStage { table, key, .. },
-                ..
+            SnapshotItem::Row {
+                table,
+                key,
+                row: Row { version, .. },
             } if !self.holds(domain_of_key(table, &key))? => {
-                self.stats.placement_refused += 1;
+                self.refuse_item(peer, version.origin);
             }
-            SnapshotItem::Cdr { record, .. }
+            SnapshotItem::Stage { origin, stage }
+                if !self.holds(domain_of_key(stage.table, &stage.key))? =>
+            {
+                self.refuse_item(peer, origin);
+            }
+            SnapshotItem::Cdr { id, record, .. }
                 if !self.holds(crate::placement::cdr_domain(&record).as_deref())? =>
             {
-                self.stats.placement_refused += 1;
+                self.refuse_item(peer, id.origin);
             }
             SnapshotItem::Row { table, key, row } => {
                 self.clock.observe(row.version.hlc, now);
@@ -1253,9 +1278,27 @@ impl<S: Storage> Replica<S> {
         Ok(())
     }
 
-    fn finish_snapshot(&mut self, now: Millis, rx: SnapshotRx) -> Result<(), Error> {
+    /// A snapshot item this member may not hold: counted, and its origin marked.
+    fn refuse_item(&mut self, peer: MemberId, origin: MemberId) {
+        self.stats.placement_refused += 1;
+        if let Some(rx) = self.peer(peer).snapshot_rx.as_mut() {
+            let upto = rx.applied.get(origin);
+            if rx.withheld.get(origin) < upto {
+                rx.withheld.set(origin, upto);
+            }
+        }
+    }
+
+    fn finish_snapshot(
+        &mut self,
+        now: Millis,
+        peer: MemberId,
+        rx: SnapshotRx,
+    ) -> Result<(), Error> {
+        let sender = self.peers.get(&peer).and_then(|p| p.region.clone());
         let SnapshotRx {
             applied: vv,
+            withheld,
             stages,
             keys,
             ..
@@ -1267,6 +1310,16 @@ impl<S: Storage> Replica<S> {
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
                 if row.seq <= vv.get(row.version.origin) && !keys.contains(&(t, key.clone())) {
+                    // Unless the sender may not hold it (then it left it out).
+                    if let Some(d) = domain_of_key(t, &key) {
+                        let kept = match &sender {
+                            Some(r) => self.placement(d)?.allows(r.as_deref()),
+                            None => false,
+                        };
+                        if !kept {
+                            continue;
+                        }
+                    }
                     if t == Table::Domains {
                         self.placements.remove(&key);
                     }
@@ -1287,6 +1340,12 @@ impl<S: Storage> Replica<S> {
             self.storage.set_stage(o, stage)?;
             self.storage.set_mark(Mark::Applied, o, s)?;
             self.working.set(o, s);
+            // Data the snapshot left out (we may not hold it): as if by placeholders.
+            let w = withheld.get(o).min(s);
+            if self.withheld.get(o) < w {
+                self.storage.set_mark(Mark::Withheld, o, w)?;
+                self.withheld.set(o, w);
+            }
             if self.floor.get(o) < s {
                 self.storage.set_mark(Mark::Floor, o, s)?;
                 self.floor.set(o, s);
@@ -1368,7 +1427,12 @@ impl<S: Storage> Replica<S> {
 
     fn send_snapshot(&mut self, now: Millis, id: MemberId) -> Result<(), Error> {
         let region = self.peers.get(&id).and_then(|p| p.region.clone());
-        if !self.may_snapshot(region.as_ref())? {
+        let has = self
+            .peers
+            .get(&id)
+            .map(|p| p.sent.clone())
+            .unwrap_or_default();
+        if !self.may_snapshot(region.as_ref(), &has)? {
             let p = self.peer(id);
             if !p.withheld {
                 p.withheld = true;
@@ -1380,6 +1444,14 @@ impl<S: Storage> Replica<S> {
         // A snapshot describes committed state only.
         self.commit(now)?;
         let mut items = Vec::new();
+        // Our placeholders, and the origins of what we leave out, are the peer's.
+        let mut withheld = self.withheld.clone();
+        let applied = self.applied.clone();
+        let mut left_out = |o: MemberId| {
+            if withheld.get(o) < applied.get(o) {
+                withheld.set(o, applied.get(o));
+            }
+        };
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
                 // Rows of domains the peer may not hold are left out (its version
@@ -1387,6 +1459,7 @@ impl<S: Storage> Replica<S> {
                 if let Some(d) = domain_of_key(t, &key)
                     && !self.placement(d)?.allows(region.as_deref())
                 {
+                    left_out(row.version.origin);
                     continue;
                 }
                 items.push(SnapshotItem::Row { table: t, key, row });
@@ -1401,6 +1474,7 @@ impl<S: Storage> Replica<S> {
                 if let Some(d) = crate::placement::cdr_domain(&c.record)
                     && !self.placement(&d)?.allows(region.as_deref())
                 {
+                    left_out(c.id.origin);
                     continue;
                 }
                 items.push(SnapshotItem::Cdr {
@@ -1414,6 +1488,7 @@ impl<S: Storage> Replica<S> {
             if let Some(d) = domain_of_key(stage.table, &stage.key)
                 && !self.placement(d)?.allows(region.as_deref())
             {
+                left_out(origin);
                 continue;
             }
             items.push(SnapshotItem::Stage { origin, stage });
@@ -1436,6 +1511,7 @@ impl<S: Storage> Replica<S> {
                     id: snapshot_id,
                     applied: self.applied.clone(),
                     collected: self.collected,
+                    withheld: withheld.clone(),
                     part,
                     parts: n,
                     items,
@@ -1681,9 +1757,13 @@ mod tests {
 
         // A snapshot for the US member leaves EU data out, and the US member's own
         // snapshot is withheld from EU members (it lacks their data).
-        assert!(eu1.may_snapshot(Some(&Some("us".into()))).unwrap());
-        assert!(!us.may_snapshot(Some(&Some("eu".into()))).unwrap());
-        assert!(us.may_snapshot(Some(&Some("us".into()))).unwrap());
+        let none = VersionVector::default();
+        assert!(eu1.may_snapshot(Some(&Some("us".into())), &none).unwrap());
+        assert!(!us.may_snapshot(Some(&Some("eu".into())), &none).unwrap());
+        assert!(us.may_snapshot(Some(&Some("us".into())), &none).unwrap());
+        // Past its placeholders, it may.
+        let all = us.applied().clone();
+        assert!(us.may_snapshot(Some(&Some("eu".into())), &all).unwrap());
     }
 
     #[test]

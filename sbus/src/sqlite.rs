@@ -140,6 +140,7 @@ fn mark_code(m: Mark) -> i64 {
     match m {
         Mark::Applied => 0,
         Mark::Floor => 1,
+        Mark::Withheld => 2,
     }
 }
 
@@ -239,6 +240,7 @@ impl Storage for SqliteStorage {
         Ok(Recovered {
             applied: self.marks(Mark::Applied)?,
             floor: self.marks(Mark::Floor)?,
+            withheld: self.marks(Mark::Withheld)?,
             clock,
             collected,
         })

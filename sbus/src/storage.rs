@@ -70,6 +70,10 @@ pub enum Mark {
     /// The log floor: log entries with `seq <= mark` may be missing (pruned, or the
     /// state came from a snapshot).
     Floor,
+    /// Data sovereignty: the highest change of the origin held here only as a
+    /// placeholder (or skipped by a snapshot that left data out). A member whose
+    /// snapshot would carry a peer past it may lack data the peer may hold.
+    Withheld,
 }
 
 /// What a storage holds after opening (or after a crash).
@@ -79,6 +83,8 @@ pub struct Recovered {
     pub applied: VersionVector,
     /// Durable log floors.
     pub floor: VersionVector,
+    /// Durable [`Mark::Withheld`] marks.
+    pub withheld: VersionVector,
     /// Largest HLC ever committed (the clock restarts above it).
     pub clock: Hlc,
     /// Tombstones at or below this HLC have been collected here.
@@ -248,6 +254,7 @@ pub struct MemStorage {
     stages: BTreeMap<MemberId, BlobStage>,
     applied: VersionVector,
     floor: VersionVector,
+    withheld: VersionVector,
     clock: Hlc,
     collected: Hlc,
     undo: Vec<Undo>,
@@ -301,6 +308,7 @@ impl Storage for MemStorage {
         Ok(Recovered {
             applied: self.applied.clone(),
             floor: self.floor.clone(),
+            withheld: self.withheld.clone(),
             clock: self.clock,
             collected: self.collected,
         })
@@ -453,6 +461,7 @@ impl Storage for MemStorage {
         let vv = match mark {
             Mark::Applied => &mut self.applied,
             Mark::Floor => &mut self.floor,
+            Mark::Withheld => &mut self.withheld,
         };
         let old = vv.get(origin);
         vv.set(origin, seq);
@@ -502,6 +511,7 @@ impl MemStorage {
                 Undo::Mark(m, o, s) => match m {
                     Mark::Applied => self.applied.set(o, s),
                     Mark::Floor => self.floor.set(o, s),
+                    Mark::Withheld => self.withheld.set(o, s),
                 },
             }
         }
