@@ -124,15 +124,12 @@ impl Sim {
         let mut nodes = Vec::new();
         let mut prng = SmallRng::seed_from_u64(seed ^ 0x5eed_f00d);
         let pipelined = prng.gen_bool(0.5);
-        // Regions, from their own generator too. A member that falls behind every log
-        // floor can only be bootstrapped by a member whose region may hold as much as its
-        // own (docs/sbus.md): the EU holds most, so there are two EU members whenever a
-        // snapshot may be needed among three or more.
+        // Regions, from their own generator too (member 0, which places the domains,
+        // is in the EU).
         let mut grng = SmallRng::seed_from_u64(seed ^ 0x00e0_0005);
-        let tiny = retention < 1_000_000;
         let regions: Vec<&'static str> = (0..n)
             .map(|i| {
-                if i == 0 || (i == 1 && (n >= 3 || tiny)) || grng.gen_bool(0.5) {
+                if i == 0 || grng.gen_bool(0.5) {
                     "eu"
                 } else {
                     "us"
