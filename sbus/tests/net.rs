@@ -40,8 +40,19 @@ async fn start(
     listener: TcpListener,
     peers: Vec<SocketAddr>,
 ) -> Running {
+    start_in(data, files, listener, peers, None).await
+}
+
+async fn start_in(
+    data: &Path,
+    files: &TlsFiles,
+    listener: TcpListener,
+    peers: Vec<SocketAddr>,
+    region: Option<&str>,
+) -> Running {
     let tls = Tls::load(files).unwrap();
-    let store = Arc::new(Store::open(data, tls.member).unwrap());
+    let store =
+        Arc::new(Store::open_in_region(data, tls.member, region.map(str::to_owned)).unwrap());
     let (stop, rx) = oneshot::channel::<()>();
     let (s, d) = (Arc::clone(&store), data.to_owned());
     let task = tokio::spawn(async move {
@@ -75,18 +86,25 @@ async fn wait_for(store: &Arc<Store>, key: &str, value: &str, limit: Duration) -
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_converge_over_mutual_tls() {
-    let dir = tempfile::tempdir().unwrap();
+/// Certificates of members 1..=n from one CA (in `dir`), listeners on loopback, their
+/// addresses, and the CA file.
+struct Cluster {
+    files: Vec<TlsFiles>,
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    ca_file: PathBuf,
+}
+
+async fn cluster(dir: &Path, n: u32) -> Cluster {
     let ca = cert::generate_ca().unwrap();
-    let ca_file = dir.path().join("ca.pem");
+    let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
     let mut files = Vec::new();
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
-    for id in 1..=3u32 {
+    for id in 1..=n {
         let p = cert::generate_member(&ca.key_pem, MemberId(id)).unwrap();
-        let (cert, key) = write_pair(dir.path(), &format!("m{id}"), &p);
+        let (cert, key) = write_pair(dir, &format!("m{id}"), &p);
         files.push(TlsFiles {
             cert,
             key,
@@ -96,17 +114,45 @@ async fn three_members_converge_over_mutual_tls() {
         addrs.push(l.local_addr().unwrap());
         listeners.push(l);
     }
-    let data: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("d{i}"))).collect();
+    Cluster {
+        files,
+        listeners,
+        addrs,
+        ca_file,
+    }
+}
+
+/// Starts every member of `c` in `regions` (data in `d1`, `d2`, … under `dir`).
+async fn start_all(dir: &Path, c: &mut Cluster, regions: &[Option<&str>]) -> Vec<Option<Running>> {
     let mut members = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let peers = addrs
+    for (i, l) in std::mem::take(&mut c.listeners).into_iter().enumerate() {
+        let peers = c
+            .addrs
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
             .map(|(_, a)| *a)
             .collect();
-        members.push(Some(start(&data[i], &files[i], l, peers).await));
+        let data = dir.join(format!("d{}", i + 1));
+        members.push(Some(
+            start_in(&data, &c.files[i], l, peers, regions[i]).await,
+        ));
     }
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_converge_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path(), 3).await;
+    let mut members = start_all(dir.path(), &mut c, &[None, None, None]).await;
+    let Cluster {
+        files,
+        addrs,
+        ca_file,
+        ..
+    } = c;
+    let data: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("d{i}"))).collect();
     let store = |m: &Vec<Option<Running>>, i: usize| Arc::clone(&m[i].as_ref().unwrap().store);
 
     // A write on any member reaches the others.
@@ -266,4 +312,119 @@ async fn three_members_converge_over_mutual_tls() {
     assert_eq!(peers, vec![MemberId(2), MemberId(3)]);
     let _ = alone.stop.send(());
     alone.task.await.unwrap();
+}
+
+/// Data sovereignty over the real driver: an EU domain's subscriber, CDR and voicemail
+/// reach the other EU member and never the US member, while a global trunk reaches all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eu_domain_never_reaches_a_us_member() {
+    use sbus::record::{BlobTable, Cdr, Credentials, Domain, Placement, Subscriber, Trunk};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path(), 3).await;
+    let regions = [Some("eu-west"), Some("eu-west"), Some("us-east")];
+    let members = start_all(dir.path(), &mut c, &regions).await;
+    let store = |i: usize| Arc::clone(&members[i].as_ref().unwrap().store);
+    let trunk = |name: &str| Trunk {
+        name: name.into(),
+        host: "192.0.2.10".into(),
+        port: 5060,
+        transport: "udp".into(),
+    };
+    let eu = store(0);
+    tokio::task::spawn_blocking(move || {
+        eu.put(&Domain {
+            name: "eu.example".into(),
+            placement: Placement::Regions(vec!["eu-west".into()]),
+            description: String::new(),
+        })
+        .unwrap();
+        eu.put(&trunk("t1")).unwrap();
+        eu.put(&Subscriber {
+            domain: "eu.example".into(),
+            user: "alice".into(),
+            display_name: String::new(),
+            credentials: Credentials {
+                realm: "eu.example".into(),
+                ha1: "0".repeat(32),
+            },
+            voicemail: true,
+        })
+        .unwrap();
+        eu.append_cdr(&Cdr {
+            call_id: "c1".into(),
+            domain: "eu.example".into(),
+            from: "sip:bob@eu.example".into(),
+            to: "sip:alice@eu.example".into(),
+            start_ms: 1,
+            answer_ms: None,
+            end_ms: 2,
+            status: 486,
+        })
+        .unwrap();
+        eu.put_blob(
+            BlobTable::Voicemails,
+            "eu.example/alice/1",
+            &vec![7u8; 200_000],
+        )
+        .unwrap();
+        eu.put(&trunk("t2")).unwrap();
+    })
+    .await
+    .unwrap();
+    // Every member holds everything member 1 wrote, as data or placeholders.
+    let want = store(0).status().applied;
+    let t0 = Instant::now();
+    while !(store(1).status().applied.dominates(&want)
+        && store(2).status().applied.dominates(&want))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no convergence");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..3 {
+        assert!(
+            store(i).get::<Trunk>("t1").unwrap().is_some(),
+            "trunk on {i}"
+        );
+        assert!(store(i).get::<Domain>("eu.example").unwrap().is_some());
+    }
+    let eu2 = store(1);
+    assert!(eu2.get::<Subscriber>("eu.example/alice").unwrap().is_some());
+    assert_eq!(eu2.cdrs(None, 10).unwrap().len(), 1);
+    let vm = eu2
+        .blob(BlobTable::Voicemails, "eu.example/alice/1")
+        .unwrap();
+    assert_eq!(vm.map(|v| v.len()), Some(200_000));
+    let us = store(2);
+    assert!(us.get::<Subscriber>("eu.example/alice").unwrap().is_none());
+    assert!(us.cdrs(None, 10).unwrap().is_empty());
+    assert!(
+        us.blob(BlobTable::Voicemails, "eu.example/alice/1")
+            .unwrap()
+            .is_none()
+    );
+    assert!(us.list::<Subscriber>("eu.example/").unwrap().is_empty());
+    let st = us.status();
+    assert_eq!(st.region.as_deref(), Some("us-east"));
+    // Subscriber, CDR, and the voicemail's 4 chunks of 64 KiB.
+    assert!(st.stats.placeholders_stored >= 6, "{:?}", st.stats);
+    assert_eq!(st.stats.placement_refused, 0, "{:?}", st.stats);
+    let text = net::metrics_text(&us);
+    assert!(text.contains("sbus_placeholders_stored_total"), "{text}");
+    // Nor may the US member write the domain's data.
+    let err = us.append_cdr(&Cdr {
+        call_id: "c2".into(),
+        domain: "eu.example".into(),
+        from: String::new(),
+        to: String::new(),
+        start_ms: 1,
+        answer_ms: None,
+        end_ms: 2,
+        status: 200,
+    });
+    assert!(err.is_err(), "{err:?}");
+    assert_eq!(eu2.status().stats.placeholders_stored, 0);
+    for m in members.into_iter().flatten() {
+        let _ = m.stop.send(());
+        m.task.await.unwrap();
+    }
 }

@@ -136,9 +136,9 @@ impl Sim {
                 }
             })
             .collect();
-        for i in 0..n {
+        for (i, region) in regions.iter().enumerate() {
             let mut cfg = Config::new(id(i));
-            cfg.region = Some(regions[i].to_owned());
+            cfg.region = Some((*region).to_owned());
             cfg.auto_commit = !pipelined;
             cfg.commit_interval_ms = rng.gen_range(1..5);
             cfg.commit_batch = rng.gen_range(1..32);
@@ -159,7 +159,7 @@ impl Sim {
                 joined: !(late && i == n - 1),
                 pipelined,
                 sync_at: None,
-                region: regions[i],
+                region,
             });
         }
         let mut sim = Sim {
