@@ -1767,6 +1767,85 @@ mod tests {
     }
 
     #[test]
+    fn a_placement_change_applies_to_new_changes_and_receivers_check_for_themselves() {
+        let now = Millis(2_000);
+        let (mut eu, mut us) = (placed(1, "eu"), placed(2, "us"));
+        link(&mut eu, &mut us, now);
+        let place = |regions: &[&str]| Op::Put {
+            table: Table::Domains,
+            key: "d".into(),
+            value: crate::record::encode(&crate::record::Domain {
+                name: "d".into(),
+                placement: Placement::Regions(regions.iter().map(|r| (*r).to_owned()).collect()),
+                description: String::new(),
+            }),
+        };
+        let sub = |user: &str| Op::Put {
+            table: Table::Subscribers,
+            key: format!("d/{user}"),
+            value: b"x".to_vec(),
+        };
+        let step = |eu: &mut Replica<MemStorage>, us: &mut Replica<MemStorage>, ops: Vec<Op>| {
+            for op in ops {
+                eu.write(now, op).unwrap();
+            }
+            eu.commit(now).unwrap();
+            pump(eu, us, now);
+        };
+        step(&mut eu, &mut us, vec![place(&["eu"]), sub("a")]);
+        // Widened: new changes reach the US member; older ones are not back-filled.
+        step(&mut eu, &mut us, vec![place(&["eu", "us"]), sub("b")]);
+        // Narrowed: new changes no longer do; what it holds stays.
+        step(&mut eu, &mut us, vec![place(&["eu"]), sub("c")]);
+        let held = |r: &mut Replica<MemStorage>, u: &str| {
+            r.get(Table::Subscribers, &format!("d/{u}"))
+                .unwrap()
+                .is_some()
+        };
+        assert_eq!(
+            ["a", "b", "c"].map(|u| held(&mut us, u)),
+            [false, true, false]
+        );
+        assert_eq!(us.applied(), eu.applied());
+
+        // A sender with another view (here: a crafted change) is checked by the receiver:
+        // content it may not hold is stored as a placeholder, never applied.
+        let next = us.applied().get(MemberId(1)).next();
+        let change = Change {
+            origin: MemberId(1),
+            seq: next,
+            hlc: Hlc {
+                wall: 3_000,
+                logical: 0,
+            },
+            op: sub("z"),
+        };
+        us.handle_message(now, MemberId(1), Message::Changes(vec![change]))
+            .unwrap();
+        us.commit(now).unwrap();
+        assert!(!held(&mut us, "z"));
+        assert_eq!(us.applied().get(MemberId(1)), next);
+        assert_eq!(us.stats().placement_refused, 1);
+        // A placeholder for a domain it may hold (no row: global) is dropped until the
+        // data comes.
+        let mut eu2 = placed(3, "eu");
+        eu2.add_peer(MemberId(1));
+        let fake = Change {
+            origin: MemberId(1),
+            seq: Seq(1),
+            hlc: Hlc {
+                wall: 3_000,
+                logical: 1,
+            },
+            op: Op::Placeholder { domain: "d".into() },
+        };
+        eu2.handle_message(now, MemberId(1), Message::Changes(vec![fake]))
+            .unwrap();
+        assert_eq!(eu2.applied().get(MemberId(1)), Seq(0));
+        assert_eq!(eu2.stats().placeholders_refused, 1);
+    }
+
+    #[test]
     fn write_is_acknowledged_only_after_commit() {
         let mut r = replica(1);
         let seq = r.write(Millis(1_000), put("a", "1")).unwrap();
