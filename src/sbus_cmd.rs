@@ -32,6 +32,10 @@ struct RunArgs {
     /// Address to accept peer links on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:443")]
     listen: String,
+    /// This member's region (data sovereignty): it holds only the data of domains whose
+    /// placement names it, and global data. Without it, only global data.
+    #[arg(long, value_name = "NAME")]
+    region: Option<String>,
     /// Serve Prometheus `/metrics` on this address.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<String>,
@@ -301,7 +305,11 @@ fn run_member(a: &RunArgs) -> Result<()> {
         };
         peers.push(resolve(addr)?);
     }
-    let store = Arc::new(Store::open(data_dir, tls.member)?);
+    let store = Arc::new(Store::open_in_region(
+        data_dir,
+        tls.member,
+        a.region.clone(),
+    )?);
     store.with_replica(|r, _| ids.iter().for_each(|&id| r.add_peer(id)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

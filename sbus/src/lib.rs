@@ -10,6 +10,7 @@
 //! - [`msg`]: the messages between members and their binary encoding.
 //! - [`replica`]: the sans-IO replication core ([`replica::Replica`]): no clock, no
 //!   socket, `now` passed in.
+//! - [`placement`]: data sovereignty (the domain of a change, and who may hold it).
 //! - [`record`]: typed tables (domains, subscribers, dialplans, routing rules, trunks,
 //!   CDRs) over the core.
 //! - [`store`]: the in-process API other crates use ([`store::Store`]): typed reads and
@@ -24,6 +25,7 @@
 pub mod cert;
 pub mod msg;
 pub mod net;
+pub mod placement;
 pub mod record;
 pub mod replica;
 pub mod sqlite;

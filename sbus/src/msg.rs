@@ -12,7 +12,7 @@ use crate::storage::BlobStage;
 use crate::types::{CdrId, Change, Hlc, MemberId, Row, Table, VersionVector};
 
 /// Protocol version carried in every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Largest frame accepted (bytes, excluding the 4-byte length).
 pub const MAX_FRAME: usize = 8 << 20;
@@ -29,6 +29,9 @@ pub enum Message {
         applied: VersionVector,
         /// Sender's clock: every change it originates later has a greater HLC.
         clock: Hlc,
+        /// Sender's configured region (data sovereignty: which domains' data it may
+        /// hold). Authenticated only as far as the member is: its certificate.
+        region: Option<String>,
     },
     /// Log entries, in sequence order per origin.
     Changes(Vec<Change>),
@@ -38,6 +41,8 @@ pub enum Message {
         applied: VersionVector,
         /// Sender's clock (see `Hello::clock`).
         clock: Hlc,
+        /// Sender's region (see `Hello::region`; repeated so a lost `Hello` costs nothing).
+        region: Option<String>,
     },
     /// Part of a snapshot (bootstrap of a member whose needs precede our log). The
     /// receiver applies rows and CDRs as parts arrive (both idempotent) and takes the
@@ -52,6 +57,10 @@ pub enum Message {
         /// The sender's tombstone-collection horizon (informational: tombstones at or
         /// below it were collected, so their absence from the snapshot is expected).
         collected: Hlc,
+        /// Per origin, up to which change the receiver holds placeholders once it takes
+        /// this snapshot (data sovereignty: the sender's own placeholders, and the origins
+        /// of data it left out because the receiver's region may not hold it).
+        withheld: VersionVector,
         /// Index of this part, from 0.
         part: u32,
         /// Number of parts.
@@ -168,6 +177,7 @@ mod tests {
                 member: MemberId(3),
                 applied: vv.clone(),
                 clock: hlc,
+                region: Some("eu-west".into()),
             },
             Message::Changes(vec![
                 Change {
@@ -192,15 +202,25 @@ mod tests {
                         bytes: vec![0xff; 100],
                     },
                 },
+                Change {
+                    origin: MemberId(1),
+                    seq: Seq(45),
+                    hlc,
+                    op: Op::Placeholder {
+                        domain: "eu.example".into(),
+                    },
+                },
             ]),
             Message::Ack {
                 applied: vv.clone(),
                 clock: hlc,
+                region: None,
             },
             Message::Snapshot {
                 id: hlc,
-                applied: vv,
+                applied: vv.clone(),
                 collected: hlc,
+                withheld: vv,
                 part: 0,
                 parts: 1,
                 items: vec![SnapshotItem::Row {
@@ -228,7 +248,8 @@ mod tests {
 
     #[test]
     fn ack_encoding_is_stable() {
-        // Version 1, variant 2 (Ack), map of 1 entry {1: 5}, hlc {wall 2, logical 0}.
+        // Version 2, variant 2 (Ack), map of 1 entry {1: 5}, hlc {wall 2, logical 0},
+        // region None.
         let mut vv = VersionVector::default();
         vv.set(MemberId(1), Seq(5));
         let m = Message::Ack {
@@ -237,8 +258,9 @@ mod tests {
                 wall: 2,
                 logical: 0,
             },
+            region: None,
         };
-        assert_eq!(m.encode(), [1, 2, 1, 1, 5, 2, 0]);
+        assert_eq!(m.encode(), [2, 2, 1, 1, 5, 2, 0, 0]);
     }
 
     #[test]

@@ -44,6 +44,33 @@ pub const LINK_QUEUE: usize = 4_096;
 /// The control socket's file name in the data directory.
 pub const CONTROL_SOCKET: &str = "sbus.sock";
 
+/// File in the data directory listing the ids of peers ever linked, one per line: they
+/// count as members (for tombstone collection) from the next start on, before their
+/// first contact, even when `--peer` gives no `ID@`.
+pub const PEERS_FILE: &str = "peers";
+
+/// Peer ids recorded in `data_dir` (none if the file is missing or unreadable).
+#[must_use]
+pub fn learned_peers(data_dir: &Path) -> Vec<MemberId> {
+    std::fs::read_to_string(data_dir.join(PEERS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok().map(MemberId))
+        .collect()
+}
+
+/// Records `peers` in `data_dir` (write to a temporary file, fsync, rename).
+fn record_peers(data_dir: &Path, peers: &[MemberId]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = data_dir.join(format!("{PEERS_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    for p in peers {
+        writeln!(f, "{}", p.0)?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(PEERS_FILE))
+}
+
 /// Driver failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -192,6 +219,8 @@ pub async fn run(
         tasks.spawn(metrics_loop(m, Arc::clone(&store)));
     }
 
+    let mut known = learned_peers(data_dir);
+    store.with_replica(|r, _| known.iter().for_each(|&p| r.add_peer(p)));
     let clock = SystemClock;
     let mut links: BTreeMap<MemberId, (u64, mpsc::Sender<Vec<u8>>)> = BTreeMap::new();
     tokio::pin!(shutdown);
@@ -218,6 +247,12 @@ pub async fn run(
                         r.handle_connected(now, peer);
                     });
                     tracing::info!(%me, %peer, "sbus link up");
+                    if !known.contains(&peer) {
+                        known.push(peer);
+                        if let Err(e) = record_peers(data_dir, &known) {
+                            tracing::warn!(error = %e, "sbus cannot record peer ids");
+                        }
+                    }
                 }
                 Input::Frame { peer, conn, msg } => {
                     if links.get(&peer).is_some_and(|(c, _)| *c == conn) {
@@ -432,7 +467,7 @@ async fn metrics_loop(listener: TcpListener, store: Arc<Store<SqliteStorage>>) {
 
 /// The Prometheus text exposition of a member's counters and per-peer lag.
 #[must_use]
-pub fn metrics_text<S: crate::storage::Storage>(store: &Store<S>) -> String {
+pub fn metrics_text<S: crate::storage::Storage + Send + 'static>(store: &Store<S>) -> String {
     use std::fmt::Write as _;
     let s = store.status();
     let mut out = String::new();
@@ -474,6 +509,31 @@ pub fn metrics_text<S: crate::storage::Storage>(store: &Store<S>) -> String {
             "tombstones_collected",
             "tombstones collected",
             s.stats.tombstones_collected,
+        ),
+        (
+            "placeholders_sent",
+            "changes sent as placeholders (the peer's region may not hold their domain)",
+            s.stats.placeholders_sent,
+        ),
+        (
+            "placeholders_stored",
+            "changes held here as placeholders (this region may not hold their domain)",
+            s.stats.placeholders_stored,
+        ),
+        (
+            "placement_refused",
+            "received data this region may not hold, stored as placeholders, never applied",
+            s.stats.placement_refused,
+        ),
+        (
+            "placeholders_refused",
+            "placeholders received for a domain this region may hold (dropped, awaiting the data)",
+            s.stats.placeholders_refused,
+        ),
+        (
+            "snapshots_withheld",
+            "snapshots withheld from a peer that may hold a domain this region may not",
+            s.stats.snapshots_withheld,
         ),
     ];
     for (name, help, v) in counters {
@@ -615,6 +675,7 @@ pub fn status_json(store: &Store<SqliteStorage>) -> serde_json::Value {
     };
     json!({
         "member": s.member.0,
+        "region": s.region,
         "applied": vv(&s.applied),
         "stats": {
             "commits": s.stats.commits,
@@ -627,6 +688,11 @@ pub fn status_json(store: &Store<SqliteStorage>) -> serde_json::Value {
             "snapshots_applied": s.stats.snapshots_applied,
             "rejected_writes": s.stats.rejected_writes,
             "tombstones_collected": s.stats.tombstones_collected,
+            "placeholders_sent": s.stats.placeholders_sent,
+            "placeholders_stored": s.stats.placeholders_stored,
+            "placement_refused": s.stats.placement_refused,
+            "placeholders_refused": s.stats.placeholders_refused,
+            "snapshots_withheld": s.stats.snapshots_withheld,
         },
         "peers": s.peers.iter().map(|(m, p)| json!({
             "member": m.0,

@@ -19,7 +19,8 @@ pub trait Record: Serialize + DeserializeOwned {
 }
 
 /// Where a domain's data may live (data sovereignty). Stored and replicated with the
-/// domain; enforcement at sender and receiver is not built yet (see `docs/sbus.md`).
+/// domain (domain rows themselves go everywhere); enforced by the replication core at
+/// the sender and checked at the receiver, see [`crate::placement`] and `docs/sbus.md`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Placement {
@@ -28,6 +29,17 @@ pub enum Placement {
     Global,
     /// Only members in these regions.
     Regions(Vec<String>),
+}
+
+impl Placement {
+    /// Whether a member of `region` (`None`: no region configured) may hold the data.
+    #[must_use]
+    pub fn allows(&self, region: Option<&str>) -> bool {
+        match self {
+            Placement::Global => true,
+            Placement::Regions(list) => region.is_some_and(|r| list.iter().any(|x| x == r)),
+        }
+    }
 }
 
 /// A SIP domain (a tenant).

@@ -40,6 +40,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::msg::{Message, ProtocolError, SnapshotItem};
+use crate::placement::{domain_of, domain_of_key, placement_of};
+use crate::record::Placement;
 use crate::storage::{BlobStage, Mark, Storage, StorageError, StoredCdr};
 use crate::types::{
     CdrId, Change, Hlc, HlcClock, MemberId, Millis, Op, Row, Seq, Table, VersionVector,
@@ -73,6 +75,14 @@ pub struct Config {
     pub blob_chunk: usize,
     /// Items per `Snapshot` message.
     pub snapshot_items: usize,
+    /// Whether the core commits by itself (every `commit_interval_ms`, or at
+    /// `commit_batch` pending changes). A driver that runs its own pipelined commits
+    /// ([`Replica::prepare_commit`] / [`Replica::finish_commit`], as `Store` does) turns
+    /// this off.
+    pub auto_commit: bool,
+    /// This member's region (data sovereignty): it holds only the data of domains whose
+    /// placement allows it. `None`: no region, so only data that goes everywhere.
+    pub region: Option<String>,
 }
 
 impl Config {
@@ -91,6 +101,8 @@ impl Config {
             log_retention: 1_000_000,
             blob_chunk: 64 << 10,
             snapshot_items: 1_024,
+            auto_commit: true,
+            region: None,
         }
     }
 }
@@ -125,6 +137,20 @@ pub enum Error {
     /// Local storage failed; uncommitted work was rolled back.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A local write of a domain this member's region may not hold (write it on a
+    /// member of a region the domain's placement names).
+    #[error("domain {domain} may not be held in region {region:?}")]
+    NotPlaced {
+        /// The domain.
+        domain: String,
+        /// This member's region.
+        region: Option<String>,
+    },
+    /// An fsync failed: whether written-back changes are durable is unknown, so this
+    /// replica acknowledges nothing more and refuses writes; restart the member (it
+    /// recovers whatever the disk holds).
+    #[error("fsync failed, restart the member: {0}")]
+    SyncFailed(String),
 }
 
 /// Something the application may want to know.
@@ -167,6 +193,20 @@ pub struct Stats {
     pub rejected_writes: u64,
     /// Tombstones collected.
     pub tombstones_collected: u64,
+    /// Changes sent to a peer as placeholders (its region may not hold their domain).
+    pub placeholders_sent: u64,
+    /// Changes held here as placeholders (received as such, or refused below).
+    pub placeholders_stored: u64,
+    /// Changes (or snapshot items) received with content this member's region may not
+    /// hold: stored as placeholders (or skipped), never applied. Nonzero only while
+    /// members disagree on a placement (it was just changed).
+    pub placement_refused: u64,
+    /// Placeholders received for a domain this member may hold: dropped (as a gap) to
+    /// wait for the real change.
+    pub placeholders_refused: u64,
+    /// Times a snapshot was withheld from a peer whose region may hold a domain ours may
+    /// not (we may lack that data; another member must bootstrap it).
+    pub snapshots_withheld: u64,
 }
 
 /// A peer as seen from here.
@@ -202,6 +242,10 @@ struct Peer {
     outstanding: bool,
     /// The snapshot being received from this peer, if any.
     snapshot_rx: Option<SnapshotRx>,
+    /// Its region, once its `Hello` or `Ack` told us (`Some(None)`: no region).
+    region: Option<Option<String>>,
+    /// A snapshot it needs is being withheld (counted once per episode).
+    withheld: bool,
 }
 
 /// A snapshot being received: which parts arrived, and the blob stagings it carries
@@ -210,6 +254,9 @@ struct Peer {
 struct SnapshotRx {
     id: Hlc,
     applied: VersionVector,
+    /// Placeholder marks it implies (see `Message::Snapshot::withheld`), raised by items
+    /// this member refused.
+    withheld: VersionVector,
     /// Rows the snapshot carried.
     keys: std::collections::BTreeSet<(Table, String)>,
     parts: u32,
@@ -239,6 +286,8 @@ pub struct Replica<S: Storage> {
     /// Including uncommitted changes.
     working: VersionVector,
     floor: VersionVector,
+    /// Per origin, the highest change held here only as a placeholder ([`Mark::Withheld`]).
+    withheld: VersionVector,
     /// Clock value of the last commit: every later own change has a greater HLC.
     committed_clock: Hlc,
     own_frontiers: VecDeque<(Hlc, Seq)>,
@@ -253,6 +302,23 @@ pub struct Replica<S: Storage> {
     own_known: Seq,
     /// Tombstone-collection horizon (durable in the storage).
     collected: Hlc,
+    /// Transactions written back to the storage and awaiting a sync, oldest first.
+    prepared: VecDeque<Prepared>,
+    /// Generation of the last transaction written back.
+    written_gen: u64,
+    /// Set when a sync failed (see [`Error::SyncFailed`]).
+    sync_failed: Option<String>,
+    /// Placement of domains looked up so far (dropped when a domain row changes).
+    placements: BTreeMap<String, Placement>,
+}
+
+/// A transaction written back but not yet known durable.
+#[derive(Debug)]
+struct Prepared {
+    generation: u64,
+    working: VersionVector,
+    clock: Hlc,
+    events: Vec<Event>,
 }
 
 impl<S: Storage> Replica<S> {
@@ -272,6 +338,7 @@ impl<S: Storage> Replica<S> {
             working: rec.applied.clone(),
             applied: rec.applied,
             floor: rec.floor,
+            withheld: rec.withheld,
             cfg,
             storage,
             own_frontiers: VecDeque::new(),
@@ -282,6 +349,10 @@ impl<S: Storage> Replica<S> {
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             stats: Stats::default(),
+            prepared: VecDeque::new(),
+            written_gen: 0,
+            sync_failed: None,
+            placements: BTreeMap::new(),
         })
     }
 
@@ -399,6 +470,13 @@ impl<S: Storage> Replica<S> {
     /// # Errors
     /// [`Error::Backpressure`], [`Error::Recovering`], storage failure.
     pub fn write(&mut self, now: Millis, op: Op) -> Result<Seq, Error> {
+        if let Op::Placeholder { domain } = &op {
+            return Err(Error::NotPlaced {
+                domain: domain.clone(),
+                region: self.cfg.region.clone(),
+            });
+        }
+        self.check_placed(domain_of(&op))?;
         self.admit(1)?;
         let seq = self.write_one(now, op)?;
         self.maybe_commit(now)?;
@@ -418,6 +496,7 @@ impl<S: Storage> Replica<S> {
         key: &str,
         bytes: &[u8],
     ) -> Result<Seq, Error> {
+        self.check_placed(domain_of_key(table, key).map(str::to_owned))?;
         let size = self.cfg.blob_chunk.max(1);
         let chunks: Vec<&[u8]> = if bytes.is_empty() {
             vec![&[][..]]
@@ -449,39 +528,111 @@ impl<S: Storage> Replica<S> {
     }
 
     /// Commits everything pending (one fsync), then queues acknowledgements and events.
-    /// Returns the highest durable own sequence number.
+    /// Returns the highest durable own sequence number. The same as
+    /// [`Replica::prepare_commit`], [`Storage::sync`] and [`Replica::finish_commit`].
     ///
     /// # Errors
     /// Storage failure; uncommitted work is then rolled back and lost (unacknowledged).
     pub fn commit(&mut self, now: Millis) -> Result<Seq, Error> {
+        self.prepare_commit()?;
+        if let Some(generation) = self.prepared.back().map(|p| p.generation) {
+            let synced = self.storage.sync();
+            self.finish_commit(now, generation, synced.map_err(|e| e.to_string()))?;
+        }
+        Ok(self.applied.get(self.cfg.member))
+    }
+
+    /// First half of a pipelined commit: ends the storage transaction holding everything
+    /// pending ([`Storage::write_back`], no fsync) so that new changes stage in the next
+    /// one. Nothing of it is acknowledged or sent until [`Replica::finish_commit`] is
+    /// told it was synced. Returns its generation, or `None` if nothing was pending.
+    ///
+    /// # Errors
+    /// Storage failure (the pending changes are rolled back and lost, unacknowledged),
+    /// or an earlier [`Error::SyncFailed`].
+    pub fn prepare_commit(&mut self) -> Result<Option<u64>, Error> {
+        if let Some(why) = &self.sync_failed {
+            return Err(Error::SyncFailed(why.clone()));
+        }
         if self.pending == 0 {
-            return Ok(self.applied.get(self.cfg.member));
+            return Ok(None);
         }
         let collected = self.collected;
+        let clock = self.clock.last();
         let result = self
-            .maintain()
-            .and_then(|()| self.storage.commit(self.clock.last()).map_err(Error::from));
+            .write_marks()
+            .and_then(|()| self.maintain())
+            .and_then(|()| self.storage.write_back(clock).map_err(Error::from));
         if let Err(e) = result {
             let _ = self.storage.rollback();
+            self.placements.clear();
             self.collected = collected;
-            self.working = self.applied.clone();
+            self.working = self
+                .prepared
+                .back()
+                .map_or_else(|| self.applied.clone(), |p| p.working.clone());
             self.pending = 0;
             self.pending_since = None;
             self.pending_events.clear();
+            // The generation is used up: the writers it carried learn it failed.
+            self.written_gen += 1;
             return Err(e);
         }
-        self.stats.commits += 1;
         self.pending = 0;
         self.pending_since = None;
-        self.applied = self.working.clone();
-        self.committed_clock = self.clock.last();
+        self.written_gen += 1;
+        self.prepared.push_back(Prepared {
+            generation: self.written_gen,
+            working: self.working.clone(),
+            clock,
+            events: std::mem::take(&mut self.pending_events),
+        });
+        Ok(Some(self.written_gen))
+    }
+
+    /// Second half of a pipelined commit: the storage was synced (`Ok`) after every
+    /// transaction up to generation `generation` was written back, so they are durable: queue
+    /// their events, acknowledgements to peers, and let their changes be streamed.
+    /// Generations already finished are ignored. A failed sync (`Err`) poisons the
+    /// replica (see [`Error::SyncFailed`]).
+    ///
+    /// # Errors
+    /// [`Error::SyncFailed`].
+    pub fn finish_commit(
+        &mut self,
+        now: Millis,
+        generation: u64,
+        synced: Result<(), String>,
+    ) -> Result<(), Error> {
+        if let Err(why) = synced {
+            self.sync_failed.get_or_insert(why.clone());
+            return Err(Error::SyncFailed(why));
+        }
+        let mut last = None;
+        while self
+            .prepared
+            .front()
+            .is_some_and(|p| p.generation <= generation)
+        {
+            let p = self.prepared.pop_front();
+            if let Some(p) = p {
+                self.events.extend(p.events);
+                last = Some((p.working, p.clock));
+            }
+        }
+        let Some((working, clock)) = last else {
+            return Ok(());
+        };
+        self.stats.commits += 1;
+        self.applied = working;
+        self.committed_clock = clock;
         let own = self.applied.get(self.cfg.member);
         push_frontier(&mut self.own_frontiers, (self.committed_clock, own));
-        self.events.extend(self.pending_events.drain(..));
         self.events.push_back(Event::Committed(own));
         let ack = Message::Ack {
             applied: self.applied.clone(),
             clock: self.committed_clock,
+            region: self.cfg.region.clone(),
         };
         for (&id, p) in &mut self.peers {
             p.dirty = true;
@@ -490,7 +641,39 @@ impl<S: Storage> Replica<S> {
                 self.outbox.push_back((id, ack.clone()));
             }
         }
-        Ok(own)
+        Ok(())
+    }
+
+    /// Writes the version vector of the transaction being committed (once per commit
+    /// rather than once per change).
+    fn write_marks(&mut self) -> Result<(), Error> {
+        let written = self.prepared.back().map_or(&self.applied, |p| &p.working);
+        let changed: Vec<(MemberId, Seq)> = self
+            .working
+            .0
+            .iter()
+            .filter(|&(&o, &s)| written.get(o) < s)
+            .map(|(&o, &s)| (o, s))
+            .collect();
+        for (o, s) in changed {
+            self.storage.set_mark(Mark::Applied, o, s)?;
+        }
+        Ok(())
+    }
+
+    /// Generation of the last transaction written back ([`Replica::prepare_commit`]),
+    /// or whose write-back failed; changes pending now will be in the next one.
+    #[must_use]
+    pub fn written_gen(&self) -> u64 {
+        self.written_gen
+    }
+
+    /// Every transaction up to this generation is durable (acknowledged).
+    #[must_use]
+    pub fn durable_gen(&self) -> u64 {
+        self.prepared
+            .front()
+            .map_or(self.written_gen, |p| p.generation - 1)
     }
 
     /// A link to `peer` came up (after authentication).
@@ -502,6 +685,7 @@ impl<S: Storage> Replica<S> {
         p.hello = false;
         p.snapshot_due = false;
         p.snapshot_rx = None;
+        p.withheld = false;
         p.last_progress = now;
         p.last_ack = now;
         self.outbox.push_back((
@@ -510,6 +694,7 @@ impl<S: Storage> Replica<S> {
                 member: self.cfg.member,
                 applied: self.applied.clone(),
                 clock: self.committed_clock,
+                region: self.cfg.region.clone(),
             },
         ));
     }
@@ -546,6 +731,7 @@ impl<S: Storage> Replica<S> {
                 member,
                 applied,
                 clock,
+                region,
             } => {
                 if member != peer {
                     return Err(ProtocolError::Misbehaved(format!(
@@ -560,15 +746,24 @@ impl<S: Storage> Replica<S> {
                 p.dirty = true;
                 p.last_progress = now;
                 p.snapshot_due = behind;
+                p.region = Some(region);
                 push_frontier(&mut p.frontiers, (clock, applied.get(peer)));
                 p.sent = applied.clone();
                 p.acked = applied;
                 p.outstanding = false;
             }
-            Message::Ack { applied, clock } => {
+            Message::Ack {
+                applied,
+                clock,
+                region,
+            } => {
                 self.own_known = self.own_known.max(applied.get(self.cfg.member));
                 let behind = self.floor.0.iter().any(|(&o, &f)| applied.get(o) < f);
                 let p = self.peer(peer);
+                if p.region.as_ref() != Some(&region) {
+                    p.region = Some(region);
+                    p.dirty = true;
+                }
                 if p.connected && !p.hello {
                     // The Hello was lost (or overtaken): an Ack says the same things.
                     p.hello = true;
@@ -596,6 +791,7 @@ impl<S: Storage> Replica<S> {
             Message::Snapshot {
                 id,
                 applied,
+                withheld,
                 part,
                 parts,
                 items,
@@ -612,6 +808,7 @@ impl<S: Storage> Replica<S> {
                     p.snapshot_rx = Some(SnapshotRx {
                         id,
                         applied,
+                        withheld,
                         keys: Default::default(),
                         parts,
                         got: Default::default(),
@@ -632,7 +829,7 @@ impl<S: Storage> Replica<S> {
                         .as_ref()
                         .is_some_and(|rx| rx.got.len() == rx.parts as usize);
                     if complete && let Some(rx) = p.snapshot_rx.take() {
-                        self.finish_snapshot(now, rx)?;
+                        self.finish_snapshot(now, peer, rx)?;
                     }
                 }
                 self.maybe_commit(now)?;
@@ -648,6 +845,7 @@ impl<S: Storage> Replica<S> {
     /// Storage failure.
     pub fn handle_timeout(&mut self, now: Millis) -> Result<(), Error> {
         if let Some(since) = self.pending_since
+            && self.cfg.auto_commit
             && now.since(since) >= self.cfg.commit_interval_ms
         {
             self.commit(now)?;
@@ -655,6 +853,7 @@ impl<S: Storage> Replica<S> {
         let ack = Message::Ack {
             applied: self.applied.clone(),
             clock: self.committed_clock,
+            region: self.cfg.region.clone(),
         };
         for (&id, p) in &mut self.peers {
             if !p.connected {
@@ -680,6 +879,7 @@ impl<S: Storage> Replica<S> {
     pub fn poll_timeout(&self) -> Option<Millis> {
         let mut next = self
             .pending_since
+            .filter(|_| self.cfg.auto_commit)
             .map(|s| s.plus(self.cfg.commit_interval_ms));
         for p in self.peers.values().filter(|p| p.connected) {
             let mut t = p.last_ack.plus(self.cfg.ack_interval_ms);
@@ -724,6 +924,9 @@ impl<S: Storage> Replica<S> {
     }
 
     fn admit(&mut self, n: usize) -> Result<(), Error> {
+        if let Some(why) = &self.sync_failed {
+            return Err(Error::SyncFailed(why.clone()));
+        }
         let own = self.working.get(self.cfg.member);
         if own < self.own_known {
             return Err(Error::Recovering {
@@ -754,7 +957,7 @@ impl<S: Storage> Replica<S> {
     }
 
     fn maybe_commit(&mut self, now: Millis) -> Result<(), Error> {
-        if self.pending >= self.cfg.commit_batch {
+        if self.cfg.auto_commit && self.pending >= self.cfg.commit_batch {
             self.commit(now)?;
         }
         Ok(())
@@ -770,19 +973,158 @@ impl<S: Storage> Replica<S> {
             self.stats.gaps += 1;
             return Ok(());
         }
+        let Some(c) = self.admit_remote(c)? else {
+            return Ok(());
+        };
         self.clock.observe(c.hlc, now);
         self.apply(now, &c)
+    }
+
+    // ---- data sovereignty -----------------------------------------------------------
+
+    /// The placement of `domain` as this member knows it (`Global` without a row).
+    fn placement(&mut self, domain: &str) -> Result<Placement, Error> {
+        if let Some(p) = self.placements.get(domain) {
+            return Ok(p.clone());
+        }
+        let p = self
+            .storage
+            .row(Table::Domains, domain)?
+            .and_then(|r| r.value)
+            .map(|v| placement_of(&v))
+            .unwrap_or_default();
+        self.placements.insert(domain.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    /// Whether this member may hold data of `domain` (`None`: data that goes everywhere).
+    fn holds(&mut self, domain: Option<&str>) -> Result<bool, Error> {
+        let Some(d) = domain else { return Ok(true) };
+        let region = self.cfg.region.clone();
+        Ok(self.placement(d)?.allows(region.as_deref()))
+    }
+
+    fn check_placed(&mut self, domain: Option<String>) -> Result<(), Error> {
+        if self.holds(domain.as_deref())? {
+            return Ok(());
+        }
+        Err(Error::NotPlaced {
+            domain: domain.unwrap_or_default(),
+            region: self.cfg.region.clone(),
+        })
+    }
+
+    /// The receiver's check of a change that is next in sequence: what to apply, or
+    /// `None` to drop it (a placeholder for a domain we may hold: the real change must
+    /// come, from its origin or another member that holds it).
+    fn admit_remote(&mut self, c: Change) -> Result<Option<Change>, Error> {
+        let domain = domain_of(&c.op);
+        let mine = self.holds(domain.as_deref())?;
+        let broken_blob = match &c.op {
+            // A blob whose earlier chunks reached us as placeholders (the placement
+            // changed in between): it can never complete here.
+            Op::BlobChunk { index, .. } if *index > 0 && mine => {
+                self.storage.stage(c.origin)?.is_none()
+            }
+            _ => false,
+        };
+        match (&c.op, mine) {
+            (Op::Placeholder { .. }, true) => {
+                self.stats.placeholders_refused += 1;
+                Ok(None)
+            }
+            (Op::Placeholder { .. }, false) => {
+                self.stats.placeholders_stored += 1;
+                Ok(Some(c))
+            }
+            (_, false) => {
+                self.stats.placement_refused += 1;
+                self.stats.placeholders_stored += 1;
+                Ok(Some(withheld(c, domain.unwrap_or_default())))
+            }
+            (_, true) if broken_blob => {
+                self.stats.placeholders_stored += 1;
+                Ok(Some(withheld(c, domain.unwrap_or_default())))
+            }
+            (_, true) => Ok(Some(c)),
+        }
+    }
+
+    /// The sender's rule for a committed change we hold, towards a peer of `region`
+    /// (`None`: not known yet): the change itself, a placeholder in its place, or `None`
+    /// to stop streaming its origin to that peer (it may hold the change but we hold
+    /// only a placeholder, or we do not know its region yet).
+    fn outgoing(
+        &mut self,
+        region: Option<&Option<String>>,
+        c: Change,
+    ) -> Result<Option<Change>, Error> {
+        let Some(domain) = domain_of(&c.op) else {
+            return Ok(Some(c));
+        };
+        let placement = self.placement(&domain)?;
+        let placeholder = matches!(c.op, Op::Placeholder { .. });
+        if placement == Placement::Global && !placeholder {
+            return Ok(Some(c));
+        }
+        let Some(region) = region else {
+            return Ok(None);
+        };
+        Ok(match (placeholder, placement.allows(region.as_deref())) {
+            (true, true) => None,
+            (true, false) | (false, true) => Some(c),
+            (false, false) => {
+                self.stats.placeholders_sent += 1;
+                Some(withheld(c, domain))
+            }
+        })
+    }
+
+    /// Whether a snapshot of ours may go to a peer of `region` that holds `has`: if
+    /// it would carry the peer past a change we hold only as a placeholder, only if
+    /// every domain the peer may hold we may hold too (else we may lack its data).
+    fn may_snapshot(
+        &mut self,
+        region: Option<&Option<String>>,
+        has: &VersionVector,
+    ) -> Result<bool, Error> {
+        let Some(region) = region else {
+            return Ok(false);
+        };
+        if self.withheld.0.iter().all(|(&o, &w)| w <= has.get(o)) {
+            return Ok(true);
+        }
+        let mine = self.cfg.region.clone();
+        for (_, row) in self.storage.scan(Table::Domains, "")? {
+            if let Some(v) = row.value {
+                let p = placement_of(&v);
+                if p.allows(region.as_deref()) && !p.allows(mine.as_deref()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Applies one change (local or remote, in sequence) into the open transaction.
     fn apply(&mut self, now: Millis, c: &Change) -> Result<(), Error> {
         self.storage.append_log(c)?;
-        self.storage.set_mark(Mark::Applied, c.origin, c.seq)?;
+        // The durable version vector is written once per commit (`prepare_commit`).
         self.working.set(c.origin, c.seq);
         self.pending += 1;
         self.pending_since.get_or_insert(now);
         self.stats.applied += 1;
         match &c.op {
+            Op::Placeholder { .. } => {
+                if self.withheld.get(c.origin) < c.seq {
+                    self.storage.set_mark(Mark::Withheld, c.origin, c.seq)?;
+                    self.withheld.set(c.origin, c.seq);
+                }
+                // A blob of this origin in progress cannot continue past it.
+                if self.storage.stage(c.origin)?.is_some() {
+                    self.storage.set_stage(c.origin, None)?;
+                }
+            }
             Op::Put { table, key, value } => {
                 self.lww(*table, key, c.version(), c.seq, Some(value.clone()))?;
             }
@@ -862,6 +1204,9 @@ impl<S: Storage> Replica<S> {
             None => true,
         };
         if wins {
+            if table == Table::Domains {
+                self.placements.remove(key);
+            }
             self.storage.put_row(
                 table,
                 key,
@@ -888,6 +1233,23 @@ impl<S: Storage> Replica<S> {
         item: SnapshotItem,
     ) -> Result<(), Error> {
         match item {
+            SnapshotItem::Row {
+                table,
+                key,
+                row: Row { version, .. },
+            } if !self.holds(domain_of_key(table, &key))? => {
+                self.refuse_item(peer, version.origin);
+            }
+            SnapshotItem::Stage { origin, stage }
+                if !self.holds(domain_of_key(stage.table, &stage.key))? =>
+            {
+                self.refuse_item(peer, origin);
+            }
+            SnapshotItem::Cdr { id, record, .. }
+                if !self.holds(crate::placement::cdr_domain(&record).as_deref())? =>
+            {
+                self.refuse_item(peer, id.origin);
+            }
             SnapshotItem::Row { table, key, row } => {
                 self.clock.observe(row.version.hlc, now);
                 // A write our version vector covers is already reflected here (applied,
@@ -916,9 +1278,27 @@ impl<S: Storage> Replica<S> {
         Ok(())
     }
 
-    fn finish_snapshot(&mut self, now: Millis, rx: SnapshotRx) -> Result<(), Error> {
+    /// A snapshot item this member may not hold: counted, and its origin marked.
+    fn refuse_item(&mut self, peer: MemberId, origin: MemberId) {
+        self.stats.placement_refused += 1;
+        if let Some(rx) = self.peer(peer).snapshot_rx.as_mut() {
+            let upto = rx.applied.get(origin);
+            if rx.withheld.get(origin) < upto {
+                rx.withheld.set(origin, upto);
+            }
+        }
+    }
+
+    fn finish_snapshot(
+        &mut self,
+        now: Millis,
+        peer: MemberId,
+        rx: SnapshotRx,
+    ) -> Result<(), Error> {
+        let sender = self.peers.get(&peer).and_then(|p| p.region.clone());
         let SnapshotRx {
             applied: vv,
+            withheld,
             stages,
             keys,
             ..
@@ -930,6 +1310,19 @@ impl<S: Storage> Replica<S> {
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
                 if row.seq <= vv.get(row.version.origin) && !keys.contains(&(t, key.clone())) {
+                    // Unless the sender may not hold it (then it left it out).
+                    if let Some(d) = domain_of_key(t, &key) {
+                        let kept = match &sender {
+                            Some(r) => self.placement(d)?.allows(r.as_deref()),
+                            None => false,
+                        };
+                        if !kept {
+                            continue;
+                        }
+                    }
+                    if t == Table::Domains {
+                        self.placements.remove(&key);
+                    }
                     self.storage.delete_row(t, &key)?;
                     if row.value.is_some() {
                         self.pending_events.push(Event::Changed { table: t, key });
@@ -947,6 +1340,12 @@ impl<S: Storage> Replica<S> {
             self.storage.set_stage(o, stage)?;
             self.storage.set_mark(Mark::Applied, o, s)?;
             self.working.set(o, s);
+            // Data the snapshot left out (we may not hold it): as if by placeholders.
+            let w = withheld.get(o).min(s);
+            if self.withheld.get(o) < w {
+                self.storage.set_mark(Mark::Withheld, o, w)?;
+                self.withheld.set(o, w);
+            }
             if self.floor.get(o) < s {
                 self.storage.set_mark(Mark::Floor, o, s)?;
                 self.floor.set(o, s);
@@ -975,9 +1374,11 @@ impl<S: Storage> Replica<S> {
         }
         let mut inflight = p.inflight();
         let mut sent = p.sent.clone();
+        let region = p.region.clone();
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for (&o, &upto) in &self.applied.0 {
+        let origins: Vec<(MemberId, Seq)> = self.applied.0.iter().map(|(&o, &s)| (o, s)).collect();
+        'origin: for (o, upto) in origins {
             while inflight < self.cfg.window && sent.get(o) < upto {
                 let room = usize::try_from(self.cfg.window - inflight)
                     .unwrap_or(usize::MAX)
@@ -991,6 +1392,15 @@ impl<S: Storage> Replica<S> {
                     return Ok(());
                 }
                 for c in list {
+                    let seq = c.seq;
+                    let Some(c) = self.outgoing(region.as_ref(), c)? else {
+                        // Data sovereignty: the peer may hold this change and we hold
+                        // only its placeholder (or its region is not known yet). It gets
+                        // the change from its origin or another member that holds it;
+                        // this origin's stream from us waits for its acknowledgement.
+                        continue 'origin;
+                    };
+                    debug_assert_eq!(c.seq, seq);
                     sent.set(o, c.seq);
                     inflight += 1;
                     bytes += c.weight();
@@ -1016,11 +1426,42 @@ impl<S: Storage> Replica<S> {
     }
 
     fn send_snapshot(&mut self, now: Millis, id: MemberId) -> Result<(), Error> {
+        let region = self.peers.get(&id).and_then(|p| p.region.clone());
+        let has = self
+            .peers
+            .get(&id)
+            .map(|p| p.sent.clone())
+            .unwrap_or_default();
+        if !self.may_snapshot(region.as_ref(), &has)? {
+            let p = self.peer(id);
+            if !p.withheld {
+                p.withheld = true;
+                self.stats.snapshots_withheld += 1;
+            }
+            return Ok(());
+        }
+        let region = region.unwrap_or_default();
         // A snapshot describes committed state only.
         self.commit(now)?;
         let mut items = Vec::new();
+        // Our placeholders, and the origins of what we leave out, are the peer's.
+        let mut withheld = self.withheld.clone();
+        let applied = self.applied.clone();
+        let mut left_out = |o: MemberId| {
+            if withheld.get(o) < applied.get(o) {
+                withheld.set(o, applied.get(o));
+            }
+        };
         for t in Table::ALL {
             for (key, row) in self.storage.scan(t, "")? {
+                // Rows of domains the peer may not hold are left out (its version
+                // vector still jumps: they are its placeholders).
+                if let Some(d) = domain_of_key(t, &key)
+                    && !self.placement(d)?.allows(region.as_deref())
+                {
+                    left_out(row.version.origin);
+                    continue;
+                }
                 items.push(SnapshotItem::Row { table: t, key, row });
             }
         }
@@ -1029,13 +1470,27 @@ impl<S: Storage> Replica<S> {
             let page = self.storage.cdrs(after, 4_096)?;
             let Some(last) = page.last() else { break };
             after = Some(last.id);
-            items.extend(page.into_iter().map(|c| SnapshotItem::Cdr {
-                id: c.id,
-                hlc: c.hlc,
-                record: c.record,
-            }));
+            for c in page {
+                if let Some(d) = crate::placement::cdr_domain(&c.record)
+                    && !self.placement(&d)?.allows(region.as_deref())
+                {
+                    left_out(c.id.origin);
+                    continue;
+                }
+                items.push(SnapshotItem::Cdr {
+                    id: c.id,
+                    hlc: c.hlc,
+                    record: c.record,
+                });
+            }
         }
         for (origin, stage) in self.storage.stages()? {
+            if let Some(d) = domain_of_key(stage.table, &stage.key)
+                && !self.placement(d)?.allows(region.as_deref())
+            {
+                left_out(origin);
+                continue;
+            }
             items.push(SnapshotItem::Stage { origin, stage });
         }
         let per = self.cfg.snapshot_items.max(1);
@@ -1056,6 +1511,7 @@ impl<S: Storage> Replica<S> {
                     id: snapshot_id,
                     applied: self.applied.clone(),
                     collected: self.collected,
+                    withheld: withheld.clone(),
                     part,
                     parts: n,
                     items,
@@ -1066,6 +1522,7 @@ impl<S: Storage> Replica<S> {
         let applied = self.applied.clone();
         let p = self.peer(id);
         p.snapshot_due = false;
+        p.withheld = false;
         p.sent.merge(&applied);
         p.outstanding = p.has_inflight();
         p.last_progress = now;
@@ -1133,6 +1590,14 @@ impl<S: Storage> Replica<S> {
             stable = Some(stable.map_or(h, |s| s.min(h)));
         }
         stable
+    }
+}
+
+/// The placeholder that stands for `c` where its domain's data may not be held.
+fn withheld(c: Change, domain: String) -> Change {
+    Change {
+        op: Op::Placeholder { domain },
+        ..c
     }
 }
 
@@ -1204,6 +1669,182 @@ mod tests {
         b.handle_connected(now, a.member());
     }
 
+    fn placed(id: u32, region: &str) -> Replica<MemStorage> {
+        let mut cfg = Config::new(MemberId(id));
+        cfg.region = Some(region.into());
+        Replica::open(cfg, MemStorage::new(), Millis(1_000)).unwrap()
+    }
+
+    fn unlink(a: &mut Replica<MemStorage>, b: &mut Replica<MemStorage>, now: Millis) {
+        a.handle_disconnected(now, b.member());
+        b.handle_disconnected(now, a.member());
+    }
+
+    #[test]
+    fn placed_domains_reach_only_their_regions_and_placeholders_are_never_relayed_as_data() {
+        let now = Millis(2_000);
+        let (mut eu1, mut eu2, mut us) = (placed(1, "eu"), placed(2, "eu"), placed(3, "us"));
+        // Linked before the writes (a member with no peer prunes its log at once).
+        link(&mut eu1, &mut us, now);
+        for (r, peers) in [(&mut eu1, [2, 3]), (&mut eu2, [1, 3]), (&mut us, [1, 2])] {
+            peers.into_iter().for_each(|p| r.add_peer(MemberId(p)));
+        }
+        let domain = br#"{"name":"eu.d","placement":{"Regions":["eu"]}}"#.to_vec();
+        eu1.write(
+            now,
+            Op::Put {
+                table: Table::Domains,
+                key: "eu.d".into(),
+                value: domain,
+            },
+        )
+        .unwrap();
+        let sub = Op::Put {
+            table: Table::Subscribers,
+            key: "eu.d/alice".into(),
+            value: b"a".to_vec(),
+        };
+        eu1.write(now, sub.clone()).unwrap();
+        let cdr = br#"{"domain":"eu.d","call_id":"c1"}"#.to_vec();
+        eu1.write(now, Op::AppendCdr { record: cdr }).unwrap();
+        eu1.write_blob(now, Table::Voicemails, "eu.d/alice/1", b"voice")
+            .unwrap();
+        eu1.write(
+            now,
+            Op::Put {
+                table: Table::Trunks,
+                key: "t1".into(),
+                value: b"t".to_vec(),
+            },
+        )
+        .unwrap();
+        eu1.commit(now).unwrap();
+
+        // The US member gets the domain row and the trunk, placeholders for the rest.
+        pump(&mut eu1, &mut us, now);
+        assert_eq!(us.applied(), eu1.applied());
+        assert!(us.get(Table::Trunks, "t1").unwrap().is_some());
+        assert!(us.get(Table::Domains, "eu.d").unwrap().is_some());
+        assert!(us.get(Table::Subscribers, "eu.d/alice").unwrap().is_none());
+        assert!(us.get(Table::Voicemails, "eu.d/alice/1").unwrap().is_none());
+        assert!(us.cdrs(None, 10).unwrap().is_empty());
+        // Subscriber, CDR, voicemail (one chunk).
+        let placeholders = 3;
+        assert_eq!(eu1.stats().placeholders_sent, placeholders as u64);
+        assert_eq!(us.stats().placeholders_stored, placeholders as u64);
+        // It may not write the domain's data either.
+        assert!(matches!(us.write(now, sub), Err(Error::NotPlaced { .. })));
+
+        // Relayed by the US member alone, an EU member gets the domain row only: the US
+        // member stops at its first placeholder rather than pass it on as data.
+        unlink(&mut eu1, &mut us, now);
+        link(&mut eu2, &mut us, now);
+        pump(&mut eu2, &mut us, now);
+        assert_eq!(eu2.applied().get(MemberId(1)), Seq(1));
+        assert_eq!(eu2.stats().placeholders_stored, 0);
+        assert!(us.peer_status(MemberId(2)).unwrap().lag > 0);
+
+        // From the origin, it gets everything.
+        unlink(&mut eu2, &mut us, now);
+        link(&mut eu1, &mut eu2, now);
+        pump(&mut eu1, &mut eu2, now);
+        assert_eq!(eu2.applied(), eu1.applied());
+        assert_eq!(
+            eu2.get(Table::Voicemails, "eu.d/alice/1").unwrap().unwrap(),
+            b"voice"
+        );
+        assert_eq!(eu2.cdrs(None, 10).unwrap().len(), 1);
+
+        // A snapshot for the US member leaves EU data out, and the US member's own
+        // snapshot is withheld from EU members (it lacks their data).
+        let none = VersionVector::default();
+        assert!(eu1.may_snapshot(Some(&Some("us".into())), &none).unwrap());
+        assert!(!us.may_snapshot(Some(&Some("eu".into())), &none).unwrap());
+        assert!(us.may_snapshot(Some(&Some("us".into())), &none).unwrap());
+        // Past its placeholders, it may.
+        let all = us.applied().clone();
+        assert!(us.may_snapshot(Some(&Some("eu".into())), &all).unwrap());
+    }
+
+    #[test]
+    fn a_placement_change_applies_to_new_changes_and_receivers_check_for_themselves() {
+        let now = Millis(2_000);
+        let (mut eu, mut us) = (placed(1, "eu"), placed(2, "us"));
+        link(&mut eu, &mut us, now);
+        let place = |regions: &[&str]| Op::Put {
+            table: Table::Domains,
+            key: "d".into(),
+            value: crate::record::encode(&crate::record::Domain {
+                name: "d".into(),
+                placement: Placement::Regions(regions.iter().map(|r| (*r).to_owned()).collect()),
+                description: String::new(),
+            }),
+        };
+        let sub = |user: &str| Op::Put {
+            table: Table::Subscribers,
+            key: format!("d/{user}"),
+            value: b"x".to_vec(),
+        };
+        let step = |eu: &mut Replica<MemStorage>, us: &mut Replica<MemStorage>, ops: Vec<Op>| {
+            for op in ops {
+                eu.write(now, op).unwrap();
+            }
+            eu.commit(now).unwrap();
+            pump(eu, us, now);
+        };
+        step(&mut eu, &mut us, vec![place(&["eu"]), sub("a")]);
+        // Widened: new changes reach the US member; older ones are not back-filled.
+        step(&mut eu, &mut us, vec![place(&["eu", "us"]), sub("b")]);
+        // Narrowed: new changes no longer do; what it holds stays.
+        step(&mut eu, &mut us, vec![place(&["eu"]), sub("c")]);
+        let held = |r: &mut Replica<MemStorage>, u: &str| {
+            r.get(Table::Subscribers, &format!("d/{u}"))
+                .unwrap()
+                .is_some()
+        };
+        assert_eq!(
+            ["a", "b", "c"].map(|u| held(&mut us, u)),
+            [false, true, false]
+        );
+        assert_eq!(us.applied(), eu.applied());
+
+        // A sender with another view (here: a crafted change) is checked by the receiver:
+        // content it may not hold is stored as a placeholder, never applied.
+        let next = us.applied().get(MemberId(1)).next();
+        let change = Change {
+            origin: MemberId(1),
+            seq: next,
+            hlc: Hlc {
+                wall: 3_000,
+                logical: 0,
+            },
+            op: sub("z"),
+        };
+        us.handle_message(now, MemberId(1), Message::Changes(vec![change]))
+            .unwrap();
+        us.commit(now).unwrap();
+        assert!(!held(&mut us, "z"));
+        assert_eq!(us.applied().get(MemberId(1)), next);
+        assert_eq!(us.stats().placement_refused, 1);
+        // A placeholder for a domain it may hold (no row: global) is dropped until the
+        // data comes.
+        let mut eu2 = placed(3, "eu");
+        eu2.add_peer(MemberId(1));
+        let fake = Change {
+            origin: MemberId(1),
+            seq: Seq(1),
+            hlc: Hlc {
+                wall: 3_000,
+                logical: 1,
+            },
+            op: Op::Placeholder { domain: "d".into() },
+        };
+        eu2.handle_message(now, MemberId(1), Message::Changes(vec![fake]))
+            .unwrap();
+        assert_eq!(eu2.applied().get(MemberId(1)), Seq(0));
+        assert_eq!(eu2.stats().placeholders_refused, 1);
+    }
+
     #[test]
     fn write_is_acknowledged_only_after_commit() {
         let mut r = replica(1);
@@ -1221,6 +1862,56 @@ mod tests {
         );
         assert_eq!(r.poll_event(), Some(Event::Committed(Seq(1))));
         assert_eq!(r.stats().commits, 1);
+    }
+
+    #[test]
+    fn pipelined_commit_streams_and_acknowledges_only_after_sync() {
+        let now = Millis(1_000);
+        let mut a = replica(1);
+        a.cfg.auto_commit = false;
+        let mut b = replica(2);
+        link(&mut a, &mut b, now);
+        pump(&mut a, &mut b, now);
+        a.write(now, put("x", "1")).unwrap();
+        let g1 = a.prepare_commit().unwrap().unwrap();
+        // Staged into the next transaction while the first awaits its fsync.
+        a.write(now, put("y", "2")).unwrap();
+        assert_eq!(a.durable_gen(), g1 - 1);
+        assert!(
+            a.poll_transmit(now).unwrap().is_none(),
+            "nothing sent before sync"
+        );
+        assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::Committed(_))));
+        // A crash now loses both (the worst case): written back is not durable.
+        let s = a.into_storage().unwrap();
+        let mut a = Replica::open(Config::new(MemberId(1)), s, now).unwrap();
+        assert_eq!(a.applied().get(MemberId(1)), Seq(0));
+        assert_eq!(a.get(Table::Domains, "x").unwrap(), None);
+
+        a.cfg.auto_commit = false;
+        a.write(now, put("x", "3")).unwrap();
+        let g1 = a.prepare_commit().unwrap().unwrap();
+        a.write(now, put("y", "4")).unwrap();
+        let g2 = a.prepare_commit().unwrap().unwrap();
+        a.storage().sync().unwrap();
+        a.finish_commit(now, g1, Ok(())).unwrap();
+        assert_eq!(a.durable_gen(), g1);
+        assert_eq!(a.applied().get(MemberId(1)), Seq(1));
+        a.finish_commit(now, g2, Ok(())).unwrap();
+        a.finish_commit(now, g1, Ok(())).unwrap(); // already done: ignored
+        assert_eq!(a.applied().get(MemberId(1)), Seq(2));
+        // A failed fsync poisons: no more writes, nothing acknowledged.
+        a.write(now, put("z", "5")).unwrap();
+        let g3 = a.prepare_commit().unwrap().unwrap();
+        assert!(matches!(
+            a.finish_commit(now, g3, Err("EIO".into())),
+            Err(Error::SyncFailed(_))
+        ));
+        assert!(matches!(
+            a.write(now, put("w", "6")),
+            Err(Error::SyncFailed(_))
+        ));
+        assert_eq!(a.applied().get(MemberId(1)), Seq(2));
     }
 
     #[test]
@@ -1339,6 +2030,7 @@ mod tests {
                     member: MemberId(3),
                     applied: VersionVector::default(),
                     clock: Hlc::default(),
+                    region: None,
                 },
             )
             .unwrap_err();

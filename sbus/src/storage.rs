@@ -5,8 +5,8 @@
 //! storages only keep it.
 //!
 //! Two implementations: [`crate::sqlite::SqliteStorage`] (the durable one) and
-//! [`MemStorage`] (for simulation; a "crash" is [`Storage::rollback`], which drops every
-//! write since the last commit exactly as a power cut drops un-fsynced pages).
+//! [`MemStorage`] (for simulation; a "crash" is [`Storage::recover`], which drops every
+//! write since the last sync exactly as a power cut drops un-fsynced pages).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,9 @@ pub enum StorageError {
     /// SQLite reported an error (I/O, full disk, locked database…).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A file operation failed (opening the WAL, fsync).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
     /// Stored bytes do not decode: the file was damaged or written by another version.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -41,6 +44,24 @@ pub struct BlobStage {
     pub bytes: Vec<u8>,
 }
 
+/// Makes a storage's written-back transactions durable from any thread (see
+/// [`Storage::syncer`]): `fdatasync` of the file they were appended to.
+#[derive(Clone, Debug)]
+pub struct Syncer(pub std::sync::Arc<std::fs::File>);
+
+impl Syncer {
+    /// Flushes the file to stable storage.
+    ///
+    /// # Errors
+    /// I/O failure: whether the data is durable is then unknown.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// Storage housekeeping run from its own thread (see [`Storage::take_checkpointer`]).
+pub type Checkpointer = Box<dyn FnMut() -> Result<(), StorageError> + Send>;
+
 /// Which per-origin mark to set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mark {
@@ -49,6 +70,10 @@ pub enum Mark {
     /// The log floor: log entries with `seq <= mark` may be missing (pruned, or the
     /// state came from a snapshot).
     Floor,
+    /// Data sovereignty: the highest change of the origin held here only as a
+    /// placeholder (or skipped by a snapshot that left data out). A member whose
+    /// snapshot would carry a peer past it may lack data the peer may hold.
+    Withheld,
 }
 
 /// What a storage holds after opening (or after a crash).
@@ -58,6 +83,8 @@ pub struct Recovered {
     pub applied: VersionVector,
     /// Durable log floors.
     pub floor: VersionVector,
+    /// Durable [`Mark::Withheld`] marks.
+    pub withheld: VersionVector,
     /// Largest HLC ever committed (the clock restarts above it).
     pub clock: Hlc,
     /// Tombstones at or below this HLC have been collected here.
@@ -93,6 +120,37 @@ pub trait Storage {
     /// # Errors
     /// Storage failure.
     fn rollback(&mut self) -> Result<(), StorageError>;
+    /// Ends the transaction without waiting for it to be durable: the next writes go
+    /// into a new transaction while [`Storage::syncer`] (or [`Storage::sync`]) makes
+    /// this one durable. A crash before that sync may lose written-back transactions,
+    /// always a suffix of them (never one without those before it). The default is
+    /// [`Storage::commit`], which is already durable.
+    ///
+    /// # Errors
+    /// Storage failure; the transaction is then rolled back.
+    fn write_back(&mut self, clock: Hlc) -> Result<(), StorageError> {
+        self.commit(clock)
+    }
+    /// Makes every written-back transaction durable (fsync) before returning.
+    ///
+    /// # Errors
+    /// I/O failure: whether the written-back transactions are durable is then unknown.
+    fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// A handle that does what [`Storage::sync`] does from another thread, without the
+    /// storage (so a store can fsync while the next transaction is being staged).
+    /// `None`: call [`Storage::sync`] instead.
+    fn syncer(&self) -> Option<Syncer> {
+        None
+    }
+    /// Hands over the storage's housekeeping (for SQLite: copying the WAL back into the
+    /// database) to be run by the caller from another thread, off the write path; the
+    /// storage then no longer does it inline during commits. `None`: nothing to hand
+    /// over (the default).
+    fn take_checkpointer(&mut self) -> Option<Checkpointer> {
+        None
+    }
 
     /// A row (or tombstone).
     ///
@@ -196,9 +254,13 @@ pub struct MemStorage {
     stages: BTreeMap<MemberId, BlobStage>,
     applied: VersionVector,
     floor: VersionVector,
+    withheld: VersionVector,
     clock: Hlc,
     collected: Hlc,
     undo: Vec<Undo>,
+    /// Undo logs of transactions written back but not yet synced (oldest first): a
+    /// crash drops them too, newest first.
+    unsynced: Vec<Vec<Undo>>,
     /// Number of commits (each one an fsync in a real store).
     pub commits: u64,
 }
@@ -211,6 +273,7 @@ enum Undo {
     Stage(MemberId, Option<BlobStage>),
     Mark(Mark, MemberId, Seq),
     Collected(Hlc),
+    Clock(Hlc),
 }
 
 impl MemStorage {
@@ -236,58 +299,47 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn recover(&mut self) -> Result<Recovered, StorageError> {
         self.rollback()?;
+        // What a crash does: written-back but unsynced transactions are lost as well
+        // (the worst case a power cut allows), newest first.
+        while let Some(u) = self.unsynced.pop() {
+            self.undo = u;
+            self.undo_open();
+        }
         Ok(Recovered {
             applied: self.applied.clone(),
             floor: self.floor.clone(),
+            withheld: self.withheld.clone(),
             clock: self.clock,
             collected: self.collected,
         })
     }
 
     fn commit(&mut self, clock: Hlc) -> Result<(), StorageError> {
-        self.undo.clear();
+        self.write_back(clock)?;
+        self.sync()
+    }
+
+    fn write_back(&mut self, clock: Hlc) -> Result<(), StorageError> {
+        let undo = std::mem::take(&mut self.undo);
+        let old = self.clock;
         self.clock = self.clock.max(clock);
-        self.commits += 1;
+        self.unsynced.push(undo);
+        if let Some(u) = self.unsynced.last_mut() {
+            u.insert(0, Undo::Clock(old));
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if !self.unsynced.is_empty() {
+            self.unsynced.clear();
+            self.commits += 1;
+        }
         Ok(())
     }
 
     fn rollback(&mut self) -> Result<(), StorageError> {
-        while let Some(u) = self.undo.pop() {
-            match u {
-                Undo::Row(k, old) => match old {
-                    Some(r) => {
-                        self.rows.insert(k, r);
-                    }
-                    None => {
-                        self.rows.remove(&k);
-                    }
-                },
-                Undo::Log(k, old) => match old {
-                    Some(c) => {
-                        self.log.insert(k, c);
-                    }
-                    None => {
-                        self.log.remove(&k);
-                    }
-                },
-                Undo::Cdr(id) => {
-                    self.cdrs.remove(&id);
-                }
-                Undo::Stage(o, old) => match old {
-                    Some(s) => {
-                        self.stages.insert(o, s);
-                    }
-                    None => {
-                        self.stages.remove(&o);
-                    }
-                },
-                Undo::Collected(h) => self.collected = h,
-                Undo::Mark(m, o, s) => match m {
-                    Mark::Applied => self.applied.set(o, s),
-                    Mark::Floor => self.floor.set(o, s),
-                },
-            }
-        }
+        self.undo_open();
         Ok(())
     }
 
@@ -409,6 +461,7 @@ impl Storage for MemStorage {
         let vv = match mark {
             Mark::Applied => &mut self.applied,
             Mark::Floor => &mut self.floor,
+            Mark::Withheld => &mut self.withheld,
         };
         let old = vv.get(origin);
         vv.set(origin, seq);
@@ -428,6 +481,40 @@ impl Storage for MemStorage {
         self.undo.push(Undo::Collected(self.collected));
         self.collected = upto;
         Ok(())
+    }
+}
+
+/// Puts back a map entry as it was (`None`: absent).
+fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, k: K, old: Option<V>) {
+    match old {
+        Some(v) => {
+            map.insert(k, v);
+        }
+        None => {
+            map.remove(&k);
+        }
+    }
+}
+
+impl MemStorage {
+    fn undo_open(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Row(k, old) => restore(&mut self.rows, k, old),
+                Undo::Log(k, old) => restore(&mut self.log, k, old),
+                Undo::Cdr(id) => {
+                    self.cdrs.remove(&id);
+                }
+                Undo::Stage(o, old) => restore(&mut self.stages, o, old),
+                Undo::Collected(h) => self.collected = h,
+                Undo::Clock(h) => self.clock = h,
+                Undo::Mark(m, o, s) => match m {
+                    Mark::Applied => self.applied.set(o, s),
+                    Mark::Floor => self.floor.set(o, s),
+                    Mark::Withheld => self.withheld.set(o, s),
+                },
+            }
+        }
     }
 }
 

@@ -1,10 +1,14 @@
 //! The in-process store API: typed reads and writes, acknowledged once durable, and
 //! change subscriptions for hot reload. Thread-safe; share it in an `Arc`.
 //!
-//! Writes use group commit: the first writer to find no commit under way becomes the
-//! leader, waits up to `commit_interval_ms` for others to stage their changes (the lock
-//! is released while it waits), then commits them all with one fsync and wakes them.
-//! Every `put`/`delete`/`append_cdr` returns only after its change is durable.
+//! Writes use pipelined group commit: a writer stages its change in the open storage
+//! transaction and waits; a commit thread ends that transaction without fsync
+//! ([`Replica::prepare_commit`]), releases the lock, fsyncs while the next writers (and
+//! changes received from peers) stage into a new transaction, then takes the lock again to
+//! acknowledge ([`Replica::finish_commit`]). So a commit carries everything staged while
+//! the previous fsync ran, and staging never waits for the disk. Every
+//! `put`/`delete`/`append_cdr` returns only after its change is durable, and nothing is
+//! streamed to a peer before that.
 //!
 //! ```no_run
 //! use sbus::record::{Domain, Placement};
@@ -18,10 +22,10 @@
 //! for notice in changes.try_iter() { println!("reload {notice:?}"); }
 //! ```
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::record::{self, BlobTable, Cdr, Record};
 use crate::replica::{self, Config, Event, Replica, Stats};
@@ -108,6 +112,8 @@ pub enum Notice {
 pub struct Status {
     /// This member.
     pub member: MemberId,
+    /// Its region (data sovereignty), if configured.
+    pub region: Option<String>,
     /// Durable version vector.
     pub applied: VersionVector,
     /// Counters.
@@ -118,23 +124,41 @@ pub struct Status {
 
 struct Inner<S: Storage> {
     replica: Replica<S>,
-    /// Number of group commits finished.
-    commits: u64,
-    /// The last commit that failed, and why.
-    failed: Option<(u64, String)>,
-    leader: bool,
+    /// Recent commit generations whose write-back failed, and why (the writers they
+    /// carried get the error).
+    failed: VecDeque<(u64, String)>,
+    /// An fsync failed: nothing more is acknowledged.
+    poisoned: Option<String>,
+    stop: bool,
     subs: Vec<(Vec<Table>, bool, Sender<Notice>)>,
 }
 
-/// A member's store. See the module docs.
-pub struct Store<S: Storage = SqliteStorage> {
+struct Shared<S: Storage> {
     inner: Mutex<Inner<S>>,
     on_commit: Mutex<Option<CommitHook>>,
-    done: Condvar,
+    /// Writers wait here for their commit, on the condition variable of its
+    /// generation's parity: the writers staging for the next commit are not woken when
+    /// the one before it ends.
+    done: [Condvar; 2],
+    /// The commit thread waits here for work.
+    work: Condvar,
     clock: Box<dyn Clock>,
 }
 
-impl<S: Storage> std::fmt::Debug for Store<S> {
+/// Pause between two WAL checkpoints.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many failed commit generations are remembered for their waiting writers.
+const FAILED_KEPT: usize = 64;
+
+/// A member's store. See the module docs.
+pub struct Store<S: Storage + Send + 'static = SqliteStorage> {
+    shared: Arc<Shared<S>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<S: Storage + Send + 'static> std::fmt::Debug for Store<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
     }
@@ -152,31 +176,87 @@ impl Store<SqliteStorage> {
     /// # Errors
     /// The directory or database cannot be opened.
     pub fn open(dir: &Path, member: MemberId) -> Result<Store<SqliteStorage>, Error> {
+        Store::open_in_region(dir, member, None)
+    }
+
+    /// As [`Store::open`], for a member of `region` (data sovereignty: it holds, and
+    /// accepts writes of, only the domains whose placement allows its region; `None`
+    /// holds only data that goes everywhere).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_in_region(
+        dir: &Path,
+        member: MemberId,
+        region: Option<String>,
+    ) -> Result<Store<SqliteStorage>, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::CommitFailed(format!("cannot create {}: {e}", dir.display())))?;
         let storage = SqliteStorage::open(&dir.join(DB_FILE))?;
-        Store::with_storage(Config::new(member), storage, Box::new(SystemClock))
+        let mut cfg = Config::new(member);
+        cfg.region = region;
+        Store::with_storage(cfg, storage, Box::new(SystemClock))
     }
 }
 
-impl<S: Storage> Store<S> {
-    /// A store over any storage, with the given clock.
+impl<S: Storage + Send + 'static> Store<S> {
+    /// A store over any storage, with the given clock. The store runs its own commits
+    /// (a thread named `sbus-commit`), so `cfg.auto_commit` is turned off.
     ///
     /// # Errors
     /// Storage failure while recovering.
-    pub fn with_storage(cfg: Config, storage: S, clock: Box<dyn Clock>) -> Result<Store<S>, Error> {
+    pub fn with_storage(
+        mut cfg: Config,
+        storage: S,
+        clock: Box<dyn Clock>,
+    ) -> Result<Store<S>, Error> {
+        cfg.auto_commit = false;
+        let mut storage = storage;
+        let housekeeping = storage.take_checkpointer();
         let replica = Replica::open(cfg, storage, clock.now())?;
-        Ok(Store {
+        let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 replica,
-                commits: 0,
-                failed: None,
-                leader: false,
+                failed: VecDeque::new(),
+                poisoned: None,
+                stop: false,
                 subs: Vec::new(),
             }),
-            done: Condvar::new(),
+            done: [Condvar::new(), Condvar::new()],
+            work: Condvar::new(),
             on_commit: Mutex::new(None),
             clock,
+        });
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        let checkpointer = match housekeeping {
+            Some(mut run) => Some(
+                std::thread::Builder::new()
+                    .name("sbus-checkpoint".into())
+                    .spawn(move || {
+                        // After each commit (at most every CHECKPOINT_PAUSE): copy the
+                        // WAL back so it stays short; ends when the commit thread does.
+                        while nudged.recv().is_ok() {
+                            if let Err(e) = run() {
+                                tracing::warn!(error = %e, "sbus checkpoint failed");
+                            }
+                            std::thread::sleep(CHECKPOINT_PAUSE);
+                        }
+                    })
+                    .map_err(|e| Error::CommitFailed(format!("cannot start a thread: {e}")))?,
+            ),
+            None => None,
+        };
+        let committer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("sbus-commit".into())
+                .spawn(move || commit_loop(&shared, &nudge))
+                .map_err(|e| Error::CommitFailed(format!("cannot start a thread: {e}")))?
+        };
+        Ok(Store {
+            shared,
+            committer: Some(committer),
+            checkpointer,
         })
     }
 
@@ -335,6 +415,7 @@ impl<S: Storage> Store<S> {
         let r = &g.replica;
         Status {
             member: r.member(),
+            region: r.config().region.clone(),
             applied: r.applied().clone(),
             stats: r.stats().clone(),
             peers: r
@@ -346,17 +427,87 @@ impl<S: Storage> Store<S> {
 
     /// Sets the hook called after each group commit of local writes.
     pub fn set_on_commit(&self, hook: CommitHook) {
-        *self.on_commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+        *self
+            .shared
+            .on_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Runs `f` on the replication core (for the network driver), then delivers the
-    /// notifications it produced.
+    /// notifications it produced; changes it staged (received from peers) are
+    /// committed by the commit thread.
     pub fn with_replica<T>(&self, f: impl FnOnce(&mut Replica<S>, Millis) -> T) -> T {
-        let now = self.clock.now();
+        let now = self.shared.clock.now();
         let mut g = self.lock();
+        let durable = g.replica.durable_gen();
         let out = f(&mut g.replica, now);
         dispatch(&mut g);
+        if g.replica.pending() > 0 {
+            self.shared.work.notify_one();
+        }
+        if g.replica.durable_gen() != durable {
+            // `f` committed (a snapshot does): writers it made durable may go.
+            self.shared.wake_all();
+        }
         out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+        self.shared.lock()
+    }
+
+    /// Stages a write, then waits for the commit that carries it.
+    fn submit(
+        &self,
+        write: impl FnOnce(&mut Replica<S>, Millis) -> Result<Seq, replica::Error>,
+    ) -> Result<Seq, Error> {
+        let mut g = self.lock();
+        if let Some(why) = &g.poisoned {
+            return Err(Error::CommitFailed(why.clone()));
+        }
+        let now = self.shared.clock.now();
+        let seq = write(&mut g.replica, now)?;
+        let target = g.replica.written_gen() + 1;
+        self.shared.work.notify_one();
+        loop {
+            if let Some((_, why)) = g.failed.iter().find(|(n, _)| *n == target) {
+                return Err(Error::CommitFailed(why.clone()));
+            }
+            if g.replica.durable_gen() >= target {
+                return Ok(seq);
+            }
+            if let Some(why) = &g.poisoned {
+                return Err(Error::CommitFailed(why.clone()));
+            }
+            g = self.shared.done[parity(target)]
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl<S: Storage + Send + 'static> Drop for Store<S> {
+    fn drop(&mut self) {
+        self.lock().stop = true;
+        self.shared.work.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn parity(generation: u64) -> usize {
+    usize::from(generation % 2 == 1)
+}
+
+impl<S: Storage> Shared<S> {
+    fn wake_all(&self) {
+        self.done[0].notify_all();
+        self.done[1].notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<S>> {
@@ -364,54 +515,70 @@ impl<S: Storage> Store<S> {
         // (each input is applied or rolled back as a whole); keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Stages a write, then waits for (or leads) the group commit that carries it.
-    fn submit(
-        &self,
-        write: impl FnOnce(&mut Replica<S>, Millis) -> Result<Seq, replica::Error>,
-    ) -> Result<Seq, Error> {
-        let mut g = self.lock();
-        let now = self.clock.now();
-        let seq = write(&mut g.replica, now)?;
-        let target = g.commits + 1;
-        if g.leader {
-            while g.commits < target {
-                g = self.done.wait(g).unwrap_or_else(|p| p.into_inner());
+/// The commit thread: writes back whatever is staged, fsyncs without the lock (so the
+/// next transaction stages meanwhile), acknowledges; until the store is dropped (what
+/// is staged then is committed first).
+fn commit_loop<S: Storage>(shared: &Shared<S>, checkpoint: &std::sync::mpsc::SyncSender<()>) {
+    let mut g = shared.lock();
+    loop {
+        while !g.stop && g.replica.pending() == 0 {
+            g = shared.work.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        if g.replica.pending() == 0 {
+            return; // stopping, nothing staged
+        }
+        let before = g.replica.durable_gen();
+        let generation = match g.replica.prepare_commit() {
+            Ok(Some(generation)) => generation,
+            Ok(None) => continue,
+            Err(e) => {
+                let generation = g.replica.written_gen();
+                tracing::error!(error = %e, "sbus commit failed");
+                if matches!(e, replica::Error::SyncFailed(_)) {
+                    g.poisoned.get_or_insert_with(|| e.to_string());
+                }
+                g.failed.push_back((generation, e.to_string()));
+                if g.failed.len() > FAILED_KEPT {
+                    g.failed.pop_front();
+                }
+                dispatch(&mut g);
+                shared.wake_all();
+                continue;
             }
+        };
+        let synced = match g.replica.storage().syncer() {
+            Some(syncer) => {
+                drop(g);
+                let r = syncer.sync().map_err(|e| e.to_string());
+                g = shared.lock();
+                r
+            }
+            None => g.replica.storage().sync().map_err(|e| e.to_string()),
+        };
+        let now = shared.clock.now();
+        if let Err(e) = g.replica.finish_commit(now, generation, synced) {
+            tracing::error!(error = %e, "sbus fsync failed; acknowledging nothing more");
+            g.poisoned.get_or_insert_with(|| e.to_string());
+        }
+        dispatch(&mut g);
+        if g.poisoned.is_some() || generation != before + 1 {
+            shared.wake_all();
         } else {
-            g.leader = true;
-            let wait = Duration::from_millis(g.replica.config().commit_interval_ms);
-            let batch = g.replica.config().commit_batch;
-            if g.replica.pending() < batch && !wait.is_zero() {
-                g = self
-                    .done
-                    .wait_timeout(g, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
-            let now = self.clock.now();
-            let result = g.replica.commit(now);
-            g.commits += 1;
-            g.leader = false;
-            if let Err(e) = result {
-                let n = g.commits;
-                g.failed = Some((n, e.to_string()));
-            }
-            dispatch(&mut g);
-            self.done.notify_all();
-            if let Some(hook) = self
-                .on_commit
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
-                hook();
-            }
+            shared.done[parity(generation)].notify_all();
         }
-        match &g.failed {
-            Some((n, why)) if *n == target => Err(Error::CommitFailed(why.clone())),
-            _ => Ok(seq),
+        drop(g);
+        let _ = checkpoint.try_send(());
+        if let Some(hook) = shared
+            .on_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            hook();
         }
+        g = shared.lock();
     }
 }
 
@@ -464,7 +631,7 @@ mod tests {
     fn typed_round_trip_subscribe_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), MemberId(1)).unwrap();
+            let store = Store::open_in_region(dir.path(), MemberId(1), Some("eu".into())).unwrap();
             let notices = store.subscribe(&[Table::Subscribers]);
             store.put(&sub("alice")).unwrap();
             store.put(&sub("bob")).unwrap();

@@ -256,6 +256,13 @@ pub enum Op {
         /// Chunk bytes.
         bytes: Vec<u8>,
     },
+    /// A change of `domain` withheld from this member by the domain's placement
+    /// (data sovereignty): it carries no content and only advances the version vector, so
+    /// per-origin sequences stay dense. See [`crate::placement`].
+    Placeholder {
+        /// The domain whose change was withheld.
+        domain: String,
+    },
 }
 
 /// One entry of the replicated change log.
@@ -289,6 +296,7 @@ impl Change {
             Op::Delete { key, .. } => key.len(),
             Op::AppendCdr { record } => record.len(),
             Op::BlobChunk { key, bytes, .. } => key.len() + bytes.len(),
+            Op::Placeholder { domain } => domain.len(),
         }
     }
 }

@@ -65,6 +65,9 @@ fn member(bin: &Path, dir: &Path, id: u32, port: u16, peers: &[u16], certs: &Pat
     for p in peers {
         cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
     }
+    // Members 1 and 2 are in the EU, member 3 in the US (data sovereignty).
+    let region = if id == 3 { "us-east" } else { "eu-west" };
+    cmd.arg("--region").arg(region);
     cmd.arg("--cert")
         .arg(certs.join("member.pem"))
         .arg("--key")
@@ -188,6 +191,37 @@ fn three_processes_converge_survive_kill_9_and_refuse_a_foreign_certificate() {
         )
         .1 == "v1"
     });
+
+    // An EU domain's subscriber reaches member 2 (EU), never member 3 (US); a trunk
+    // written after it reaches member 3, so member 3 has had its chance.
+    let put = |table: &str, key: &str, value: &str| {
+        let args = ["sbus", "put", "--data-dir", &d("d1"), table, key, value];
+        assert!(voxplane(&bin, &args).0, "put {table} {key}");
+    };
+    let get = |data: &str, table: &str, key: &str| {
+        voxplane(&bin, &["sbus", "get", "--data-dir", &d(data), table, key])
+    };
+    put(
+        "domains",
+        "eu.example",
+        r#"{"name":"eu.example","placement":{"Regions":["eu-west"]}}"#,
+    );
+    put("subscribers", "eu.example/alice", "secret");
+    put("trunks", "t1", "trunk");
+    until(Duration::from_secs(10), "trunk on member 3", || {
+        get("d3", "trunks", "t1").1 == "trunk"
+    });
+    until(Duration::from_secs(10), "subscriber on member 2", || {
+        get("d2", "subscribers", "eu.example/alice").1 == "secret"
+    });
+    assert!(!get("d3", "subscribers", "eu.example/alice").0);
+    let (_, st) = voxplane(&bin, &["sbus", "status", "--data-dir", &d("d3")]);
+    let st: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_eq!(st["region"], "us-east", "{st}");
+    assert!(
+        st["stats"]["placeholders_stored"].as_u64() >= Some(1),
+        "{st}"
+    );
 
     // Stream writes into member 1 over its control socket; kill -9 member 2 midway.
     let mut sock = UnixStream::connect(dir.join("d1/sbus.sock")).unwrap();

@@ -40,8 +40,19 @@ async fn start(
     listener: TcpListener,
     peers: Vec<SocketAddr>,
 ) -> Running {
+    start_in(data, files, listener, peers, None).await
+}
+
+async fn start_in(
+    data: &Path,
+    files: &TlsFiles,
+    listener: TcpListener,
+    peers: Vec<SocketAddr>,
+    region: Option<&str>,
+) -> Running {
     let tls = Tls::load(files).unwrap();
-    let store = Arc::new(Store::open(data, tls.member).unwrap());
+    let store =
+        Arc::new(Store::open_in_region(data, tls.member, region.map(str::to_owned)).unwrap());
     let (stop, rx) = oneshot::channel::<()>();
     let (s, d) = (Arc::clone(&store), data.to_owned());
     let task = tokio::spawn(async move {
@@ -75,18 +86,25 @@ async fn wait_for(store: &Arc<Store>, key: &str, value: &str, limit: Duration) -
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_converge_over_mutual_tls() {
-    let dir = tempfile::tempdir().unwrap();
+/// Certificates of members 1..=n from one CA (in `dir`), listeners on loopback, their
+/// addresses, and the CA file.
+struct Cluster {
+    files: Vec<TlsFiles>,
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    ca_file: PathBuf,
+}
+
+async fn cluster(dir: &Path, n: u32) -> Cluster {
     let ca = cert::generate_ca().unwrap();
-    let ca_file = dir.path().join("ca.pem");
+    let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
     let mut files = Vec::new();
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
-    for id in 1..=3u32 {
+    for id in 1..=n {
         let p = cert::generate_member(&ca.key_pem, MemberId(id)).unwrap();
-        let (cert, key) = write_pair(dir.path(), &format!("m{id}"), &p);
+        let (cert, key) = write_pair(dir, &format!("m{id}"), &p);
         files.push(TlsFiles {
             cert,
             key,
@@ -96,17 +114,45 @@ async fn three_members_converge_over_mutual_tls() {
         addrs.push(l.local_addr().unwrap());
         listeners.push(l);
     }
-    let data: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("d{i}"))).collect();
+    Cluster {
+        files,
+        listeners,
+        addrs,
+        ca_file,
+    }
+}
+
+/// Starts every member of `c` in `regions` (data in `d1`, `d2`, … under `dir`).
+async fn start_all(dir: &Path, c: &mut Cluster, regions: &[Option<&str>]) -> Vec<Option<Running>> {
     let mut members = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let peers = addrs
+    for (i, l) in std::mem::take(&mut c.listeners).into_iter().enumerate() {
+        let peers = c
+            .addrs
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
             .map(|(_, a)| *a)
             .collect();
-        members.push(Some(start(&data[i], &files[i], l, peers).await));
+        let data = dir.join(format!("d{}", i + 1));
+        members.push(Some(
+            start_in(&data, &c.files[i], l, peers, regions[i]).await,
+        ));
     }
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_converge_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path(), 3).await;
+    let mut members = start_all(dir.path(), &mut c, &[None, None, None]).await;
+    let Cluster {
+        files,
+        addrs,
+        ca_file,
+        ..
+    } = c;
+    let data: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("d{i}"))).collect();
     let store = |m: &Vec<Option<Running>>, i: usize| Arc::clone(&m[i].as_ref().unwrap().store);
 
     // A write on any member reaches the others.
@@ -256,125 +302,128 @@ async fn three_members_converge_over_mutual_tls() {
         let _ = m.stop.send(());
         m.task.await.unwrap();
     }
+    // Peer ids learned from links are kept: a member started with no --peer at all
+    // still counts both as members.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alone = start(&data[0], &files[0], l, Vec::new()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut peers: Vec<MemberId> = alone.store.status().peers.iter().map(|(p, _)| *p).collect();
+    peers.sort();
+    assert_eq!(peers, vec![MemberId(2), MemberId(3)]);
+    let _ = alone.stop.send(());
+    alone.task.await.unwrap();
 }
 
-/// Throughput and replication lag of three members over loopback mutual TLS:
-/// `cargo test -p sbus --release --test net -- --ignored --nocapture`.
+/// Data sovereignty over the real driver: an EU domain's subscriber, CDR and voicemail
+/// reach the other EU member and never the US member, while a global trunk reaches all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run with --release --ignored --nocapture"]
-async fn bench_three_members() {
-    let n: u32 = std::env::var("SBUS_BENCH_CHANGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
+async fn an_eu_domain_never_reaches_a_us_member() {
+    use sbus::record::{BlobTable, Cdr, Credentials, Domain, Placement, Subscriber, Trunk};
     let dir = tempfile::tempdir().unwrap();
-    let ca = cert::generate_ca().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
-    let mut listeners = Vec::new();
-    let mut addrs = Vec::new();
-    let mut files = Vec::new();
-    for id in 1..=3u32 {
-        let p = cert::generate_member(&ca.key_pem, MemberId(id)).unwrap();
-        let (cert, key) = write_pair(dir.path(), &format!("m{id}"), &p);
-        files.push(TlsFiles {
-            cert,
-            key,
-            ca: ca_file.clone(),
-        });
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.push(l.local_addr().unwrap());
-        listeners.push(l);
-    }
-    let mut members = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| *a)
-            .collect();
-        members.push(start(&dir.path().join(format!("d{i}")), &files[i], l, peers).await);
-    }
-    put(&members[0].store, "warmup", "1").await;
-    for m in &members {
-        wait_for(&m.store, "warmup", "1", Duration::from_secs(10)).await;
-    }
-    // Lag: time from a write's acknowledgement on member 1 to its commit on member 2.
-    let base = Instant::now();
-    let acked: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
-        (0..n)
-            .map(|_| std::sync::atomic::AtomicU64::new(0))
-            .collect(),
-    );
-    let notices = members[1].store.subscribe(&[Table::Trunks]);
-    let seen = std::thread::spawn(move || {
-        let mut at = vec![0u64; n as usize];
-        let mut got = 0;
-        while got < n {
-            match notices.recv_timeout(Duration::from_secs(30)) {
-                Ok(sbus::store::Notice::Changed { key, .. }) => {
-                    if let Some(i) = key.strip_prefix('b').and_then(|k| k.parse::<usize>().ok()) {
-                        at[i] = u64::try_from(base.elapsed().as_micros()).unwrap();
-                        got += 1;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        at
-    });
-    let nw: u32 = std::env::var("SBUS_BENCH_WRITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
-    let t0 = Instant::now();
-    let writers: Vec<_> = (0..nw)
-        .map(|w| {
-            let s = Arc::clone(&members[0].store);
-            let acked = Arc::clone(&acked);
-            tokio::task::spawn_blocking(move || {
-                for k in (w..n).step_by(nw as usize) {
-                    s.put_raw(Table::Trunks, &format!("b{k}"), vec![0u8; 100])
-                        .unwrap();
-                    acked[k as usize].store(
-                        u64::try_from(base.elapsed().as_micros()).unwrap(),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                }
-            })
+    let mut c = cluster(dir.path(), 3).await;
+    let regions = [Some("eu-west"), Some("eu-west"), Some("us-east")];
+    let members = start_all(dir.path(), &mut c, &regions).await;
+    let store = |i: usize| Arc::clone(&members[i].as_ref().unwrap().store);
+    let trunk = |name: &str| Trunk {
+        name: name.into(),
+        host: "192.0.2.10".into(),
+        port: 5060,
+        transport: "udp".into(),
+    };
+    let eu = store(0);
+    tokio::task::spawn_blocking(move || {
+        eu.put(&Domain {
+            name: "eu.example".into(),
+            placement: Placement::Regions(vec!["eu-west".into()]),
+            description: String::new(),
         })
-        .collect();
-    for w in writers {
-        w.await.unwrap();
+        .unwrap();
+        eu.put(&trunk("t1")).unwrap();
+        eu.put(&Subscriber {
+            domain: "eu.example".into(),
+            user: "alice".into(),
+            display_name: String::new(),
+            credentials: Credentials {
+                realm: "eu.example".into(),
+                ha1: "0".repeat(32),
+            },
+            voicemail: true,
+        })
+        .unwrap();
+        eu.append_cdr(&Cdr {
+            call_id: "c1".into(),
+            domain: "eu.example".into(),
+            from: "sip:bob@eu.example".into(),
+            to: "sip:alice@eu.example".into(),
+            start_ms: 1,
+            answer_ms: None,
+            end_ms: 2,
+            status: 486,
+        })
+        .unwrap();
+        eu.put_blob(
+            BlobTable::Voicemails,
+            "eu.example/alice/1",
+            &vec![7u8; 200_000],
+        )
+        .unwrap();
+        eu.put(&trunk("t2")).unwrap();
+    })
+    .await
+    .unwrap();
+    // Every member holds everything member 1 wrote, as data or placeholders.
+    let want = store(0).status().applied;
+    let t0 = Instant::now();
+    while !(store(1).status().applied.dominates(&want)
+        && store(2).status().applied.dominates(&want))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no convergence");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let write_time = t0.elapsed();
-    let want = members[0].store.status().applied;
-    for m in &members[1..] {
-        while !m.store.status().applied.dominates(&want) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    for i in 0..3 {
+        assert!(
+            store(i).get::<Trunk>("t1").unwrap().is_some(),
+            "trunk on {i}"
+        );
+        assert!(store(i).get::<Domain>("eu.example").unwrap().is_some());
     }
-    let replicated = t0.elapsed();
-    let at = seen.join().unwrap();
-    let mut lags: Vec<u64> = (0..n as usize)
-        .map(|i| at[i].saturating_sub(acked[i].load(std::sync::atomic::Ordering::Relaxed)))
-        .collect();
-    lags.sort_unstable();
-    let p = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
-    let commits = members[0].store.status().stats.commits;
-    eprintln!(
-        "sbus bench: {n} changes of 100 B, {nw} writers on member 1: acknowledged at {:.0}/s, \
-         replicated to both peers at {:.0}/s; lag ack→commit on member 2 p50 {:.1} ms p99 {:.1} ms \
-         max {:.1} ms; {commits} commits on member 1",
-        f64::from(n) / write_time.as_secs_f64(),
-        f64::from(n) / replicated.as_secs_f64(),
-        p(0.5),
-        p(0.99),
-        p(1.0),
+    let eu2 = store(1);
+    assert!(eu2.get::<Subscriber>("eu.example/alice").unwrap().is_some());
+    assert_eq!(eu2.cdrs(None, 10).unwrap().len(), 1);
+    let vm = eu2
+        .blob(BlobTable::Voicemails, "eu.example/alice/1")
+        .unwrap();
+    assert_eq!(vm.map(|v| v.len()), Some(200_000));
+    let us = store(2);
+    assert!(us.get::<Subscriber>("eu.example/alice").unwrap().is_none());
+    assert!(us.cdrs(None, 10).unwrap().is_empty());
+    assert!(
+        us.blob(BlobTable::Voicemails, "eu.example/alice/1")
+            .unwrap()
+            .is_none()
     );
-    for m in members {
+    assert!(us.list::<Subscriber>("eu.example/").unwrap().is_empty());
+    let st = us.status();
+    assert_eq!(st.region.as_deref(), Some("us-east"));
+    // Subscriber, CDR, and the voicemail's 4 chunks of 64 KiB.
+    assert!(st.stats.placeholders_stored >= 6, "{:?}", st.stats);
+    assert_eq!(st.stats.placement_refused, 0, "{:?}", st.stats);
+    let text = net::metrics_text(&us);
+    assert!(text.contains("sbus_placeholders_stored_total"), "{text}");
+    // Nor may the US member write the domain's data.
+    let err = us.append_cdr(&Cdr {
+        call_id: "c2".into(),
+        domain: "eu.example".into(),
+        from: String::new(),
+        to: String::new(),
+        start_ms: 1,
+        answer_ms: None,
+        end_ms: 2,
+        status: 200,
+    });
+    assert!(err.is_err(), "{err:?}");
+    assert_eq!(eu2.status().stats.placeholders_stored, 0);
+    for m in members.into_iter().flatten() {
         let _ = m.stop.send(());
         m.task.await.unwrap();
     }

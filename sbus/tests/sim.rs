@@ -5,6 +5,17 @@
 //! snapshot. After healing, every member must hold exactly the state an oracle computes
 //! from the writes that survived, and no acknowledged write may be missing.
 //!
+//! In half the seeds (decided by a separate generator, so the fault schedule of a seed is
+//! the same either way) members commit as `Store` does — pipelined: the transaction is
+//! written back, the fsync lands 0–3 ms later while new changes stage, and a crash in
+//! between loses every written-back transaction not yet synced.
+//!
+//! Members are labelled with regions (`eu`, `us`) and write into placed domains: `eu.d`
+//! (EU only), `all.d` (EU and US) and `g.d` (no domain row: everywhere). Over every
+//! seed: no member ever holds data of a domain its region may not hold (checked on every
+//! change it commits, and in its log and final state), every member converges to the
+//! oracle's state filtered by its region, and no acknowledged write is lost.
+//!
 //! `SBUS_SIM_SEEDS=N` overrides the number of seeds of the normal run; the `#[ignore]`d
 //! test runs 20,000 seeds with a longer fault phase.
 
@@ -14,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sbus::msg::Message;
+use sbus::placement::{cdr_domain, domain_of, domain_of_key};
+use sbus::record::{Domain, Placement};
 use sbus::replica::{Config, Event, Replica};
 use sbus::storage::{MemStorage, Storage};
 use sbus::types::{CdrId, MemberId, Millis, Op, Seq, Table, Version, VersionVector};
@@ -40,6 +53,25 @@ struct Node {
     cfg: Config,
     restart_at: Option<u64>,
     joined: bool,
+    /// Commits are driven here (prepare, later sync and finish), not by the core.
+    pipelined: bool,
+    /// When the fsync of a written-back generation completes.
+    sync_at: Option<(u64, u64)>,
+    /// Its region.
+    region: &'static str,
+}
+
+/// The placed domains (rows written by member 0 before any other write) and, last, a
+/// domain without a row (global).
+const DOMAINS: [(&str, &[&str]); 3] = [("eu.d", &["eu"]), ("all.d", &["eu", "us"]), ("g.d", &[])];
+
+/// Whether a member of `region` may hold data of `domain` (`None`: global data).
+fn may_hold(region: &str, domain: Option<&str>) -> bool {
+    let Some(d) = domain else { return true };
+    DOMAINS
+        .iter()
+        .find(|(name, _)| *name == d)
+        .is_none_or(|(_, regions)| regions.is_empty() || regions.contains(&region))
 }
 
 struct Packet {
@@ -51,6 +83,8 @@ struct Packet {
 
 struct Sim {
     rng: SmallRng,
+    /// Pipelined-commit decisions (kept off `rng` so a seed's faults do not change).
+    prng: SmallRng,
     now: u64,
     nodes: Vec<Node>,
     /// (deliver at, tie-break) → packet
@@ -88,8 +122,24 @@ impl Sim {
             1_000_000
         };
         let mut nodes = Vec::new();
-        for i in 0..n {
+        let mut prng = SmallRng::seed_from_u64(seed ^ 0x5eed_f00d);
+        let pipelined = prng.gen_bool(0.5);
+        // Regions, from their own generator too (member 0, which places the domains,
+        // is in the EU).
+        let mut grng = SmallRng::seed_from_u64(seed ^ 0x00e0_0005);
+        let regions: Vec<&'static str> = (0..n)
+            .map(|i| {
+                if i == 0 || grng.gen_bool(0.5) {
+                    "eu"
+                } else {
+                    "us"
+                }
+            })
+            .collect();
+        for (i, region) in regions.iter().enumerate() {
             let mut cfg = Config::new(id(i));
+            cfg.region = Some((*region).to_owned());
+            cfg.auto_commit = !pipelined;
             cfg.commit_interval_ms = rng.gen_range(1..5);
             cfg.commit_batch = rng.gen_range(1..32);
             cfg.max_pending = 64;
@@ -107,10 +157,14 @@ impl Sim {
                 cfg,
                 restart_at: None,
                 joined: !(late && i == n - 1),
+                pipelined,
+                sync_at: None,
+                region,
             });
         }
         let mut sim = Sim {
             rng,
+            prng,
             now: 0,
             nodes,
             net: BinaryHeap::new(),
@@ -130,7 +184,85 @@ impl Sim {
                 sim.introduce(i);
             }
         }
+        sim.place_domains();
         sim
+    }
+
+    /// Member 0 writes the placed domains' rows; runs (without faults) until every
+    /// joined member holds them, so no member writes a placed domain's data unaware of
+    /// its placement.
+    fn place_domains(&mut self) {
+        let now = Millis(self.now);
+        for (name, regions) in DOMAINS.iter().filter(|(_, r)| !r.is_empty()) {
+            let value = sbus::record::encode(&Domain {
+                name: (*name).to_owned(),
+                placement: Placement::Regions(regions.iter().map(|r| (*r).to_owned()).collect()),
+                description: String::new(),
+            });
+            let r = self.nodes[0].replica.as_mut().unwrap();
+            let op = Op::Put {
+                table: Table::Domains,
+                key: (*name).to_owned(),
+                value: value.clone(),
+            };
+            let s = r.write(now, op).unwrap();
+            let version = Version {
+                hlc: r.clock(),
+                origin: id(0),
+            };
+            self.writes.insert(
+                (id(0), s),
+                (
+                    version,
+                    Effect::Put(Table::Domains, (*name).to_owned(), value),
+                ),
+            );
+        }
+        let placed = self.writes.len() as u64;
+        loop {
+            let next = self.next_deadline().unwrap_or(self.now + 1);
+            self.run_until(next);
+            let done = self.nodes.iter().all(|n| {
+                !n.joined
+                    || n.replica
+                        .as_ref()
+                        .is_some_and(|r| r.applied().get(id(0)) >= Seq(placed))
+            });
+            if done {
+                break;
+            }
+            assert!(self.now < 60_000, "domains never placed");
+        }
+    }
+
+    /// Panics if member `i` holds content of a domain its region may not hold.
+    fn check_sovereignty(&mut self, i: usize, events: &[Event]) {
+        let region = self.nodes[i].region;
+        let r = self.nodes[i].replica.as_mut().unwrap();
+        for e in events {
+            match e {
+                Event::Changed { table, key } => {
+                    let d = domain_of_key(*table, key);
+                    assert!(
+                        may_hold(region, d) || r.get(*table, key).unwrap().is_none(),
+                        "member {i} ({region}) holds {table:?} {key}"
+                    );
+                }
+                Event::CdrAppended(cdr) => {
+                    let before = CdrId {
+                        origin: cdr.origin,
+                        seq: Seq(cdr.seq.0 - 1),
+                    };
+                    for c in r.cdrs(Some(before), 1).unwrap() {
+                        assert!(
+                            c.id != *cdr || may_hold(region, cdr_domain(&c.record).as_deref()),
+                            "member {i} ({region}) holds CDR {cdr:?}"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Makes member `i` known to every joined member (and them to it).
@@ -207,6 +339,7 @@ impl Sim {
             "storage lost committed writes"
         );
         self.nodes[i].disk = Some(disk);
+        self.nodes[i].sync_at = None;
         let down = self.rng.gen_range(20..600);
         self.nodes[i].restart_at = Some(self.now + down);
         self.relink();
@@ -227,13 +360,41 @@ impl Sim {
         let now = Millis(self.now);
         let table =
             [Table::Domains, Table::Subscribers, Table::Greetings][self.rng.gen_range(0..3)];
-        let key = format!("k{}", self.rng.gen_range(0..12));
+        let n = self.rng.gen_range(0..12);
+        let region = self.nodes[i].region;
+        let dom = DOMAINS[self.rng.gen_range(0..DOMAINS.len())].0;
+        let dom = if may_hold(region, Some(dom)) {
+            dom
+        } else {
+            "g.d"
+        };
+        let key = if table == Table::Domains {
+            format!("k{n}")
+        } else {
+            format!("{dom}/k{n}")
+        };
         let roll = self.rng.gen_range(0..100);
         let value: Vec<u8> = (0..self.rng.gen_range(0..24))
             .map(|_| self.rng.r#gen())
             .collect();
         let r = self.nodes[i].replica.as_mut().unwrap();
         let me = id(i);
+        if !may_hold(region, Some("eu.d"))
+            && roll == 0
+            && r.get(Table::Domains, "eu.d").unwrap().is_some()
+        {
+            // Writing data of a domain its region may not hold is refused (once it knows
+            // the placement: a member that just joined may not yet).
+            let op = Op::Put {
+                table: Table::Subscribers,
+                key: "eu.d/x".into(),
+                value: vec![],
+            };
+            assert!(matches!(
+                r.write(now, op),
+                Err(sbus::replica::Error::NotPlaced { .. })
+            ));
+        }
         let result = if roll < 55 {
             r.write(
                 now,
@@ -255,7 +416,11 @@ impl Sim {
             .map(|s| vec![(s, Effect::Delete(table, key.clone()))])
         } else if roll < 90 {
             self.cdr_n += 1;
-            let rec = format!("cdr-{}-{}", me.0, self.cdr_n).into_bytes();
+            let rec = format!(
+                r#"{{"domain":"{dom}","call_id":"cdr-{}-{}"}}"#,
+                me.0, self.cdr_n
+            )
+            .into_bytes();
             r.write(
                 now,
                 Op::AppendCdr {
@@ -339,6 +504,9 @@ impl Sim {
                         events.push(e);
                     }
                 }
+                if !events.is_empty() {
+                    self.check_sovereignty(i, &events);
+                }
                 for e in events {
                     if let Event::Committed(s) = e {
                         let a = self.acked.entry(id(i)).or_default();
@@ -365,6 +533,11 @@ impl Sim {
             }
             if let Some(d) = n.restart_at {
                 t = Some(t.map_or(d, |x| x.min(d)));
+            }
+            if let Some((d, _)) = n.sync_at {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            } else if n.pipelined && n.replica.as_ref().is_some_and(|r| r.pending() > 0) {
+                t = Some(self.now);
             }
         }
         for &c in self.cut_until.values() {
@@ -413,6 +586,22 @@ impl Sim {
             {
                 r.handle_timeout(now).unwrap();
             }
+            if let Some(r) = n.replica.as_mut()
+                && n.pipelined
+            {
+                if let Some((at, g)) = n.sync_at
+                    && at <= self.now
+                {
+                    r.storage().sync().unwrap();
+                    r.finish_commit(now, g, Ok(())).unwrap();
+                    n.sync_at = None;
+                }
+                if n.sync_at.is_none()
+                    && let Some(g) = r.prepare_commit().unwrap()
+                {
+                    n.sync_at = Some((self.now + self.prng.gen_range(0..4), g));
+                }
+            }
         }
         self.drain();
     }
@@ -436,6 +625,21 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// The state a member of `region` must end with: the oracle's, without the data of
+    /// domains it may not hold.
+    fn oracle_for(&self, region: &str) -> State {
+        let (rows, cdrs, vv) = self.oracle();
+        let rows = rows
+            .into_iter()
+            .filter(|((t, k), _)| may_hold(region, domain_of_key(*t, k)))
+            .collect();
+        let cdrs = cdrs
+            .into_iter()
+            .filter(|(_, rec)| may_hold(region, cdr_domain(rec).as_deref()))
+            .collect();
+        (rows, cdrs, vv)
     }
 
     /// The state every member must end with, from the surviving writes.
@@ -514,6 +718,11 @@ struct Totals {
     snapshots: u64,
     tombstones: u64,
     superseded: u64,
+    placeholders_sent: u64,
+    placeholders_stored: u64,
+    placement_refused: u64,
+    placeholders_refused: u64,
+    snapshots_withheld: u64,
 }
 
 /// Runs one seed; panics (naming the seed) on any violation.
@@ -553,7 +762,7 @@ fn run(seed: u64, p: Params, totals: &mut Totals) {
         }
     }
     sim.relink();
-    let (rows, cdrs, vv) = sim.oracle();
+    let (_, _, vv) = sim.oracle();
     let deadline = sim.now + 60_000;
     while !sim.converged(&vv) {
         assert!(
@@ -578,6 +787,7 @@ fn run(seed: u64, p: Params, totals: &mut Totals) {
         );
     }
     for i in 0..n {
+        let (rows, cdrs, _) = sim.oracle_for(sim.nodes[i].region);
         let (r, c, v) = sim.state_of(i);
         assert_eq!(v, vv, "seed {seed}: member {i} version vector");
         assert_eq!(c, cdrs, "seed {seed}: member {i} CDRs");
@@ -590,6 +800,16 @@ fn run(seed: u64, p: Params, totals: &mut Totals) {
             .stages()
             .unwrap();
         assert!(st.is_empty(), "seed {seed}: member {i} left a blob staged");
+        // Its log holds no content of a domain its region may not hold.
+        let region = sim.nodes[i].region;
+        let r = sim.nodes[i].replica.as_mut().unwrap();
+        for (o, top) in vv.0.clone() {
+            for c in r.storage().log_range(o, Seq(0), top, usize::MAX).unwrap() {
+                let held = matches!(c.op, Op::Placeholder { .. })
+                    || may_hold(region, domain_of(&c.op).as_deref());
+                assert!(held, "seed {seed}: member {i} ({region}) logs {c:?}");
+            }
+        }
     }
     // Quiet traffic lets clock reports go round: every tombstone is then collected and
     // the log pruned to what some peer still lacks (nothing).
@@ -646,6 +866,11 @@ fn run(seed: u64, p: Params, totals: &mut Totals) {
         totals.snapshots += st.snapshots_applied;
         totals.tombstones += st.tombstones_collected;
         totals.superseded += st.superseded;
+        totals.placeholders_sent += st.placeholders_sent;
+        totals.placeholders_stored += st.placeholders_stored;
+        totals.placement_refused += st.placement_refused;
+        totals.placeholders_refused += st.placeholders_refused;
+        totals.snapshots_withheld += st.snapshots_withheld;
     }
     totals.crashes += sim.crashes;
     totals.writes += sim.writes.len() as u64;
@@ -679,6 +904,7 @@ fn cluster_converges_without_losing_acknowledged_writes_over_1000_seeds() {
     }
     assert!(totals.crashes > 0 && totals.retransmits > 0 && totals.snapshots > 0);
     assert!(totals.duplicates > 0 && totals.gaps > 0 && totals.tombstones > 0);
+    assert!(totals.placeholders_sent > 0 && totals.placeholders_stored > 0);
 }
 
 #[test]
