@@ -329,6 +329,10 @@ async fn an_eu_domain_never_reaches_a_us_member() {
         host: "192.0.2.10".into(),
         port: 5060,
         transport: "udp".into(),
+        allow_ips: Vec::new(),
+        auth: None,
+        codecs: Vec::new(),
+        options_ping_s: 0,
     };
     let eu = store(0);
     tokio::task::spawn_blocking(move || {
@@ -346,6 +350,7 @@ async fn an_eu_domain_never_reaches_a_us_member() {
             credentials: Credentials {
                 realm: "eu.example".into(),
                 ha1: "0".repeat(32),
+                ha1_sha256: String::new(),
             },
             voicemail: true,
         })
@@ -359,6 +364,8 @@ async fn an_eu_domain_never_reaches_a_us_member() {
             answer_ms: None,
             end_ms: 2,
             status: 486,
+            disconnect_cause: "busy".into(),
+            legs: Vec::new(),
         })
         .unwrap();
         eu.put_blob(
@@ -420,6 +427,8 @@ async fn an_eu_domain_never_reaches_a_us_member() {
         answer_ms: None,
         end_ms: 2,
         status: 200,
+        disconnect_cause: String::new(),
+        legs: Vec::new(),
     });
     assert!(err.is_err(), "{err:?}");
     assert_eq!(eu2.status().stats.placeholders_stored, 0);
