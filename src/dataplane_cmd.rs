@@ -92,7 +92,7 @@ pub struct DataplaneArgs {
     mis_media_port: u16,
 }
 
-fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+pub(crate) fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     let (lo, hi) = s.split_once('-').ok_or("expected LO-HI")?;
     let lo: u16 = lo.trim().parse().map_err(|e| format!("LO: {e}"))?;
     let hi: u16 = hi.trim().parse().map_err(|e| format!("HI: {e}"))?;

@@ -10,7 +10,9 @@ mod demo;
 mod mis_cmd;
 mod nqs_cmd;
 mod output;
+mod provision_cmd;
 mod sbus_cmd;
+mod up_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,10 @@ enum Command {
     Mis(mis_cmd::MisArgs),
     /// Benchmarks: relay, sbus, nqs, mis, sip (each beside its peer).
     Bench(bench_cmd::BenchArgs),
+    /// Run the SIP core (B2BUA) and the relay in one process.
+    Up(up_cmd::UpArgs),
+    #[command(flatten)]
+    Provision(provision_cmd::Command),
     /// Print the version and build information.
     Version,
 }
@@ -147,6 +153,8 @@ fn main() -> ExitCode {
         Command::Token(args) => nqs_cmd::token(&args),
         Command::Mis(args) => mis_cmd::run(&args),
         Command::Bench(args) => bench_cmd::run(&args),
+        Command::Up(args) => up_cmd::run(&args),
+        Command::Provision(cmd) => provision_cmd::run(&cmd),
         Command::Version => {
             println!("voxplane {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -60,6 +60,10 @@ pub struct Credentials {
     pub realm: String,
     /// Lower-case hex `MD5(user ":" realm ":" password)`.
     pub ha1: String,
+    /// Lower-case hex `SHA-256(user ":" realm ":" password)` (RFC 7616/8760); empty for
+    /// rows written before SHA-256 digest support, which then verify with MD5 only.
+    #[serde(default)]
+    pub ha1_sha256: String,
 }
 
 /// A subscriber (a SIP user of a domain).
@@ -112,6 +116,10 @@ pub struct Dialplan {
     pub name: String,
     /// Entries, tried in order.
     pub entries: Vec<DialplanEntry>,
+    /// The whole dialplan document in the text format `control` defines
+    /// (`docs/dialplan.md`); `entries` then summarise its rules.
+    #[serde(default)]
+    pub text: String,
 }
 
 impl Record for Dialplan {
@@ -154,6 +162,31 @@ pub struct Trunk {
     pub port: u16,
     /// `udp`, `tcp` or `tls`.
     pub transport: String,
+    /// Source addresses/networks trusted as this trunk (CIDR or bare address, e.g.
+    /// `192.0.2.0/24`): requests from them are accepted without digest authentication.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Digest credentials, for a trunk that authenticates instead of (or as well as)
+    /// by source address.
+    #[serde(default)]
+    pub auth: Option<TrunkAuth>,
+    /// Allowed codecs in order of preference (SDP encoding names such as `PCMU`);
+    /// empty allows all.
+    #[serde(default)]
+    pub codecs: Vec<String>,
+    /// Interval between OPTIONS health checks, in seconds; 0 disables them.
+    #[serde(default)]
+    pub options_ping_s: u32,
+}
+
+/// Digest credentials of a trunk: the user name and password we send when the peer
+/// challenges us, and the ones we expect when the peer registers or calls in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkAuth {
+    /// Digest user name.
+    pub username: String,
+    /// Password (needed in clear to answer the peer's challenges).
+    pub password: String,
 }
 
 impl Record for Trunk {
@@ -182,6 +215,36 @@ pub struct Cdr {
     pub end_ms: u64,
     /// Final SIP status code.
     pub status: u16,
+    /// Why the call ended (`caller-bye`, `callee-bye`, `cancel`, `rejected`, `timeout`…).
+    #[serde(default)]
+    pub disconnect_cause: String,
+    /// The call's legs with their media statistics.
+    #[serde(default)]
+    pub legs: Vec<CdrLeg>,
+}
+
+/// One leg of a call in a CDR, with the dataplane's media statistics for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrLeg {
+    /// `caller` or `callee` (or a trunk/contact name).
+    pub role: String,
+    /// The remote party's address (SIP URI or `ip:port`).
+    pub peer: String,
+    /// Negotiated codec (SDP encoding name, e.g. `PCMU`).
+    #[serde(default)]
+    pub codec: String,
+    /// RTP packets relayed from this leg.
+    #[serde(default)]
+    pub packets: u64,
+    /// RTP bytes relayed from this leg.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Packets the dataplane dropped from this leg.
+    #[serde(default)]
+    pub drops: u64,
+    /// Packets lost upstream of the dataplane (RFC 3550 cumulative loss).
+    #[serde(default)]
+    pub lost: u64,
 }
 
 /// The blob tables.
@@ -233,6 +296,7 @@ mod tests {
             credentials: Credentials {
                 realm: "example.com".into(),
                 ha1: "0".repeat(32),
+                ha1_sha256: String::new(),
             },
             voicemail: false,
         };

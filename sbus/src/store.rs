@@ -454,6 +454,7 @@ mod tests {
             credentials: Credentials {
                 realm: "example.com".into(),
                 ha1: "a".repeat(32),
+                ha1_sha256: String::new(),
             },
             voicemail: true,
         }
@@ -487,6 +488,8 @@ mod tests {
                     answer_ms: None,
                     end_ms: 2,
                     status: 486,
+                    disconnect_cause: "busy".into(),
+                    legs: Vec::new(),
                 })
                 .unwrap();
             assert_eq!(id.origin, MemberId(1));
