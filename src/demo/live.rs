@@ -155,8 +155,8 @@ pub fn run(out: &Path, seed: u64, w: &mut dyn Write) -> anyhow::Result<()> {
                 for leg in &cdr.legs {
                     write!(
                         w,
-                        "; {} leg {} pkts {} drops",
-                        leg.role, leg.packets, leg.drops
+                        "; {} leg {} pkts {} drops {} lost",
+                        leg.role, leg.packets, leg.drops, leg.lost
                     )?;
                 }
                 writeln!(w)?;
