@@ -105,7 +105,8 @@ pub struct Extras {
 }
 
 /// A running SIP core and relay. Dropping it stops both (the SIP core
-/// first, so its last BYEs still reach the relay).
+/// first, so its last BYEs still reach the relay); [`Running::stop`] also
+/// waits for the CDRs to be stored.
 pub struct Running {
     /// The SIP core (shared with the metrics endpoint when it runs).
     pub driver: Arc<Driver>,
@@ -113,6 +114,26 @@ pub struct Running {
     pub backend: UdpBackend,
     /// Where `/metrics` is served, unless [`Extras::no_metrics`].
     pub metrics_addr: Option<SocketAddr>,
+    cdr_writer: thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the SIP core, then the relay, then (when nothing else holds
+    /// the SIP core, i.e. without `/metrics`) waits for the CDR writer to
+    /// store the last CDRs.
+    pub fn stop(self) {
+        let Running {
+            driver,
+            backend,
+            cdr_writer,
+            ..
+        } = self;
+        let alone = Arc::try_unwrap(driver).map(drop).is_ok();
+        drop(backend);
+        if alone {
+            let _ = cdr_writer.join();
+        }
+    }
 }
 
 /// Runs until killed.
@@ -196,7 +217,7 @@ pub fn start(args: &UpArgs, extras: Extras) -> anyhow::Result<Running> {
         Some(addr) => Some((addr, tls_config(args, addr)?)),
         None => None,
     };
-    let mut sink = cdr_sink(
+    let (mut sink, cdr_writer) = cdr_sink(
         Arc::clone(&store),
         match &args.cdr_clickhouse {
             Some(url) => Some(
@@ -248,6 +269,7 @@ pub fn start(args: &UpArgs, extras: Extras) -> anyhow::Result<Running> {
         driver,
         backend,
         metrics_addr,
+        cdr_writer,
     })
 }
 
@@ -353,12 +375,12 @@ pub const DEMO_DOMAIN: &str = "voxplane.local";
 fn cdr_sink(
     store: Arc<sbus::store::Store>,
     mut clickhouse: Option<control::cdr::ClickHouseWriter>,
-) -> anyhow::Result<control::driver::CallSink> {
+) -> anyhow::Result<(control::driver::CallSink, thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<control::b2bua::CallRecord>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    thread::Builder::new().name("cdr".into()).spawn(move || {
+    let writer = thread::Builder::new().name("cdr".into()).spawn(move || {
         let mut pending = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_secs(5)) {
@@ -395,9 +417,12 @@ fn cdr_sink(
             }
         }
     })?;
-    Ok(Box::new(move |record| {
-        let _ = tx.send(record);
-    }))
+    Ok((
+        Box::new(move |record| {
+            let _ = tx.send(record);
+        }),
+        writer,
+    ))
 }
 
 /// `/metrics` on axum, on a small runtime of its own (the SIP core and

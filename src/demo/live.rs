@@ -64,7 +64,7 @@ pub fn run(out: &Path, seed: u64, w: &mut dyn Write) -> anyhow::Result<()> {
     let passwords = [format!("alice-{seed}"), format!("bob-{seed}")];
     let (cdr_tx, cdr_rx) = mpsc::channel::<CallRecord>();
     let mut running = start(
-        &UpArgs::embedded(sip_dir.clone(), media_ports()),
+        &UpArgs::embedded(sip_dir.clone(), media_ports()?),
         Extras {
             mirror: MirrorConfig {
                 ring_bytes: Some(4 << 20),
@@ -118,7 +118,7 @@ pub fn run(out: &Path, seed: u64, w: &mut dyn Write) -> anyhow::Result<()> {
     let recorded = &calls[0].call_id;
     let recording = mis.wait_for(recorded, Duration::from_secs(10));
     // Stop the SIP core and relay first, then let NQS finish its calls.
-    drop(running);
+    running.stop();
     let streams = nqs.finish()?;
     mis.stop();
 
@@ -459,11 +459,27 @@ fn bind_rtp() -> anyhow::Result<UdpSocket> {
     UdpSocket::bind("127.0.0.1:0").context("binding an RTP socket")
 }
 
-/// A media port range for this process (the relay allocates from a range,
-/// not from the kernel's ephemeral ports).
-fn media_ports() -> std::ops::RangeInclusive<u16> {
-    let base = 42_000 + (std::process::id() % 200) as u16 * 100;
-    base..=base + 99
+/// A media port range for this process. The relay allocates from a
+/// range, not from the kernel's ephemeral ports, and a port it cannot bind
+/// loses that leg's media: so take a block of 64 ports below the
+/// ephemeral range (32768 up on Linux) that are all free now, starting at
+/// a block chosen by the process id so that parallel demos (tests) differ.
+fn media_ports() -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    const BLOCK: u16 = 64;
+    const FIRST: u16 = 20_000;
+    const BLOCKS: u16 = (32_768 - FIRST) / BLOCK;
+    let start = (std::process::id() % u32::from(BLOCKS)) as u16;
+    for i in 0..BLOCKS {
+        let base = FIRST + (start + i) % BLOCKS * BLOCK;
+        let range = base..=base + BLOCK - 1;
+        if range
+            .clone()
+            .all(|p| UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], p))).is_ok())
+        {
+            return Ok(range);
+        }
+    }
+    bail!("no block of {BLOCK} free UDP ports on 127.0.0.1 between {FIRST} and 32767")
 }
 
 fn fmt_secs(ms: u64) -> String {

@@ -109,8 +109,8 @@ impl Ua {
 
     /// Sends a request and waits for its final response (provisional ones
     /// are logged and skipped), retransmitting on T1 doubling (loopback
-    /// rarely needs it). Requests arriving meanwhile are answered by
-    /// `on_request` (the caller's BYE never crosses this in the demo).
+    /// rarely needs it). Other messages arriving meanwhile are skipped
+    /// (the demo's script never crosses requests).
     pub fn transact(&mut self, request: &str) -> anyhow::Result<Received> {
         let cseq = header_of(request, "CSeq").unwrap_or_default();
         let mut interval = Duration::from_millis(500);
