@@ -119,8 +119,13 @@ pub fn run(out: &Path, seed: u64, w: &mut dyn Write) -> anyhow::Result<()> {
     let recording = mis.wait_for(recorded, Duration::from_secs(10));
     // Stop the SIP core and relay first, then let NQS finish its calls.
     running.stop();
-    let streams = nqs.finish()?;
+    let (streams, mirrored) = nqs.finish()?;
     mis.stop();
+    writeln!(
+        w,
+        "  stopped: SIP core, relay, NQS ({} mirrored packets), MIS",
+        streams.iter().map(|s| s.packets).sum::<u64>()
+    )?;
 
     for c in &calls {
         writeln!(
@@ -570,7 +575,7 @@ impl Mis {
 /// writing rows to SQLite.
 struct Nqs {
     stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<anyhow::Result<Vec<nqs::sink::StreamRow>>>,
+    thread: thread::JoinHandle<anyhow::Result<(Vec<nqs::sink::StreamRow>, u64)>>,
 }
 
 impl Nqs {
@@ -603,12 +608,13 @@ impl Nqs {
             for id in call_ids {
                 streams.extend(sink.streams(&id).context("reading NQS streams")?);
             }
-            Ok(streams)
+            Ok((streams, source.packets()))
         })?;
         Ok(Self { stop, thread })
     }
 
-    fn finish(self) -> anyhow::Result<Vec<nqs::sink::StreamRow>> {
+    /// Stops the thread; the streams it stored and the mirrored packets.
+    fn finish(self) -> anyhow::Result<(Vec<nqs::sink::StreamRow>, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
