@@ -123,8 +123,7 @@ pub fn run(out: &Path, seed: u64, w: &mut dyn Write) -> anyhow::Result<()> {
     mis.stop();
     writeln!(
         w,
-        "  stopped: SIP core, relay, NQS ({} mirrored packets), MIS",
-        streams.iter().map(|s| s.packets).sum::<u64>()
+        "  stopped: SIP core, relay, NQS ({mirrored} packets from the mirror ring), MIS",
     )?;
 
     for c in &calls {
