@@ -38,7 +38,7 @@ impl Up {
             .arg(dir.path().join("data"))
             .args([
                 "--sip-listen",
-                &format!("{ip}:0"),
+                &std::net::SocketAddr::new(ip.parse().unwrap(), 0).to_string(),
                 "--media-addr",
                 ip,
                 "--metrics-listen",
@@ -1066,4 +1066,53 @@ fn rfc4475_semantic_messages_get_the_rfc_responses() {
         assert_eq!(status, want, "{name}");
     }
     up.expect_metrics(&["voxplane_sip_responses_sent_total{class=\"4xx\"} 8"]);
+}
+
+/// The same call over IPv6 loopback: SIP on [::1], media anchored on ::1.
+#[test]
+fn call_over_ipv6() {
+    if !ready() || std::net::UdpSocket::bind("[::1]:0").is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::launch(None, "::1", "42200-42299", &[]);
+    let base = free_port();
+    let xml = REGISTER.replace("USER", "bob");
+    let auth = |user: &'static str| ["-au", user, "-ap", up.password(user)];
+    let mut args = vec![
+        "-p".to_owned(),
+        base.to_string(),
+        up.sip.clone(),
+        "-m".into(),
+        "1".into(),
+    ];
+    args.extend(auth("bob").iter().map(|s| s.to_string()));
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    sipp_at(dir.path(), "register", &xml, None, "::1", &args_ref).expect_success(1);
+    let uas = sipp_at(
+        dir.path(),
+        "uas",
+        &UAS,
+        None,
+        "::1",
+        &["-p", &base.to_string(), "-m", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = free_port().to_string();
+    let mut args = vec![
+        "-p",
+        caller.as_str(),
+        "-s",
+        "bob",
+        up.sip.as_str(),
+        "-m",
+        "1",
+    ];
+    args.extend(auth("alice"));
+    sipp_at(dir.path(), "uac", &UAC, None, "::1", &args).expect_success(1);
+    uas.expect_success(1);
+    up.expect_metrics(&[
+        "voxplane_sip_calls_answered_total 1",
+        "voxplane_relay_sessions 0",
+    ]);
 }

@@ -5,7 +5,7 @@
 //! receive thread per UDP socket feeds it through a channel.
 //!
 //! UDP (IPv4 or IPv6) on a std socket; TCP and TLS on a small tokio
-//! runtime ([`crate::stream`]), framed by Content-Length, with RFC 5626
+//! runtime (the private `stream` module), framed by Content-Length, with RFC 5626
 //! keep-alive pongs and connection reuse.
 
 #![expect(
