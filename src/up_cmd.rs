@@ -90,8 +90,81 @@ pub struct UpArgs {
     t4_ms: u64,
 }
 
+/// What embedding callers (`voxplane demo`) add to [`start`].
+#[derive(Default)]
+pub struct Extras {
+    /// The relay's mirror sinks (in-process rings, HEP3, MIS).
+    pub mirror: MirrorConfig,
+    /// Passwords for the demo users instead of random ones (in the order
+    /// of [`DEMO_USERS`]).
+    pub demo_passwords: Option<[String; 2]>,
+    /// Also hand every finished call here (after the CDR is queued).
+    pub on_call: Option<control::driver::CallSink>,
+    /// Do not serve `/metrics`.
+    pub no_metrics: bool,
+}
+
+/// A running SIP core and relay. Dropping it stops both (the SIP core
+/// first, so its last BYEs still reach the relay); [`Running::stop`] also
+/// waits for the CDRs to be stored.
+pub struct Running {
+    /// The SIP core (shared with the metrics endpoint when it runs).
+    pub driver: Arc<Driver>,
+    /// The relay.
+    pub backend: UdpBackend,
+    /// Where `/metrics` is served, unless [`Extras::no_metrics`].
+    pub metrics_addr: Option<SocketAddr>,
+    cdr_writer: thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the SIP core, then the relay, then (when nothing else holds
+    /// the SIP core, i.e. without `/metrics`) waits for the CDR writer to
+    /// store the last CDRs.
+    pub fn stop(self) {
+        let Running {
+            driver,
+            backend,
+            cdr_writer,
+            ..
+        } = self;
+        let alone = Arc::try_unwrap(driver).map(drop).is_ok();
+        drop(backend);
+        if alone {
+            let _ = cdr_writer.join();
+        }
+    }
+}
+
 /// Runs until killed.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let running = start(args, Extras::default())?;
+    let driver = &running.driver;
+    if let Some(tcp) = driver.tcp_addr {
+        println!("voxplane up: SIP tcp:{tcp}");
+    }
+    if let Some(tls) = driver.tls_addr {
+        println!("voxplane up: SIP tls:{tls}");
+    }
+    println!(
+        "voxplane up: SIP udp:{} media {:?} ports {}-{} metrics http://{}/metrics data {}",
+        driver.udp_addr,
+        args.media_addr,
+        args.port_range.start(),
+        args.port_range.end(),
+        running
+            .metrics_addr
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        args.data_dir.display()
+    );
+    loop {
+        thread::park();
+    }
+}
+
+/// Starts the relay, the SIP core and (unless [`Extras::no_metrics`]) the
+/// metrics endpoint of `voxplane up`.
+pub fn start(args: &UpArgs, extras: Extras) -> anyhow::Result<Running> {
     if args.backend != "udp" {
         anyhow::bail!(
             "voxplane up runs the udp backend only today (got --backend {})",
@@ -105,7 +178,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening the SBUS store in {}", args.data_dir.display()))?,
     );
     let provisioning = Provisioning::new(Arc::clone(&store));
-    seed_demo(&provisioning)?;
+    seed_demo(&provisioning, extras.demo_passwords.as_ref())?;
     let policy = StorePolicy::new(provisioning).context("reading provisioning")?;
     let pick = |v6: bool| args.media_addr.iter().copied().find(|a| a.is_ipv6() == v6);
     let relay = RelayConfig {
@@ -121,7 +194,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let backend = UdpBackend::start(UdpConfig {
         relay,
         workers,
-        mirror: MirrorConfig::default(),
+        mirror: extras.mirror,
     })
     .context("starting the UDP relay")?;
     let mut core = Config::new(format!("{:08x}", rand::random::<u32>()), rand::random());
@@ -144,6 +217,23 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         Some(addr) => Some((addr, tls_config(args, addr)?)),
         None => None,
     };
+    let (mut sink, cdr_writer) = cdr_sink(
+        Arc::clone(&store),
+        match &args.cdr_clickhouse {
+            Some(url) => Some(
+                control::cdr::ClickHouseWriter::new(url, &args.cdr_clickhouse_db)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            None => None,
+        },
+    )?;
+    if let Some(mut tap) = extras.on_call {
+        let mut cdrs = sink;
+        sink = Box::new(move |record| {
+            cdrs(record.clone());
+            tap(record);
+        });
+    }
     let driver = Driver::start(
         DriverConfig {
             udp: args.sip_listen,
@@ -154,23 +244,16 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         },
         backend.control(),
         Box::new(policy),
-        cdr_sink(
-            Arc::clone(&store),
-            match &args.cdr_clickhouse {
-                Some(url) => Some(
-                    control::cdr::ClickHouseWriter::new(url, &args.cdr_clickhouse_db)
-                        .map_err(anyhow::Error::msg)?,
-                ),
-                None => None,
-            },
-        )?,
+        sink,
     )
     .with_context(|| format!("binding SIP on {}", args.sip_listen))?;
     let driver = Arc::new(driver);
-    let listener = TcpListener::bind(args.metrics_listen)
-        .with_context(|| format!("binding metrics on {}", args.metrics_listen))?;
-    let metrics_addr = listener.local_addr()?;
-    {
+    let metrics_addr = if extras.no_metrics {
+        None
+    } else {
+        let listener = TcpListener::bind(args.metrics_listen)
+            .with_context(|| format!("binding metrics on {}", args.metrics_listen))?;
+        let addr = listener.local_addr()?;
         let driver = Arc::clone(&driver);
         let control = backend.control();
         thread::Builder::new()
@@ -180,23 +263,42 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
                     tracing::error!(error = %e, "metrics endpoint stopped");
                 }
             })?;
-    }
-    if let Some(tcp) = driver.tcp_addr {
-        println!("voxplane up: SIP tcp:{tcp}");
-    }
-    if let Some(tls) = driver.tls_addr {
-        println!("voxplane up: SIP tls:{tls}");
-    }
-    println!(
-        "voxplane up: SIP udp:{} media {:?} ports {}-{} metrics http://{metrics_addr}/metrics data {}",
-        driver.udp_addr,
-        args.media_addr,
-        args.port_range.start(),
-        args.port_range.end(),
-        args.data_dir.display()
-    );
-    loop {
-        thread::park();
+        Some(addr)
+    };
+    Ok(Running {
+        driver,
+        backend,
+        metrics_addr,
+        cdr_writer,
+    })
+}
+
+impl UpArgs {
+    /// The settings `voxplane demo` runs the core with: loopback, UDP
+    /// only, ephemeral SIP port, `ports` for media, data in `data_dir`.
+    pub fn embedded(data_dir: PathBuf, ports: RangeInclusive<u16>) -> Self {
+        Self {
+            data_dir,
+            sip_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            no_tcp: true,
+            sip_tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            media_addr: vec![IpAddr::from([127, 0, 0, 1])],
+            port_range: ports,
+            backend: "udp".into(),
+            workers: Some(1),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sip_rate: 100.0,
+            sip_burst: 200.0,
+            digest: vec!["sha-256".into(), "md5".into()],
+            cdr_clickhouse: None,
+            cdr_clickhouse_db: "voxplane".into(),
+            media_timeout: 60,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+        }
     }
 }
 
@@ -233,12 +335,16 @@ fn tls_config(args: &UpArgs, addr: SocketAddr) -> anyhow::Result<Arc<rustls::Ser
 
 /// The demo domain and two users on first start (their passwords are
 /// printed once: only digests are stored).
-fn seed_demo(p: &Provisioning) -> anyhow::Result<()> {
+fn seed_demo(p: &Provisioning, passwords: Option<&[String; 2]>) -> anyhow::Result<()> {
     if p.domains()?.iter().any(|d| d.name == DEMO_DOMAIN) {
         return Ok(());
     }
     p.add_domain(DEMO_DOMAIN, Default::default())?;
-    for user in ["alice", "bob"] {
+    for (i, user) in DEMO_USERS.into_iter().enumerate() {
+        if let Some(passwords) = passwords {
+            p.add_user(&format!("{user}@{DEMO_DOMAIN}"), &passwords[i], user)?;
+            continue;
+        }
         let password: String = {
             use rand::Rng;
             let mut rng = rand::thread_rng();
@@ -255,8 +361,11 @@ fn seed_demo(p: &Provisioning) -> anyhow::Result<()> {
 /// CDRs kept for a ClickHouse that is down (the store has them all).
 const CLICKHOUSE_BACKLOG: usize = 100_000;
 
+/// The demo users `voxplane up` seeds.
+pub const DEMO_USERS: [&str; 2] = ["alice", "bob"];
+
 /// The demo domain `voxplane up` seeds.
-const DEMO_DOMAIN: &str = "voxplane.local";
+pub const DEMO_DOMAIN: &str = "voxplane.local";
 
 /// CDRs are written to the store by a thread of their own (a durable commit
 /// per call must not stall the SIP core), then, when configured, to
@@ -266,12 +375,12 @@ const DEMO_DOMAIN: &str = "voxplane.local";
 fn cdr_sink(
     store: Arc<sbus::store::Store>,
     mut clickhouse: Option<control::cdr::ClickHouseWriter>,
-) -> anyhow::Result<control::driver::CallSink> {
+) -> anyhow::Result<(control::driver::CallSink, thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<control::b2bua::CallRecord>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    thread::Builder::new().name("cdr".into()).spawn(move || {
+    let writer = thread::Builder::new().name("cdr".into()).spawn(move || {
         let mut pending = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_secs(5)) {
@@ -308,9 +417,12 @@ fn cdr_sink(
             }
         }
     })?;
-    Ok(Box::new(move |record| {
-        let _ = tx.send(record);
-    }))
+    Ok((
+        Box::new(move |record| {
+            let _ = tx.send(record);
+        }),
+        writer,
+    ))
 }
 
 /// `/metrics` on axum, on a small runtime of its own (the SIP core and

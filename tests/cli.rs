@@ -312,6 +312,75 @@ fn demo_runs_from_embedded_defaults() {
     let text = stdout(&o);
     assert!(text.contains("Call "), "{text}");
     assert!(dir.path().join("demo.pcap").is_file());
+    check_live_part(dir.path(), &text);
+}
+
+/// The live part: both users registered, two answered calls with packets
+/// relayed both ways, MOS from the mirror, the recorded call's WAVs.
+fn check_live_part(out: &Path, text: &str) {
+    assert_eq!(text.matches("REGISTER (digest) → 200").count(), 2, "{text}");
+    let cdrs: Vec<&str> = text.lines().filter(|l| l.contains("CDR: ")).collect();
+    assert_eq!(cdrs.len(), 2, "{text}");
+    for cdr in &cdrs {
+        assert!(cdr.contains("status 200"), "{cdr}");
+        for role in ["caller leg ", "callee leg "] {
+            let packets: u64 = cdr
+                .split(role)
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {role}packets in {cdr}"));
+            assert!((20..=30).contains(&packets), "{cdr}");
+        }
+    }
+    let mos: Vec<f64> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("NQS ") && l.contains("MOS "))
+        .map(|l| l.rsplit("MOS ").next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        mos.len(),
+        2,
+        "one stream per leg of the recorded call: {text}"
+    );
+    assert!(mos.iter().all(|m| (1.0..=4.5).contains(m)), "{mos:?}");
+    // The leg with seeded loss scores lower than the clean one.
+    assert!(mos[0] != mos[1], "{mos:?}");
+    assert!(out.join("live/nqs/nqs.sqlite").is_file());
+    let recordings = out.join("live/mis/recordings");
+    let wavs: Vec<PathBuf> = std::fs::read_dir(&recordings)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    assert_eq!(wavs.len(), 2, "stereo and mono: {wavs:?}");
+    for wav in &wavs {
+        let reader = hound::WavReader::open(wav).unwrap();
+        let channels = reader.spec().channels;
+        let mono = wav.to_string_lossy().ends_with(".mono.wav");
+        assert_eq!(channels, if mono { 1 } else { 2 }, "{}", wav.display());
+        // About 0.6 s at 8 kHz.
+        assert!(
+            reader.duration() > 2_000,
+            "{}: {}",
+            wav.display(),
+            reader.duration()
+        );
+        assert!(text.contains(&wav.display().to_string()), "{text}");
+    }
+    let export = voxplane(&[
+        "cdr",
+        "export",
+        "--data-dir",
+        out.join("live/sip").to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let csv = stdout(&export);
+    assert_eq!(
+        csv.lines().filter(|l| l.contains(",200,")).count(),
+        2,
+        "{csv}"
+    );
 }
 
 #[test]

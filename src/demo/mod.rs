@@ -1,10 +1,17 @@
-//! `voxplane demo`: the whole platform on embedded defaults. Today it
-//! synthesises SIP+RTP calls with realistic loss and jitter
+//! `voxplane demo`: the whole platform on embedded defaults, in two parts.
+//!
+//! Offline: it synthesises SIP+RTP calls with realistic loss and jitter
 //! ([`bench::synth`]), writes them as a pcap, analyses the capture with the
 //! same pipeline as `voxplane analyze`, and prints the table, the WAVs and
 //! per-call pcaps it wrote, and how the analysis compares with the
-//! generator's ground truth. It grows as the relay, SIP core, NQS and MIS
-//! land.
+//! generator's ground truth.
+//!
+//! Live ([`live`]): the SIP core, relay, NQS and MIS in this process on
+//! loopback, with two scripted user agents registering and calling through
+//! the B2BUA.
+
+mod live;
+mod ua;
 
 use std::fs;
 use std::io::{self, Write};
@@ -95,5 +102,7 @@ pub fn run(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         pcap.display(),
         pcap.display()
     )?;
+    live::run(&args.out, seed, &mut out)
+        .context("the live part of the demo (SIP core, relay, NQS, MIS)")?;
     Ok(())
 }
