@@ -1004,8 +1004,13 @@ impl<S: Storage> Replica<S> {
         Ok(self.placement(d)?.allows(region.as_deref()))
     }
 
+    /// The check of a local write. A member without a region is a single-site store (the
+    /// embedded default of `voxplane up` and the provisioning commands) and may write any
+    /// domain, or its own CDRs would be refused; what it writes still reaches peers only as
+    /// placement allows, and as a receiver it holds only global data (no peer sends it
+    /// placed data).
     fn check_placed(&mut self, domain: Option<String>) -> Result<(), Error> {
-        if self.holds(domain.as_deref())? {
+        if self.cfg.region.is_none() || self.holds(domain.as_deref())? {
             return Ok(());
         }
         Err(Error::NotPlaced {
