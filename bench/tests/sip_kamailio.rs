@@ -4,35 +4,16 @@
 //! come out, memory is read), never speed. Skips without sipp or Kamailio
 //! unless `VOXPLANE_REQUIRE_TOOLS` is set.
 
-use std::net::{SocketAddr, UdpSocket};
+mod sip_common;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bench::sip::campaign::{self, Settings};
-use bench::sip::sipp::{Endpoint, Sipp};
+use bench::sip::sipp::Sipp;
 use bench::sip::target::{Kamailio, Target};
-
-fn free_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn endpoint() -> Endpoint {
-    // sipp binds its media port and the next one; take two free ports apart.
-    let sip = free_addr();
-    let media = loop {
-        let p = free_addr().port();
-        if p.is_multiple_of(2) && p < 65000 {
-            break p;
-        }
-    };
-    Endpoint {
-        sip,
-        media_port: media,
-    }
-}
+use sip_common::{endpoint, free_addr, low_rate};
 
 #[test]
 fn low_rate_campaign_through_kamailio() {
@@ -54,18 +35,7 @@ fn low_rate_campaign_through_kamailio() {
     let sipp = Sipp::new(PathBuf::from("sipp"), dir.path(), None).unwrap();
     assert!(sipp.version().unwrap().contains("SIPp"));
     assert!(kamailio.version().unwrap().contains("kamailio"));
-    let settings = Settings {
-        start_rate: 20,
-        max_rate: 40,
-        resolution: 0.1,
-        step: Duration::from_secs(2),
-        hold_ms: 200,
-        recv_timeout_ms: 5_000,
-        dialogs: 120,
-        dialog_rate: 100,
-        uac,
-        uas,
-    };
+    let settings = low_rate(uac, uas, 120);
     let mut seen = 0;
     let rate = campaign::measure_rate(&kamailio, &sipp, &settings, dir.path(), &mut |_| seen += 1)
         .unwrap();

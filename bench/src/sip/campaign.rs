@@ -201,8 +201,9 @@ pub fn measure_memory(
     }
     .max(1);
     let setup = Duration::from_secs_f64(n as f64 / f64::from(rate));
-    // Every call is still held well after the last one is set up.
-    let hold = setup + Duration::from_secs(60);
+    // Every call is still held well after the last one is set up and its
+    // transactions have ended.
+    let hold = setup + target.transaction_linger() + Duration::from_secs(60);
     let campaign = Campaign {
         rate,
         calls: n,
@@ -265,9 +266,8 @@ pub fn measure_memory(
             )));
         }
     }
-    // Let transactions end (Kamailio's tm keeps a completed INVITE
-    // transaction 5 s) so what remains is dialog state.
-    thread::sleep(Duration::from_secs(6));
+    // Let transactions end so what remains is dialog state.
+    thread::sleep(target.transaction_linger());
     let during = read("during")?;
     let stat = sipp::read_stat(&dir)?;
     if stat.failed_calls > 0 {

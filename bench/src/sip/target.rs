@@ -57,6 +57,13 @@ pub trait Target {
     fn dialog_limit(&self) -> Option<(u64, String)> {
         None
     }
+    /// How long after the last call is answered its finished transactions
+    /// may still be held, so memory read after that is dialog state.
+    /// Default: 6 s (Kamailio's `tm` keeps a completed INVITE transaction
+    /// 5 s).
+    fn transaction_linger(&self) -> Duration {
+        Duration::from_secs(6)
+    }
 }
 
 /// Kamailio as a stateful proxy: `tm`, `rr` (record-routing), `sl`,
@@ -198,18 +205,21 @@ impl Target for Kamailio {
 
 /// `voxplane up` as a B2BUA with media anchored on its in-process
 /// dataplane (one relay worker, its media session timeout raised so held
-/// calls without RTP stay up). The UAS registers as user
-/// [`Voxplane::CALLEE`] in the demo domain before each run, and the UAC
-/// calls that user.
+/// calls without RTP stay up). Its data directory is provisioned before
+/// each start the way an operator would connect two carriers: the UAC is
+/// trunk [`Voxplane::UAC_TRUNK`] (trusted by its source address), the UAS
+/// is trunk [`Voxplane::UAS_TRUNK`], and the default dialplan routes every
+/// call from the first to the second. The per-source rate limit is raised
+/// to [`Voxplane::SIP_RATE`]: all the load comes from one address.
 #[derive(Debug, Clone)]
 pub struct Voxplane {
     /// The `voxplane` program.
     pub program: PathBuf,
-    /// sipp, to register the UAS.
-    pub sipp: PathBuf,
     /// SIP listen address (`--sip-listen`).
     pub listen: SocketAddr,
-    /// The sipp UAS (registered as the callee).
+    /// The sipp UAC (the calling trunk, admitted by its address).
+    pub uac: Endpoint,
+    /// The sipp UAS (the called trunk).
     pub uas: Endpoint,
     /// Media address (`--media-addr`).
     pub media_addr: std::net::IpAddr,
@@ -223,10 +233,86 @@ impl Voxplane {
     /// Media ports one anchored call takes: RTP and RTCP on each of its two
     /// legs.
     pub const PORTS_PER_CALL: u64 = 4;
-    /// The user the UAS registers as (the UAC's `-s`).
+    /// The called number (the UAC's `-s`).
     pub const CALLEE: &'static str = "bench";
-    /// The demo domain `voxplane up` seeds.
-    pub const DOMAIN: &'static str = "voxplane.local";
+    /// The trunk the UAC's calls come from.
+    pub const UAC_TRUNK: &'static str = "bench-uac";
+    /// The trunk the calls are routed to (the UAS).
+    pub const UAS_TRUNK: &'static str = "bench-uas";
+    /// `--sip-rate` and `--sip-burst` for the bench: far above any rate
+    /// sipp reaches, so the guard's token bucket never refuses.
+    pub const SIP_RATE: u32 = 1_000_000;
+
+    /// The default dialplan: every call from the UAC trunk goes to the UAS
+    /// trunk.
+    #[must_use]
+    pub fn dialplan() -> String {
+        format!(
+            "# Written by `voxplane bench sip`.\n[[rule]]\nname = \"bench\"\nsource = \"trunk:{}\"\ntrunk = \"{}\"\n",
+            Self::UAC_TRUNK,
+            Self::UAS_TRUNK
+        )
+    }
+
+    /// The provisioning commands (arguments of `voxplane`) run on
+    /// `data_dir` before `voxplane up`; `plan` is the dialplan file.
+    #[must_use]
+    pub fn provisioning(&self, data_dir: &Path, plan: &Path) -> Vec<Vec<String>> {
+        let dd = data_dir.display().to_string();
+        let prefix = if self.uac.sip.is_ipv4() { 32 } else { 128 };
+        let trunk = |name: &str, peer: SocketAddr, allow: Option<String>| {
+            let mut a: Vec<String> = ["trunk", "add", name, "--host"].map(str::to_owned).into();
+            a.extend([
+                peer.ip().to_string(),
+                "--port".into(),
+                peer.port().to_string(),
+                "--options-ping".into(),
+                "0".into(),
+            ]);
+            if let Some(cidr) = allow {
+                a.extend(["--allow-ip".into(), cidr]);
+            }
+            a.extend(["--data-dir".into(), dd.clone()]);
+            a
+        };
+        vec![
+            trunk(
+                Self::UAC_TRUNK,
+                self.uac.sip,
+                Some(format!("{}/{prefix}", self.uac.sip.ip())),
+            ),
+            trunk(Self::UAS_TRUNK, self.uas.sip, None),
+            vec![
+                "dialplan".into(),
+                "load".into(),
+                plan.display().to_string(),
+                "--data-dir".into(),
+                dd,
+            ],
+        ]
+    }
+
+    /// Writes the dialplan and runs the provisioning commands.
+    fn provision(&self, dir: &Path, data_dir: &Path) -> Result<(), Error> {
+        let plan = dir.join("dialplan.toml");
+        std::fs::write(&plan, Self::dialplan())
+            .map_err(|e| Error::io(format!("write {}", plan.display()), e))?;
+        for args in self.provisioning(data_dir, &plan) {
+            let out = std::process::Command::new(&self.program)
+                .args(&args)
+                .output()
+                .map_err(|e| Error::io(format!("run {}", self.program.display()), e))?;
+            if !out.status.success() {
+                return Err(Error::Campaign(format!(
+                    "voxplane {}: {}\n{}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Target for Voxplane {
@@ -239,12 +325,15 @@ impl Target for Voxplane {
     }
 
     fn start(&self, dir: &Path, _purpose: Purpose) -> Result<ProcessGroup, Error> {
+        let data_dir = dir.join("voxplane-data");
+        self.provision(dir, &data_dir)?;
         let args = [
             "up".to_owned(),
             "--data-dir".into(),
-            dir.join("voxplane-data").display().to_string(),
+            data_dir.display().to_string(),
             "--sip-listen".into(),
             self.listen.to_string(),
+            "--no-tcp".into(),
             "--media-addr".into(),
             self.media_addr.to_string(),
             "--port-range".into(),
@@ -255,10 +344,13 @@ impl Target for Voxplane {
             format!("{}:0", self.listen.ip()),
             "--media-timeout".into(),
             "86400".into(),
+            "--sip-rate".into(),
+            Self::SIP_RATE.to_string(),
+            "--sip-burst".into(),
+            Self::SIP_RATE.to_string(),
         ];
         let mut p = ProcessGroup::spawn("voxplane", &self.program, args, dir, self.cpu)?;
         wait_udp_bound(&mut p, self.listen, Duration::from_secs(30))?;
-        self.register_callee(dir, &mut p)?;
         Ok(p)
     }
 
@@ -268,6 +360,13 @@ impl Target for Voxplane {
 
     fn version(&self) -> Result<String, Error> {
         super::version_line(&self.program, "version", "voxplane")
+    }
+
+    /// RFC 6026: the accepted server INVITE transaction (Timer L) and the
+    /// B leg's client INVITE transaction (Timer M) live 64·T1 = 32 s with
+    /// `voxplane up`'s default T1 of 500 ms; one second more.
+    fn transaction_linger(&self) -> Duration {
+        Duration::from_secs(33)
     }
 
     fn dialog_limit(&self) -> Option<(u64, String)> {
@@ -284,75 +383,6 @@ impl Target for Voxplane {
         ))
     }
 }
-
-impl Voxplane {
-    /// One REGISTER from the UAS's address (before the UAS binds it).
-    fn register_callee(&self, dir: &Path, up: &mut ProcessGroup) -> Result<(), Error> {
-        let xml = dir.join("register.xml");
-        let text = REGISTER_XML
-            .replace("USER", Self::CALLEE)
-            .replace("DOMAIN", Self::DOMAIN);
-        std::fs::write(&xml, text).map_err(|e| Error::io(format!("write {}", xml.display()), e))?;
-        let ip = self.uas.sip.ip().to_string();
-        let args = [
-            "-sf".to_owned(),
-            xml.display().to_string(),
-            "-i".into(),
-            ip.clone(),
-            "-mi".into(),
-            ip,
-            "-p".into(),
-            self.uas.sip.port().to_string(),
-            "-mp".into(),
-            self.uas.media_port.to_string(),
-            "-m".into(),
-            "1".into(),
-            "-recv_timeout".into(),
-            "5000".into(),
-            "-timeout".into(),
-            "15s".into(),
-            "-timeout_error".into(),
-            "-nostdin".into(),
-            self.listen.to_string(),
-        ];
-        let mut reg = ProcessGroup::spawn("sipp-register", &self.sipp, args, dir, None)?;
-        match reg.wait_timeout(Duration::from_secs(20)) {
-            Some(s) if s.success() => Ok(()),
-            status => Err(Error::NotReady {
-                label: "voxplane".into(),
-                detail: format!(
-                    "registering the callee failed (sipp: {status:?}); sipp's log ends with:\n{}\nvoxplane's log ends with:\n{}",
-                    reg.log_tail(8),
-                    up.log_tail(8)
-                ),
-            }),
-        }
-    }
-}
-
-/// REGISTER of the callee (`USER@DOMAIN`) at its UAS address.
-const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="voxplane bench sip register">
-  <send retrans="500">
-    <![CDATA[
-
-      REGISTER sip:DOMAIN SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:USER@DOMAIN>;tag=[pid]reg
-      To: <sip:USER@DOMAIN>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:USER@[local_ip]:[local_port]>
-      Expires: 3600
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -392,12 +422,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn voxplane_dialogs_are_limited_by_media_ports() {
-        let v = Voxplane {
+    fn voxplane() -> Voxplane {
+        Voxplane {
             program: "voxplane".into(),
-            sipp: "sipp".into(),
             listen: "127.0.0.1:5060".parse().unwrap(),
+            uac: Endpoint {
+                sip: "127.0.0.1:5070".parse().unwrap(),
+                media_port: 16_000,
+            },
             uas: Endpoint {
                 sip: "127.0.0.1:5080".parse().unwrap(),
                 media_port: 18_000,
@@ -405,7 +437,40 @@ mod tests {
             media_addr: "127.0.0.1".parse().unwrap(),
             port_range: (20000, 59999),
             cpu: None,
+        }
+    }
+
+    #[test]
+    fn voxplane_dialogs_are_limited_by_media_ports() {
+        assert_eq!(voxplane().dialog_limit().unwrap().0, 10_000);
+    }
+
+    #[test]
+    fn voxplane_trusts_the_uac_trunk_and_routes_it_to_the_uas_trunk() {
+        use control::dialplan::{Action, CallInfo, CallSource, Dialplan};
+        let cmds = voxplane().provisioning(Path::new("/d"), Path::new("/d/plan.toml"));
+        let line: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            line,
+            [
+                "trunk add bench-uac --host 127.0.0.1 --port 5070 --options-ping 0 \
+                 --allow-ip 127.0.0.1/32 --data-dir /d",
+                "trunk add bench-uas --host 127.0.0.1 --port 5080 --options-ping 0 --data-dir /d",
+                "dialplan load /d/plan.toml --data-dir /d",
+            ]
+        );
+        let plan = Dialplan::parse(&Voxplane::dialplan()).unwrap();
+        let call = |source| CallInfo {
+            to: Voxplane::CALLEE,
+            from: "caller",
+            source,
+            ip: Some("127.0.0.1".parse().unwrap()),
         };
-        assert_eq!(v.dialog_limit().unwrap().0, 10_000);
+        let routed = plan.evaluate(&call(CallSource::Trunk(Voxplane::UAC_TRUNK)), 0);
+        assert_eq!(routed.action, Action::Trunk(Voxplane::UAS_TRUNK.into()));
+        assert_eq!(routed.number, Voxplane::CALLEE);
+        // Nobody else is routed by the bench rule.
+        let other = plan.evaluate(&call(CallSource::Trunk("other")), 0);
+        assert_eq!(other.action, Action::NoRoute);
     }
 }
