@@ -70,6 +70,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Trying",
         180 => "Ringing",
+        181 => "Call Is Being Forwarded",
         183 => "Session Progress",
         200 => "OK",
         202 => "Accepted",
@@ -85,6 +86,7 @@ pub fn reason(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        422 => "Session Interval Too Small",
         423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
@@ -94,6 +96,7 @@ pub fn reason(status: u16) -> &'static str {
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
+        491 => "Request Pending",
         500 => "Server Internal Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
