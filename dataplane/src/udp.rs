@@ -144,9 +144,7 @@ impl Running<Udp> {
         let mut threads = Vec::with_capacity(count);
         let mut consumers = Vec::new();
         for index in 0..count {
-            let mut shard = config.relay.shard(index, count)?;
-            shard.max_payload = shard.max_payload.min(sys::BUF_LEN - 1);
-            let relay = Relay::new(shard)?;
+            let (relay, mirrors, consumer) = worker_shard(&config, index, count)?;
             let epoll = sys::Epoll::new()
                 .map_err(|_| ControlError::InvalidConfig("cannot create an epoll instance"))?;
             let waker = Arc::new(
@@ -159,7 +157,6 @@ impl Running<Udp> {
             let (tx, rx) = mpsc::channel();
             let mut worker = Worker::new(relay, epoll, rx);
             worker.waker = Some(waker.clone());
-            let (mirrors, consumer) = Mirrors::new(&config.mirror)?;
             worker.mirrors = mirrors;
             consumers.extend(consumer);
             let handle = thread::Builder::new()
@@ -180,6 +177,21 @@ impl Running<Udp> {
             kind: Udp,
         })
     }
+}
+
+/// Worker `index` of `count`: its relay shard (payloads bounded by the
+/// receive buffers) and its mirror sinks, with the ring's consumer end
+/// (shared by the socket backends, `udp` and `uring`).
+pub(crate) fn worker_shard(
+    config: &UdpConfig,
+    index: usize,
+    count: usize,
+) -> Result<(Relay, Mirrors, Option<MirrorConsumer>), ControlError> {
+    let mut shard = config.relay.shard(index, count)?;
+    shard.max_payload = shard.max_payload.min(sys::BUF_LEN - 1);
+    let relay = Relay::new(shard)?;
+    let (mirrors, consumer) = Mirrors::new(&config.mirror)?;
+    Ok((relay, mirrors, consumer))
 }
 
 /// Routes control commands to the worker that owns each call.

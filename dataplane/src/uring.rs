@@ -61,10 +61,7 @@ impl Running<Uring> {
         let mut threads = Vec::with_capacity(count);
         let mut consumers = Vec::new();
         for index in 0..count {
-            let mut shard = config.relay.shard(index, count)?;
-            shard.max_payload = shard.max_payload.min(udp::sys::BUF_LEN - 1);
-            let relay = Relay::new(shard)?;
-            let (mirrors, consumer) = Mirrors::new(&config.mirror)?;
+            let (relay, mirrors, consumer) = udp::worker_shard(&config, index, count)?;
             consumers.extend(consumer);
             let (tx, rx) = mpsc::channel();
             let (ready_tx, ready_rx) = mpsc::channel();
